@@ -1,0 +1,1 @@
+"""fleetphysics: agents package."""
