@@ -44,7 +44,7 @@ class PollerConfig:
 
     out_dir: str
     period_ms: float = 100.0
-    flush_interval_s: float = 1.0
+    flush_interval_s: float = 1.5  # <= 2 s: a killed poller loses at most this much
     seconds: float | None = None  # stop by itself after this long (None: until stopped)
     realtime_priority: bool = True  # ask for SCHED_FIFO, else a lower nice value
     live_interval_s: float = 0.25  # how often the latest samples go to the parent
