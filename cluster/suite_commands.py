@@ -1,0 +1,90 @@
+"""`fleetphysics suite` and `fleetphysics plot`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from experiments.presets import PROFILES
+
+
+def register(sub) -> None:
+    """Add the suite commands."""
+    p = sub.add_parser("suite", help="run the TR122 experiment suite on one device")
+    p.add_argument("--device", required=True, help="sim:PROFILE | sim:FILE.yaml | nvml:N | nvml:UUID")
+    p.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--experiments", default=None, help="comma-separated subset (default: all five)")
+    p.add_argument("--out", default="runs", help="artifact root: OUT/<run_id>/<host>/<device_uid>/")
+    p.add_argument("--period-ms", type=float, default=None, help="poller period (default by profile)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the JSON summary")
+    p.set_defaults(func=cmd_suite)
+
+    p = sub.add_parser("plot", help="PNG figures of a run's artifact dir")
+    p.add_argument("dir", help="a device artifact dir, or a run dir holding them")
+    p.set_defaults(func=cmd_plot)
+
+
+class _ProgressBar:
+    """A rich progress bar (phase, elapsed, ETA) fed by the runners' progress callback."""
+
+    def __init__(self, phases: list[str]) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.phases = phases
+        self.progress = Progress(TextColumn("[bold]{task.description:<20}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        self.tasks = {p: self.progress.add_task(p, total=1.0) for p in self.phases}
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, phase: str, fraction: float) -> None:
+        task = self.tasks.get(phase)
+        if task is not None:
+            self.progress.update(task, completed=max(0.0, min(1.0, fraction)))
+
+
+def cmd_suite(args) -> int:
+    """Run the suite and print a summary."""
+    from experiments.suite import SuiteOptions, parse_experiments, run_suite
+
+    experiments = parse_experiments(args.experiments)
+    with _ProgressBar(list(experiments)) as bar:
+        summary = run_suite(SuiteOptions(device=args.device, profile=args.profile, experiments=experiments, out=args.out,
+                                         period_ms=args.period_ms, seed=args.seed, progress=bar))
+        for phase in experiments:
+            bar(phase, 1.0)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+    return 0 if summary["run_state"] in ("completed", "timeout") else 1
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+
+    c = Console()
+    sim = " [yellow](simulated)[/]" if summary["simulated"] else ""
+    c.print(f"run {summary['run_id']}  device {summary['device_uid']}{sim}  "
+            f"state {summary['run_state']} ({summary['end_reason']})")
+    for name, figs in summary["experiments"].items():
+        brief = {k: v for k, v in figs.items() if not isinstance(v, (dict, list))}
+        c.print(f"  [bold]{name}[/]: {brief}")
+    c.print(f"artifacts: {summary['artifact_dir']}")
+
+
+def cmd_plot(args) -> int:
+    """Write PNG figures next to each device's artifacts."""
+    from experiments.plots import plot_dir
+
+    for path in plot_dir(args.dir):
+        print(path, file=sys.stdout)
+    return 0

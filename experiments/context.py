@@ -1,0 +1,116 @@
+"""The run context every experiment runner receives.
+
+A runner never talks to the poller or the filesystem directly: it declares load and marks
+phases and events through the context, and writes its report through the artifact writer.
+Marker conventions (names and attrs) are the contract with the analyses:
+
+* ``phase_start`` / ``phase_end``: attrs ``phase`` (experiment name or sub-phase).
+* ``load``: per device, attrs ``level`` (0..1) and optional ``vram_mb`` (what drives a
+  simulated device; recorded for real devices too).
+* ``event_start`` / ``event_end``: attrs ``event_id``, ``phase`` (prefill|decode|...),
+  ``batch_size``, ``input_tokens``, ``output_tokens``, ``energy_counter_j`` (the device's
+  counter read at that boundary, when it has one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from agents.device import Device
+from agents.markers import LOAD, MarkerWriter
+
+PHASE_START, PHASE_END = "phase_start", "phase_end"
+EVENT_START, EVENT_END = "event_start", "event_end"
+
+
+class ArtifactWriter:
+    """Writes one device's artifacts (JSON reports) with write-then-rename."""
+
+    def __init__(self, device_dir: str | os.PathLike) -> None:
+        self.dir = Path(device_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, name: str, data: dict) -> Path:
+        """Write ``<name>.json`` atomically; returns its path."""
+        path = self.dir / f"{name}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+        os.replace(tmp, path)
+        return path
+
+
+def _json_default(obj):
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return str(obj)
+
+
+@dataclass
+class RunContext:
+    """What a runner may use: the device, the marker API, the artifact writer, progress."""
+
+    device: Device
+    markers: MarkerWriter
+    artifacts: ArtifactWriter
+    run_id: str
+    torch_device: str = "cpu"  # "cuda:N" on an NVML device, "cpu" on a simulated one
+    progress: Callable[[str, float], None] = field(default=lambda phase, fraction: None)
+    should_stop: Callable[[], bool] = field(default=lambda: False)  # Ctrl-C or thermal trip
+
+    @property
+    def simulated(self) -> bool:
+        """True when the device is simulated (the workload then drives its load signal)."""
+        return self.device.simulated
+
+    def mark(self, name: str, **attrs) -> int:
+        """A marker for this device on the host clock; returns its t_ns."""
+        return self.markers.mark(name, device_uuid=self.device.uuid, **attrs)
+
+    def set_load(self, level: float, vram_mb: float | None = None) -> int:
+        """Declare the load level (drives a simulated device; a marker on a real one)."""
+        set_load = getattr(self.device, "set_load", None)
+        if set_load is not None:
+            return set_load(level, vram_mb=vram_mb)
+        attrs = {"level": level} if vram_mb is None else {"level": level, "vram_mb": vram_mb}
+        return self.mark(LOAD, **attrs)
+
+    @contextmanager
+    def phase(self, name: str, **attrs):
+        """Mark the start and end of a phase (also on error)."""
+        self.mark(PHASE_START, phase=name, **attrs)
+        try:
+            yield
+        finally:
+            self.mark(PHASE_END, phase=name, **attrs)
+
+    def energy_counter_j(self) -> float | None:
+        """The device's energy counter now (J), or None when it has none or the read failed."""
+        if not self.device.capabilities.energy_j:
+            return None
+        return self.device.read_sample(time.monotonic_ns()).energy_j
+
+    def sleep(self, seconds: float, phase: str | None = None) -> bool:
+        """Sleep in small steps, reporting progress; returns False if asked to stop."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.should_stop():
+                return False
+            time.sleep(min(0.2, left))
+            if phase:
+                self.progress(phase, 1.0 - max(0.0, end - time.monotonic()) / seconds if seconds else 1.0)
+        return not self.should_stop()

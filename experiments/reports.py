@@ -1,0 +1,152 @@
+"""From runner results and the recorded trace to experiment reports (pure, no device).
+
+A report is ``{"experiment", "schema_version", "simulated", "figures", "quality", "checks"}``:
+the figures come from :mod:`experiments.analysis` over the trace of the experiment's own
+window, never from the runner's view of the device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+QUALITY_KEYS = ("quality", "fake_idle", "fake_idle_reasons", "equilibrium", "predicted", "throttled", "passed",
+                "criterion", "energy_quality", "limiting_cause", "quality_counts")
+
+
+def _quality(figures: dict) -> dict:
+    """The quality flags of a figures dict (top level and one level down, e.g. per field)."""
+    out = {k: figures[k] for k in QUALITY_KEYS if k in figures}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            sub = {k: value[k] for k in QUALITY_KEYS if k in value}
+            if sub:
+                out[key] = sub
+    return out
+
+
+def report(name: str, figures: dict, simulated: bool, checks: dict | None = None, extra: dict | None = None) -> dict:
+    """One experiment's report."""
+    doc = {"experiment": name, "schema_version": SCHEMA_VERSION, "simulated": simulated, "figures": figures,
+           "quality": _quality(figures), "checks": checks or {}}
+    if extra:
+        doc.update(extra)
+    return doc
+
+
+def _window(df: pd.DataFrame, t0: int | None, t1: int | None) -> pd.DataFrame:
+    m = pd.Series(True, index=df.index)
+    if t0 is not None:
+        m &= df.t_ns >= t0
+    if t1 is not None:
+        m &= df.t_ns <= t1
+    return df[m]
+
+
+def _idle_power_w(baseline: dict | None, trace: pd.DataFrame, before_ns: int) -> float | None:
+    """Idle power for baseline subtraction: the run's baseline, else the 3 s before ``before_ns``."""
+    if baseline and baseline.get("figures", {}).get("mean_robust_w") is not None:
+        return float(baseline["figures"]["mean_robust_w"])
+    pre = _window(trace, before_ns - 3_000_000_000, before_ns)
+    pre = pre[pre.read_ok & pre.power_w.notna()]
+    return float(pre.power_w.median()) if len(pre) else None
+
+
+def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.DataFrame, info: dict):
+    """Reports for every experiment that ran, and the per-event table (or None)."""
+    sim = bool(info.get("simulated"))
+    out: dict[str, dict] = {}
+    events = None
+    for name, res in results.items():
+        if "error" in res:
+            out[name] = report(name, {}, sim, checks={"error": res["error"]})
+            continue
+        if name == "baseline":
+            from experiments.analysis import baseline as a_baseline
+
+            cfg = configs[name]
+            fig = a_baseline.analyze_baseline(trace, res["t_start_ns"], res["t_end_ns"],
+                                              floor_threshold_w=cfg.floor_threshold_w, outlier_k=cfg.outlier_k)
+            out[name] = report(name, fig, sim, checks={"completed": res["completed"]})
+        elif name == "instrument_response":
+            from experiments.analysis import instrument_response as a_ir
+
+            window = _window(trace, res["t_start_ns"], res["t_end_ns"])
+            fig = a_ir.analyze_step_response(window, res["edges"])
+            out[name] = report(name, fig, sim, checks={"steps": len(res["edges"]) // 2})
+        elif name == "heat_soak":
+            from experiments.analysis import heat_soak as a_soak
+
+            fig = a_soak.analyze_heat_soak(trace, res["t_start_ns"], res["t_end_ns"], window_s=configs[name].window_s)
+            fig["end_reason"] = res["end_reason"]
+            if res.get("trip"):
+                fig["thermal_trip"] = res["trip"]
+            out[name] = report(name, fig, sim, checks={"end_reason": res["end_reason"]})
+        elif name == "joule_curve":
+            events = _joule_events(res, trace, out.get("baseline"), out.get("instrument_response"))
+            from experiments.analysis import energy as a_energy
+
+            fig = a_energy.joule_curve(events) if len(events) else {}
+            out[name] = report(name, fig, sim, checks=res.get("checks", {}))
+        else:  # vram_cliff and later experiments report their own figures
+            out[name] = report(name, res.get("figures", {}), sim, checks=res.get("checks", {}),
+                               extra={k: res[k] for k in ("probes",) if k in res})
+    return out, events
+
+
+def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dict | None) -> pd.DataFrame:
+    from experiments.analysis import energy as a_energy
+
+    evs = res.get("events", [])
+    if not evs:
+        return pd.DataFrame()
+    p_idle = _idle_power_w(baseline, trace, min(e["t_start_ns"] for e in evs))
+    update_ms = None
+    if ir:
+        field = ir["figures"].get("power_instant_w") or ir["figures"].get("power_w") or {}
+        update_ms = field.get("update_period_ms")
+    rows = []
+    for e in evs:
+        en = a_energy.event_energy(trace, e["t_start_ns"], e["t_end_ns"], p_idle,
+                                   counter_start_j=e.get("energy_counter_start_j"),
+                                   counter_end_j=e.get("energy_counter_end_j"), update_period_ms=update_ms)
+        rows.append({**{k: e.get(k) for k in ("event_id", "phase", "batch_size", "input_tokens", "output_tokens",
+                                               "t_start_ns", "t_end_ns", "tokens_per_second")},
+                     "experiment": "joule_curve", **en})
+    return pd.DataFrame(rows)
+
+
+TR122_TRACE_COLUMNS = ["t_ns", "power_w", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "util_mem",
+                       "vram_used_mb", "read_ok", "dt_s"]
+
+
+def write_tr122_pack(out_dir: Path, trace: pd.DataFrame, events: pd.DataFrame | None, baseline: dict | None,
+                     meta: dict) -> Path:
+    """TR122-compatible artifacts (section 3 schemas), written to a temp dir then renamed."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    cols = [c for c in TR122_TRACE_COLUMNS if c in trace.columns]
+    trace[cols].to_csv(tmp / "power_trace.csv", index=False)
+    with open(tmp / "generation_events.jsonl", "w") as fh:
+        for e in [] if events is None or not len(events) else events.to_dict("records"):
+            fh.write(json.dumps({
+                "event_id": e.get("event_id"), "phase": e.get("phase"), "t_start_ns": e.get("t_start_ns"),
+                "t_end_ns": e.get("t_end_ns"), "input_tokens": e.get("input_tokens"),
+                "output_tokens": e.get("output_tokens"), "batch_size": e.get("batch_size"),
+                "tokens_per_second": e.get("tokens_per_second"), "energy_joules": e.get("energy_integrated_j"),
+                "operational_joules": e.get("energy_net_j"), "energy_quality": e.get("energy_quality"),
+                "gap_fraction": e.get("gap_fraction"),
+            }, default=float) + "\n")
+    (tmp / "baseline.json").write_text(json.dumps((baseline or {}).get("figures", {}), indent=2, default=str))
+    (tmp / "run_metadata.json").write_text(json.dumps(meta, indent=2, default=str))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir

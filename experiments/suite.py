@@ -1,0 +1,302 @@
+"""The TR122 suite on one device: poller first, experiments in order, analysis last.
+
+Flow: mint the run_id; start the poller (once, before any experiment); run each
+experiment's workload, which declares load and marks phases and events; stop the poller;
+then analyse the complete trace with pure functions and write the artifact dir:
+
+    <out>/<run_id>/<host>/<device_uid>/
+        power_trace.parquet  markers.parquet  events.parquet  <experiment>.json ...
+        poller_stats.json  fingerprint.json  run_metadata.json  tr122/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from agents.errors import ConfigError, FleetPhysicsError
+from agents.factory import DeviceSpec, open_device, parse_device_specs
+from agents.fingerprint import fingerprint_device
+from agents.poller import PollerConfig, PollerProcess
+from experiments import reports
+from experiments.context import ArtifactWriter, RunContext
+from experiments.presets import check_profile, pick
+from experiments.run_metadata import mint_run_id, new_metadata
+
+EXPERIMENTS = ("baseline", "instrument_response", "vram_cliff", "joule_curve", "heat_soak")
+
+
+@dataclass
+class SuiteOptions:
+    """What `fleetphysics suite` was asked for."""
+
+    device: str
+    profile: str = "smoke"
+    experiments: tuple[str, ...] = EXPERIMENTS
+    out: str = "runs"
+    period_ms: float | None = None
+    seed: int = 0
+    host: str | None = None
+    progress: Callable[[str, float], None] | None = None
+    run_id: str | None = None
+    configs: dict = field(default_factory=dict)  # experiment -> config model (overrides presets)
+
+
+def parse_experiments(text: str | None) -> tuple[str, ...]:
+    """`--experiments a,b` in suite order; unknown names are bad input."""
+    if not text:
+        return EXPERIMENTS
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = EXPERIMENTS + ("training_coupling",)
+    for n in names:
+        if n not in known:
+            raise ConfigError(f"--experiments: unknown experiment {n!r}; choose from {', '.join(known)}")
+    return tuple(n for n in known if n in names)
+
+
+def experiment_config(name: str, profile: str):
+    """The preset config model of one experiment."""
+    module = __import__(f"experiments.{name}.config", fromlist=["x"])
+    cls = next(getattr(module, a) for a in dir(module) if a.endswith("Config") and a != "ConfigDict"
+               and isinstance(getattr(module, a), type) and hasattr(getattr(module, a), "for_profile"))
+    return cls.for_profile(profile)
+
+
+def _torch_device_for(spec: DeviceSpec, device) -> str:
+    if device.simulated:
+        return "cpu"
+    from agents.nvml import torch_device_uuid
+
+    import torch
+
+    for i in range(torch.cuda.device_count()):
+        if torch_device_uuid(i) == device.uuid:
+            return f"cuda:{i}"
+    raise ConfigError(f"{spec.label}: GPU {device.uuid} is not visible to CUDA (check CUDA_VISIBLE_DEVICES)")
+
+
+def _safe_host() -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname()) or "host"
+
+
+class _Stop:
+    """Ctrl-C / abort flag shared with a device's runners."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self) -> bool:
+        return self.reason is not None
+
+
+class DeviceRunner:
+    """Runs experiment phases on one device: in the host's process, or inside a
+    DeviceWorker actor (a plain class; cluster/ wraps it with ray.remote)."""
+
+    def __init__(self, spec: DeviceSpec, marker_path: str, out_dir: str, run_id: str,
+                 progress: Callable[[str, float], None] | None = None) -> None:
+        from agents.markers import MarkerWriter
+
+        self.spec = spec
+        self.markers = MarkerWriter(marker_path)
+        self.device = open_device(spec, marker_writer=self.markers) if spec.kind == "sim" else open_device(spec)
+        self.stop = _Stop()
+        self.device_dir = Path(out_dir) / self.device.uuid
+        self.ctx = RunContext(device=self.device, markers=self.markers, artifacts=ArtifactWriter(self.device_dir),
+                              run_id=run_id, torch_device=_torch_device_for(spec, self.device),
+                              progress=progress or (lambda p, f: None), should_stop=self.stop)
+        self.phase = "starting"
+
+    def describe(self) -> dict:
+        """uuid, simulated flag and fingerprint of the device."""
+        fp = fingerprint_device(self.device)
+        return {"uuid": self.device.uuid, "simulated": self.device.simulated, "fingerprint": fp.to_dict()}
+
+    def run_phase(self, name: str, config_json: dict) -> dict:
+        """Run one experiment; failures come back as data (``{"error": ...}``)."""
+        self.phase = name
+        config = type(experiment_config(name, "smoke")).model_validate(config_json)
+        try:
+            return _run_one(name, self.ctx, config)
+        except FleetPhysicsError as exc:
+            return {"experiment": name, "error": str(exc)}
+        finally:
+            self.phase = f"{name} done"
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Ask the running phase to stop at its next check."""
+        self.stop.reason = reason
+
+    def close(self) -> None:
+        """Idle the device and release it."""
+        if hasattr(self.device, "set_load"):
+            self.device.set_load(0.0)
+        self.device.close()
+        self.markers.close()
+
+
+def _device_state(results: dict, poller_alive: bool) -> tuple[str, str]:
+    """run_state and end_reason of one device from its experiments' results (pure)."""
+    run_state, end_reason = "completed", "completed"
+    for name, res in results.items():
+        if "error" in res:
+            run_state, end_reason = "partial", "error"
+        soak_end = res.get("end_reason") if name == "heat_soak" else None
+        if soak_end in ("thermal_trip", "interrupted"):
+            return "aborted", soak_end
+        if soak_end in ("equilibrium", "timeout") and run_state == "completed":
+            run_state, end_reason = ("completed" if soak_end == "equilibrium" else "timeout"), soak_end
+    if not poller_alive:
+        return "aborted", "poller_degraded"
+    return run_state, end_reason
+
+
+@dataclass
+class HostRun:
+    """One host's run: one poller for all its devices, phases in lockstep (a per-host
+    barrier: an idle baseline is idle for the whole chassis), analysis at the end."""
+
+    specs: list[DeviceSpec]
+    opts: SuiteOptions
+    runner_factory: Callable | None = None  # spec -> runner with run_phase/describe/close (default in-process)
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Ask every device's running phase to stop at its next check."""
+        self._stop_reason = reason
+        for r in getattr(self, "runners", []):
+            r.request_stop(reason)
+
+    def run(self) -> list[dict]:
+        """Run every phase on every device; returns one summary per device."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        opts = self.opts
+        check_profile(opts.profile)
+        configs = {n: opts.configs.get(n) or experiment_config(n, opts.profile) for n in opts.experiments}
+        run_id = opts.run_id or mint_run_id()
+        host = opts.host or _safe_host()
+        host_dir = Path(opts.out) / run_id / host
+        period_ms = opts.period_ms or pick(opts.profile, 20.0, 20.0, 50.0)
+        poller = PollerProcess(self.specs, PollerConfig(out_dir=str(host_dir), period_ms=period_ms))
+        poller.start()
+        self.poller = poller
+        runners, metas, results = [], [], []
+        interrupted = False
+        try:
+            factory = self.runner_factory or (lambda spec: DeviceRunner(spec, str(poller.marker_path), str(host_dir),
+                                                                       run_id, opts.progress))
+            runners = [factory(spec) for spec in self.specs]
+            self.runners = runners
+            for spec, runner in zip(self.specs, runners):
+                d = runner.describe()
+                writer = ArtifactWriter(host_dir / d["uuid"])
+                meta = new_metadata(run_id, host, d["uuid"], d["fingerprint"]["fingerprint"], d["simulated"],
+                                    {"profile": opts.profile, "device": spec.label, "period_ms": period_ms,
+                                     "experiments": list(opts.experiments),
+                                     "configs": {n: c.model_dump() for n, c in configs.items()}})
+                writer.write_json("run_metadata", meta)
+                writer.write_json("fingerprint", d["fingerprint"])
+                metas.append((writer, meta))
+                results.append({})
+            with ThreadPoolExecutor(max_workers=max(1, len(runners))) as pool:
+                for name in opts.experiments:
+                    if not poller.alive or getattr(self, "_stop_reason", None):
+                        interrupted = interrupted or bool(getattr(self, "_stop_reason", None))
+                        break
+                    live = [i for i, r in enumerate(results) if _device_state(r, True)[0] != "aborted"]
+                    futures = {i: pool.submit(runners[i].run_phase, name, configs[name].model_dump()) for i in live}
+                    for i, fut in futures.items():  # the barrier: every device ends the phase
+                        results[i][name] = fut.result()
+        except KeyboardInterrupt:
+            interrupted = True
+            for r in runners:
+                r.request_stop("interrupted")
+        finally:
+            alive = poller.alive
+            try:
+                for r in runners:
+                    r.close()
+                stats = poller.stop()
+            finally:
+                poller.close()
+        summaries = []
+        for (writer, meta), res in zip(metas, results):
+            state = ("aborted", "interrupted") if interrupted else _device_state(res, alive)
+            summaries.append(_finish(writer.dir, writer, meta, stats, res, configs, *state))
+        return summaries
+
+
+def run_suite(opts: SuiteOptions) -> dict:
+    """Run the suite on one device; returns the JSON summary (also written to disk)."""
+    specs = parse_device_specs(opts.device, host=opts.host, seed=opts.seed)
+    if len(specs) != 1:
+        raise ConfigError(f"--device {opts.device!r} names {len(specs)} devices; the suite runs on one "
+                          "(`fleetphysics run` characterizes a whole host)")
+    return HostRun(specs, opts).run()[0]
+
+
+def _run_one(name: str, ctx: RunContext, config) -> dict:
+    module = __import__(f"experiments.{name}.runner", fromlist=["run"])
+    if name in ("instrument_response", "heat_soak") and not ctx.simulated:
+        from experiments.gpu_load import make_load_fn
+
+        return module.run(ctx, config, load_fn=make_load_fn(ctx.torch_device))
+    return module.run(ctx, config)
+
+
+def compact_trace(device_dir: Path) -> Path:
+    """Merge the poller's parts into one sorted power_trace.parquet (write, then rename),
+    then remove the parts: a killed run keeps its parts, a finished one has one file."""
+    parts_dir = device_dir / "power_trace"
+    final = device_dir / "power_trace.parquet"
+    parts = sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []
+    if not parts:
+        return final
+    table = pa.concat_tables([pq.read_table(p) for p in parts]).sort_by("t_ns")
+    tmp = device_dir / ".power_trace.parquet.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, final)
+    shutil.rmtree(parts_dir)
+    return final
+
+
+def _finish(device_dir: Path, writer: ArtifactWriter, meta: dict, stats: dict, results: dict, configs: dict,
+            run_state: str, end_reason: str) -> dict:
+    trace_path = compact_trace(device_dir)
+    trace = pq.read_table(trace_path).to_pandas() if trace_path.exists() else pd.DataFrame()
+    markers = pq.read_table(device_dir / "markers.parquet").to_pandas()
+    info = json.loads((device_dir.parent / "devices.json").read_text())[device_dir.name]["info"]
+    experiments, events = reports.analyse_all(results, configs, trace, markers, info)
+    for name, report in experiments.items():
+        writer.write_json(name, report)
+    if events is not None and len(events):
+        tmp = device_dir / ".events.parquet.tmp"
+        pq.write_table(pa.Table.from_pandas(events, preserve_index=False), tmp)
+        os.replace(tmp, device_dir / "events.parquet")
+    meta.update(run_state=run_state, end_reason=end_reason, ended_wall_ns=time.time_ns(),
+                checks={**meta["checks"], **{n: r.get("checks", {}) for n, r in experiments.items()}})
+    writer.write_json("run_metadata", meta)
+    reports.write_tr122_pack(device_dir / "tr122", trace, events, experiments.get("baseline"), meta)
+    summary = {
+        "run_id": meta["run_id"],
+        "fingerprint": meta["fingerprint"],
+        "device_uid": meta["device_uid"],
+        "simulated": meta["simulated"],
+        "run_state": run_state,
+        "end_reason": end_reason,
+        "artifact_dir": str(device_dir),
+        "poller": stats,
+        "experiments": {n: {**r.get("figures", {}), "quality": r.get("quality", {})} for n, r in experiments.items()},
+    }
+    writer.write_json("summary", summary)
+    return summary
