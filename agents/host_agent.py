@@ -1,0 +1,135 @@
+"""Per-host actors as plain classes; cluster/ wraps them with ``ray.remote`` at placement.
+
+``HostAgent`` owns one host's devices (NVML GPUs, or the simulated boards its node's
+FLEETPHYSICS_SIMULATE names), its poller (started once per run, before any experiment)
+and the suite's phases, in lockstep across the host's devices. ``DeviceWorker`` runs one
+GPU's workloads in its own process (num_gpus=1) on the same node. The experiment code is
+imported inside the methods: the device layer of agents/ never depends on experiments/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+
+class DeviceWorker:
+    """One GPU's workload process: runs experiment phases for the host agent."""
+
+    def __init__(self, spec: dict, marker_path: str, out_dir: str, run_id: str) -> None:
+        from agents.factory import DeviceSpec
+        from experiments.suite import DeviceRunner
+
+        self.runner = DeviceRunner(DeviceSpec(**spec), marker_path, out_dir, run_id)
+
+    def describe(self) -> dict:
+        """Device identity and fingerprint."""
+        return self.runner.describe()
+
+    def run_phase(self, name: str, config_json: dict) -> dict:
+        """Run one experiment phase on this worker's GPU."""
+        return self.runner.run_phase(name, config_json)
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Stop the running phase at its next check."""
+        self.runner.request_stop(reason)
+
+    def close(self) -> None:
+        """Idle and release the device."""
+        self.runner.close()
+
+
+class HostAgent:
+    """One per Ray node with GPUs or simulated devices."""
+
+    def __init__(self, run_id: str, out_root: str, profile: str = "smoke", experiments: tuple[str, ...] | None = None,
+                 host: str | None = None, simulate: list[str] | None = None, period_ms: float | None = None,
+                 seed: int = 0, worker_factory=None) -> None:
+        from agents.factory import DeviceSpec, parse_device_specs
+
+        self.run_id = run_id
+        self.out_root = out_root
+        self.profile = profile
+        self.experiments = tuple(experiments) if experiments else None
+        self.host = host or socket.gethostname()
+        self.period_ms = period_ms
+        self.worker_factory = worker_factory
+        if simulate:
+            self.specs = [DeviceSpec("sim", name, i, self.host, seed + i) for i, name in enumerate(simulate)]
+        else:
+            self.specs = parse_device_specs("all", host=self.host, seed=seed)
+        self._host_run = None
+        self._started = None
+        self._stop_reason = None
+
+    def ping(self) -> dict:
+        """Where the agent runs and what it will measure (the startup check)."""
+        return {"host": self.host, "hostname": socket.gethostname(), "pid": os.getpid(),
+                "devices": [s.label for s in self.specs], "simulated": all(s.kind == "sim" for s in self.specs)}
+
+    def host_dir(self) -> str:
+        """The host's artifact dir (where flushed parts are, even if the run dies)."""
+        return str(Path(self.out_root) / self.run_id / self.host)
+
+    def run(self) -> dict:
+        """Run the suite on every device of the host; returns the artifacts as tables."""
+        from experiments.suite import EXPERIMENTS, HostRun, SuiteOptions
+
+        opts = SuiteOptions(device="", profile=self.profile, experiments=self.experiments or EXPERIMENTS,
+                            out=self.out_root, period_ms=self.period_ms, host=self.host, run_id=self.run_id)
+        factory = None
+        if self.worker_factory is not None and any(s.kind == "nvml" for s in self.specs):
+            factory = self._make_worker
+        self._started = time.monotonic()
+        self._host_run = HostRun(self.specs, opts, runner_factory=factory)
+        summaries = self._host_run.run()
+        return {"host": self.host, "devices": [collect_device_artifacts(s["artifact_dir"]) for s in summaries]}
+
+    def _make_worker(self, spec):
+        from dataclasses import asdict
+
+        poller = self._host_run.poller
+        return self.worker_factory(asdict(spec), str(poller.marker_path), self.host_dir(), self.run_id)
+
+    def status(self) -> dict:
+        """Latest sample per device and the current phase (for the live table)."""
+        poller = getattr(self._host_run, "poller", None) if self._host_run else None
+        latest = poller.latest() if poller is not None else {}
+        return {"host": self.host, "elapsed_s": None if self._started is None else time.monotonic() - self._started,
+                "latest": latest}
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Ask every device's running phase to stop (Ctrl-C on the driver)."""
+        self._stop_reason = reason
+        if self._host_run is not None:
+            self._host_run.request_stop(reason)
+
+
+def collect_device_artifacts(device_dir: str) -> dict:
+    """A device's artifact dir as Arrow tables and dicts (what travels through the object store)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    d = Path(device_dir)
+    trace_file = d / "power_trace.parquet"
+    parts = d / "power_trace"
+    out = {"device_dir": str(d), "device_uid": d.name}
+    if trace_file.exists():
+        out["trace"] = pq.read_table(trace_file)
+    elif parts.is_dir() and list(parts.glob("part-*.parquet")):
+        out["trace"] = pq.read_table(parts)
+    else:
+        out["trace"] = None
+    out["markers"] = pq.read_table(d / "markers.parquet") if (d / "markers.parquet").exists() else None
+    out["events"] = pq.read_table(d / "events.parquet") if (d / "events.parquet").exists() else None
+    out["experiments"] = {}
+    for p in d.glob("*.json"):
+        data = json.loads(p.read_text())
+        if p.stem in ("run_metadata", "fingerprint", "poller_stats", "summary"):
+            out[p.stem] = data
+        else:
+            out["experiments"][p.stem] = data
+    return out

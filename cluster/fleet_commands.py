@@ -1,0 +1,64 @@
+"""`fleetphysics run` (the fleet job, embedded or on a cluster) and `fleetphysics submit`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SUBMIT_EXCLUDES = [".venv", ".git", "runs", "*.duckdb", "*.duckdb.wal", "test-artifacts", "__pycache__", ".pytest_cache"]
+
+
+def register(sub) -> None:
+    """Add the fleet commands."""
+    from cluster.job import build_parser
+
+    p = sub.add_parser("run", help="characterize every GPU host of a Ray cluster (default: the embedded local one)")
+    build_parser(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("submit", help="submit the fleet job to a Ray cluster with `ray job submit` semantics")
+    p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://127.0.0.1:8265")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    p.add_argument("job_args", nargs="*", help="arguments for `python -m cluster.job` (after --)")
+    p.set_defaults(func=cmd_submit)
+
+
+def _cmd_run(args) -> int:
+    from cluster.job import cmd_run
+
+    return cmd_run(args)
+
+
+def cmd_submit(args) -> int:
+    """Submit `python -m cluster.job ARGS` with the project as working_dir and follow the logs."""
+    from agents.errors import ConfigError
+
+    try:
+        from ray.job_submission import JobStatus, JobSubmissionClient
+    except ImportError:  # pragma: no cover - ray[default] is a dependency
+        raise ConfigError("ray[default] is needed for submit: pip install 'ray[default]'") from None
+    try:
+        client = JobSubmissionClient(args.address)
+    except Exception as exc:  # noqa: BLE001 - connection and auth errors from Ray
+        text = str(exc)
+        hint = ("set RAY_AUTH_TOKEN (or copy ~/.ray/auth_token from the head) with RAY_AUTH_MODE=token"
+                if "auth" in text.lower() or "token" in text.lower() or "401" in text else "check the dashboard address")
+        raise ConfigError(f"--address {args.address}: cannot reach the Ray job server; {hint}") from None
+    entrypoint = " ".join(["python", "-m", "cluster.job", *args.job_args])
+    job_id = client.submit_job(entrypoint=entrypoint,
+                               runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": SUBMIT_EXCLUDES})
+    print(json.dumps({"job_id": job_id, "entrypoint": entrypoint}), file=sys.stderr)
+    if args.no_wait:
+        print(job_id)
+        return 0
+    import asyncio
+
+    async def follow():
+        async for chunk in client.tail_job_logs(job_id):
+            sys.stdout.write(chunk)
+
+    asyncio.run(follow())
+    status = client.get_job_status(job_id)
+    return 0 if status == JobStatus.SUCCEEDED else 1

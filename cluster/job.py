@@ -1,0 +1,297 @@
+"""The fleet job driver: `python -m cluster.job` (what `ray job submit` runs) and
+`fleetphysics run`.
+
+One HostAgent per Ray node with GPUs or simulated devices (or, with no GPU anywhere on the
+embedded default, three simulated hosts on the local node). The driver is the single
+warehouse writer: each host's artifacts come back through the object store as Arrow tables
+and are ingested as soon as that host finishes. A host that dies or goes silent past its
+deadline is marked lost; its flushed trace parts are ingested when the driver can reach
+them, the others finish, and the run ends ``partial``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from agents.errors import ConfigError, FleetPhysicsError
+from cluster.faults import FleetStatus, HostStatus, decide
+
+DEFAULT_SIM_FLEET = ("rtx4080-laptop", "rtx4090", "h100-sxm")
+STARTUP_TIMEOUT_S = 120.0
+POLL_S = 1.0
+
+
+@dataclass
+class FleetOptions:
+    """What `fleetphysics run` was asked for."""
+
+    address: str | None = None
+    profile: str = "smoke"
+    simulate_profiles: tuple[str, ...] = ()
+    warehouse: str = "fleet.duckdb"
+    out: str = "runs"
+    experiments: tuple[str, ...] | None = None
+    deadline_s: float | None = None  # per host; default: from the profile
+    startup_timeout_s: float = STARTUP_TIMEOUT_S
+    max_lost_fraction: float = 0.5
+    show_progress: bool = True
+    run_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _planned_deadline_s(profile: str) -> float:
+    return {"smoke": 600.0, "quick": 1200.0, "full": 5400.0}[profile]
+
+
+def _plan_hosts(opts: FleetOptions) -> list[dict]:
+    """(node, agent kwargs) for every host: one agent per node that has devices, or the
+    simulated fleet on the local node."""
+    import ray
+
+    from cluster.placement import alive_nodes
+
+    nodes = alive_nodes()
+    if opts.simulate_profiles:
+        here = ray.get_runtime_context().get_node_id()
+        return [{"node_id": here, "host": f"sim-{i + 1}-{p}", "simulate": [p]}
+                for i, p in enumerate(opts.simulate_profiles)]
+    return [{"node_id": n["node_id"], "host": None, "simulate": None, "address": n["address"]} for n in nodes]
+
+
+def run_fleet(opts: FleetOptions) -> dict:
+    """Place the agents, run the suite on every host, ingest as hosts finish; the JSON summary."""
+    import ray
+
+    from cluster.placement import PlacementError, connect, place_agent
+    from experiments.presets import check_profile
+    from experiments.run_metadata import mint_run_id
+    from experiments.suite import parse_experiments
+
+    check_profile(opts.profile)
+    experiments = opts.experiments or parse_experiments(None)
+    for p in opts.simulate_profiles:
+        from agents.profiles import load_profile
+
+        load_profile(p)
+    connect(opts.address)
+    if not opts.simulate_profiles and opts.address in (None, "", "local") and not _local_has_devices():
+        opts = replace(opts, simulate_profiles=DEFAULT_SIM_FLEET)
+    run_id = opts.run_id or mint_run_id()
+    out_root = str(Path(opts.out).resolve())
+    plan = _plan_hosts(opts)
+    agents, hosts = {}, []
+    for i, h in enumerate(plan):
+        kwargs = dict(run_id=run_id, out_root=out_root, profile=opts.profile, experiments=experiments,
+                      host=h["host"], simulate=h["simulate"], seed=i)
+        agent = place_agent(h["node_id"], **kwargs)
+        try:
+            info = ray.get(agent.ping.remote(), timeout=opts.startup_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise PlacementError(f"agent on node {h['node_id'][:8]} did not start within {opts.startup_timeout_s:g} s") from None
+        except ray.exceptions.RayActorError as exc:
+            cause = _cause(exc)
+            if "no NVIDIA GPU" in cause or "found no NVIDIA GPU" in cause or "NVML library not found" in cause:
+                ray.kill(agent)
+                continue  # a node with nothing to measure (e.g. a CPU-only head node)
+            raise PlacementError(f"agent on node {h['node_id'][:8]} failed to start: {cause}") from None
+        agents[info["host"]] = (agent, info)
+        hosts.append(info["host"])
+    if not agents:
+        raise ConfigError("no node has an NVIDIA GPU or simulated devices: set FLEETPHYSICS_SIMULATE=<profile> "
+                          "on the nodes (ray start ... with that env), or pass --simulate-profiles a,b,c")
+    return _drive(opts, run_id, agents)
+
+
+def _local_has_devices() -> bool:
+    import os
+
+    from agents.nvml import nvml_available
+
+    return bool(os.environ.get("FLEETPHYSICS_SIMULATE")) or nvml_available()
+
+
+def _cause(exc: Exception) -> str:
+    text = str(exc)
+    for line in text.splitlines():
+        if "Error:" in line or "error:" in line:
+            return line.strip()[:300]
+    return text.strip().splitlines()[-1][:300] if text.strip() else type(exc).__name__
+
+
+def _drive(opts: FleetOptions, run_id: str, agents: dict) -> dict:
+    """Wait for hosts with timeouts, ingest each as it finishes, decide on faults."""
+    import ray
+
+    from cluster.progress import FleetProgress
+
+    deadline = opts.deadline_s or _planned_deadline_s(opts.profile)
+    now = time.monotonic()
+    refs = {agent.run.remote(): host for host, (agent, _) in agents.items()}
+    status = FleetStatus(tuple(HostStatus(h, "running", started_s=now, deadline_s=now + deadline) for h in agents),
+                         now, max_lost_fraction=opts.max_lost_fraction)
+    devices: list[dict] = []
+    progress = FleetProgress(agents, enabled=opts.show_progress)
+    interrupted = False
+    with progress:
+        while refs:
+            try:
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+            except KeyboardInterrupt:
+                interrupted = True
+                for agent, _ in agents.values():
+                    agent.stop.remote("interrupted")
+                status = replace(status, interrupted=True)
+                done = []
+            for ref in done:
+                host = refs.pop(ref)
+                try:
+                    result = ray.get(ref)
+                    devices.extend(_ingest_host(opts, result, host))
+                    status = status.with_host(HostStatus(host, "done"))
+                except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError) as exc:
+                    status = status.with_host(HostStatus(host, "lost", reason=_cause(exc)))
+                    devices.extend(_salvage(opts, run_id, host, agents[host][1], "lost", _cause(exc)))
+                except FleetPhysicsError as exc:
+                    status = status.with_host(HostStatus(host, "failed", reason=str(exc)))
+                except ray.exceptions.RayTaskError as exc:
+                    status = status.with_host(HostStatus(host, "failed", reason=_cause(exc)))
+                    devices.extend(_salvage(opts, run_id, host, agents[host][1], "aborted", _cause(exc)))
+            progress.refresh(status)
+            status = replace(status, now_s=time.monotonic())
+            decision = decide(status)
+            for host in decision.overdue:
+                ref = next(r for r, h in refs.items() if h == host)
+                refs.pop(ref)
+                ray.kill(agents[host][0])
+                status = status.with_host(HostStatus(host, "lost", reason="silent past its deadline"))
+                devices.extend(_salvage(opts, run_id, host, agents[host][1], "lost", "silent past its deadline"))
+            if decision.action == "abort" and refs:
+                for ref, host in list(refs.items()):
+                    agents[host][0].stop.remote("interrupted")
+                if interrupted:
+                    continue  # let the agents stop gracefully and return what they have
+                for ref, host in list(refs.items()):
+                    refs.pop(ref)
+                    ray.kill(agents[host][0])
+                    status = status.with_host(HostStatus(host, "lost", reason=decision.reason))
+                    devices.extend(_salvage(opts, run_id, host, agents[host][1], "aborted", decision.reason))
+    final = decide(replace(status, now_s=time.monotonic()))
+    run_state = final.run_state or "partial"
+    if interrupted:
+        run_state = "aborted"
+    return {"run_id": run_id, "run_state": run_state, "warehouse": str(opts.warehouse), "devices": devices,
+            "hosts": {h.host: {"state": h.state, "reason": h.reason} for h in status.hosts}}
+
+
+def _headline(experiments: dict) -> dict:
+    """The figures the comparison table shows, with their quality flags."""
+    def fig(name):
+        return (experiments.get(name) or {}).get("figures", {}) or {}
+
+    b, ir, v, j, h = fig("baseline"), fig("instrument_response"), fig("vram_cliff"), fig("joule_curve"), fig("heat_soak")
+    inst = ir.get("power_instant_w") or {}
+    avg = ir.get("power_w") or {}
+    return {
+        "idle_w": b.get("mean_robust_w"), "idle_sem_w": b.get("sem_eff_w"), "fake_idle": b.get("fake_idle"),
+        "update_period_ms": inst.get("update_period_ms") or avg.get("update_period_ms"),
+        "rise_ms": inst.get("rise_ms") or avg.get("rise_ms"),
+        "vram_cliff": v.get("max_context_batch1") or v.get("max_context"),
+        "j_per_token": j.get("j_per_token_batch1") or j.get("j_per_token"),
+        "tau_s": h.get("tau_s"), "t_inf_c": h.get("t_inf_c"), "equilibrium": h.get("equilibrium"),
+    }
+
+
+def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
+    from warehouse.ingest import ingest_tables
+
+    rows = []
+    for d in result["devices"]:
+        meta = d["run_metadata"]
+        ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], d.get("events"),
+                      d["experiments"], d.get("poller_stats"))
+        rows.append({"host": host, "device_uid": meta["device_uid"], "fingerprint": meta["fingerprint"],
+                     "simulated": meta["simulated"], "run_state": meta["run_state"], "end_reason": meta["end_reason"],
+                     **_headline(d["experiments"])})
+    return rows
+
+
+def _salvage(opts: FleetOptions, run_id: str, host: str, info: dict, run_state: str, reason: str) -> list[dict]:
+    """A lost host: ingest what it flushed, when the driver can reach its artifact dir."""
+    import json as _json
+
+    from agents.host_agent import collect_device_artifacts
+    from warehouse.ingest import ingest_tables
+
+    host_dir = Path(opts.out).resolve() / run_id / host
+    rows = []
+    if not host_dir.is_dir():
+        return [{"host": host, "device_uid": None, "run_state": run_state, "end_reason": "lost", "error": reason,
+                 "note": "artifact dir not reachable from the driver"}]
+    for meta_path in sorted(host_dir.glob("*/run_metadata.json")):
+        d = collect_device_artifacts(str(meta_path.parent))
+        meta = dict(d.get("run_metadata") or _json.loads(meta_path.read_text()))
+        meta.update(run_state=run_state, end_reason="lost" if run_state == "lost" else "error")
+        meta.setdefault("checks", {})["lost_reason"] = reason
+        if d["trace"] is not None and d.get("fingerprint"):
+            ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], None, {}, None)
+        rows.append({"host": host, "device_uid": meta["device_uid"], "fingerprint": meta.get("fingerprint"),
+                     "simulated": meta.get("simulated"), "run_state": meta["run_state"],
+                     "end_reason": meta["end_reason"], "rows": 0 if d["trace"] is None else d["trace"].num_rows})
+    return rows
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Arguments of the job (shared by `python -m cluster.job` and `fleetphysics run`)."""
+    import os
+
+    p = parser or argparse.ArgumentParser(prog="python -m cluster.job", description=__doc__.splitlines()[0])
+    p.add_argument("--address", default=None, help="Ray address, or 'local' (default: the embedded local Ray)")
+    p.add_argument("--profile", default="smoke", help="smoke | quick | full")
+    p.add_argument("--simulate-profiles", default="", help="comma-separated profiles: one simulated host each")
+    p.add_argument("--experiments", default=None, help="comma-separated subset of the suite")
+    p.add_argument("--warehouse", default=os.environ.get("FLEETPHYSICS_WAREHOUSE", "fleet.duckdb"))
+    p.add_argument("--out", default="runs", help="artifact root on each host")
+    p.add_argument("--deadline-s", type=float, default=None, help="a host silent past this is lost")
+    p.add_argument("--json", action="store_true", help="print the JSON summary")
+    return p
+
+
+def options_from_args(args) -> FleetOptions:
+    """FleetOptions from parsed arguments."""
+    from experiments.suite import parse_experiments
+
+    sims = tuple(p.strip() for p in (args.simulate_profiles or "").split(",") if p.strip())
+    return FleetOptions(address=args.address, profile=args.profile, simulate_profiles=sims, warehouse=args.warehouse,
+                        out=args.out, experiments=parse_experiments(args.experiments) if args.experiments else None,
+                        deadline_s=args.deadline_s, show_progress=not args.json)
+
+
+def cmd_run(args) -> int:
+    """Run the fleet job, print the comparison table (or JSON)."""
+    summary = run_fleet(options_from_args(args))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        from cluster.progress import print_comparison
+
+        print_comparison(summary)
+    return 0 if summary["run_state"] == "completed" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cluster.job ...`"""
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_run(args)
+    except FleetPhysicsError as exc:
+        print(f"fleetphysics: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

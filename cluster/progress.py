@@ -1,0 +1,92 @@
+"""The fleet's live progress table and the final comparison table (rich)."""
+
+from __future__ import annotations
+
+import time
+
+
+class FleetProgress:
+    """A live table, one row per host: state, elapsed, latest power and temperature."""
+
+    def __init__(self, agents: dict, enabled: bool = True, status_timeout_s: float = 0.5) -> None:
+        self.agents = agents
+        self.enabled = enabled
+        self.timeout = status_timeout_s
+        self.start = time.monotonic()
+        self.live = None
+        self._last = 0.0
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._table(None, {}), console=Console(stderr=True), refresh_per_second=2)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def refresh(self, status) -> None:
+        """Poll the agents (with a timeout each) and redraw, at most every 2 s."""
+        if self.live is None or time.monotonic() - self._last < 2.0:
+            return
+        self._last = time.monotonic()
+        import ray
+
+        latest = {}
+        for host, (agent, _) in self.agents.items():
+            state = next((h.state for h in status.hosts if h.host == host), "?")
+            if state != "running":
+                continue
+            try:
+                latest[host] = ray.get(agent.status.remote(), timeout=self.timeout)
+            except Exception:  # noqa: BLE001 - a slow answer is shown as missing, never blocks the run
+                latest[host] = {}
+        self.live.update(self._table(status, latest))
+
+    def _table(self, status, latest: dict):
+        from rich.table import Table
+
+        t = Table(title=f"fleetphysics run  {time.monotonic() - self.start:5.0f} s")
+        for col in ("host", "state", "device", "power W", "temp C", "read"):
+            t.add_column(col)
+        for host, (_, info) in self.agents.items():
+            state = next((h.state for h in status.hosts if h.host == host), "starting") if status else "starting"
+            rows = (latest.get(host) or {}).get("latest") or {}
+            if not rows:
+                t.add_row(host, state, ", ".join(info.get("devices", [])), "-", "-", "-")
+            for uid, r in rows.items():
+                t.add_row(host, state, uid, _f(r.get("power_w")), _f(r.get("temp_c"), "{:.0f}"),
+                          "ok" if r.get("read_ok", True) else "fail")
+        return t
+
+
+def _f(v, fmt="{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def print_comparison(summary: dict) -> None:
+    """The comparison table of a fleet run, simulated devices labelled, and next steps."""
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    t = Table(title=f"fleetphysics run {summary['run_id']}: {summary['run_state']}")
+    for col in ("host", "device", "sim", "idle W", "update ms", "rise ms", "VRAM cliff", "J/token", "tau s", "equilibrium",
+                "state"):
+        t.add_column(col)
+    for d in summary["devices"]:
+        idle = "-" if d.get("idle_w") is None else f"{d['idle_w']:.1f}" + (
+            f" ± {d['idle_sem_w']:.2f}" if d.get("idle_sem_w") is not None else "")
+        eq = d.get("equilibrium")
+        t.add_row(str(d.get("host")), str(d.get("device_uid")), "[yellow]simulated[/]" if d.get("simulated") else "real",
+                  idle, _f(d.get("update_period_ms"), "{:.0f}"), _f(d.get("rise_ms"), "{:.0f}"),
+                  str(d.get("vram_cliff") if d.get("vram_cliff") is not None else "-"),
+                  _f(d.get("j_per_token"), "{:.3g}"), _f(d.get("tau_s"), "{:.0f}"),
+                  "-" if eq is None else ("reached" if eq else "predicted"),
+                  f"{d.get('run_state')} ({d.get('end_reason')})")
+    c.print(t)
+    c.print(f"warehouse: {summary['warehouse']}   dashboard: fleetphysics dashboard --warehouse {summary['warehouse']}")
