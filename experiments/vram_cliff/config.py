@@ -1,0 +1,64 @@
+"""VRAM cliff settings: the allocator torture test and the batch x context search."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from experiments.presets import pick
+
+
+class VramCliffConfig(BaseModel):
+    """What to torture and search, and how finely.
+
+    The search doubles the context from ``context_start`` until a probe fails (or the
+    position limit is reached), then bisects until the failing and passing contexts are at
+    most ``context_step`` apart. ``n_positions`` None picks a position limit above what
+    memory allows (from the activation model), so the cliff found is memory's.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: Literal["tiny", "124m", "1.5b"] = Field("124m", description="GPT-2 shape built from a config")
+    model_path: str | None = Field(None, description="local model directory (real devices), instead of shape")
+    n_positions: int | None = Field(None, ge=1, description="position limit override; None = above memory's limit")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    attn_implementation: Literal["eager", "sdpa"] = Field(
+        "eager", description="eager materialises the T x T scores (TR122's setting); sdpa does not"
+    )
+    kv_cache: bool = Field(True, description="the prefill keeps its KV cache (as a serving prefill does)")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
+    context_start: int = Field(256, ge=1, description="first context probed, tokens")
+    context_step: int = Field(128, ge=1, description="search resolution, tokens")
+    probe_hold_s: float = Field(0.1, ge=0, description="how long a probe's memory is held (the trace sees it)")
+    probe_load_level: float = Field(0.9, ge=0, le=1, description="load declared while a probe runs (simulated)")
+    torture_fill_fraction: float = Field(0.9, gt=0, lt=1, description="fill this fraction of free memory")
+    torture_min_block_mb: float = Field(2.0, gt=0)
+    torture_max_block_mb: float = Field(64.0, gt=0)
+    torture_resolution_mb: float = Field(2.0, gt=0, description="resolution of the largest-block probe")
+    block_granularity_mb: float = Field(2.0, gt=0, description="segment rounding of the simulated allocator")
+    seed: int = 0
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if not v or any(b < 1 for b in v) or any(b >= c for b, c in zip(v, v[1:])):
+            raise ValueError("batch_sizes must be a non-empty, strictly increasing list of integers >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _blocks(self) -> "VramCliffConfig":
+        if self.torture_min_block_mb > self.torture_max_block_mb:
+            raise ValueError("torture_min_block_mb must be <= torture_max_block_mb")
+        return self
+
+    @classmethod
+    def for_profile(cls, profile: str) -> "VramCliffConfig":
+        """Preset for a run profile (smoke: ~2 s on a simulated device)."""
+        return cls(
+            batch_sizes=pick(profile, [1, 4], [1, 2, 4, 8, 16], [1, 2, 4, 8, 16, 32, 64]),
+            context_start=pick(profile, 512, 256, 128),
+            context_step=pick(profile, 256, 128, 32),
+            probe_hold_s=pick(profile, 0.05, 0.1, 0.25),
+        )
