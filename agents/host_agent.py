@@ -46,14 +46,18 @@ class HostAgent:
 
     def __init__(self, run_id: str, out_root: str, profile: str = "smoke", experiments: tuple[str, ...] | None = None,
                  host: str | None = None, simulate: list[str] | None = None, period_ms: float | None = None,
-                 seed: int = 0, worker_factory=None) -> None:
+                 seed: int = 0, worker_factory=None, configs: dict | None = None) -> None:
         from agents.factory import DeviceSpec, parse_device_specs
 
         self.run_id = run_id
         self.out_root = out_root
         self.profile = profile
         self.experiments = tuple(experiments) if experiments else None
-        self.host = host or socket.gethostname()
+        # A node's own FLEETPHYSICS_HOST_ID wins over the driver's suggestion, except for the
+        # simulated hosts the driver places side by side on one node (it names those).
+        env_host = os.environ.get("FLEETPHYSICS_HOST_ID")
+        self.host = (host if simulate else env_host or host) or socket.gethostname()
+        self.configs = configs or {}
         self.period_ms = period_ms
         self.worker_factory = worker_factory
         if simulate:
@@ -77,8 +81,13 @@ class HostAgent:
         """Run the suite on every device of the host; returns the artifacts as tables."""
         from experiments.suite import EXPERIMENTS, HostRun, SuiteOptions
 
-        opts = SuiteOptions(device="", profile=self.profile, experiments=self.experiments or EXPERIMENTS,
-                            out=self.out_root, period_ms=self.period_ms, host=self.host, run_id=self.run_id)
+        from experiments.suite import experiment_config
+
+        names = self.experiments or EXPERIMENTS
+        configs = {n: type(experiment_config(n, self.profile)).model_validate(c) for n, c in self.configs.items()
+                   if n in names}
+        opts = SuiteOptions(device="", profile=self.profile, experiments=names, out=self.out_root,
+                            period_ms=self.period_ms, host=self.host, run_id=self.run_id, configs=configs)
         factory = None
         if self.worker_factory is not None and any(s.kind == "nvml" for s in self.specs):
             factory = self._make_worker

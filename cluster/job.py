@@ -41,7 +41,8 @@ class FleetOptions:
     max_lost_fraction: float = 0.5
     show_progress: bool = True
     run_id: str | None = None
-    extra: dict = field(default_factory=dict)
+    period_ms: float | None = None
+    configs: dict = field(default_factory=dict)  # experiment -> config dict overriding the profile preset
 
 
 def _planned_deadline_s(profile: str) -> float:
@@ -60,7 +61,11 @@ def _plan_hosts(opts: FleetOptions) -> list[dict]:
         here = ray.get_runtime_context().get_node_id()
         return [{"node_id": here, "host": f"sim-{i + 1}-{p}", "simulate": [p]}
                 for i, p in enumerate(opts.simulate_profiles)]
-    return [{"node_id": n["node_id"], "host": None, "simulate": None, "address": n["address"]} for n in nodes]
+    shared = {a for a in (n["address"] for n in nodes) if sum(m["address"] == a for m in nodes) > 1}
+    # Several nodes on one machine (ray.cluster_utils, or ray start twice) share a hostname:
+    # name their hosts by node id so their artifact dirs never collide.
+    return [{"node_id": n["node_id"], "host": f"node-{n['node_id'][:8]}" if n["address"] in shared else None,
+             "simulate": None} for n in nodes]
 
 
 def run_fleet(opts: FleetOptions) -> dict:
@@ -87,7 +92,7 @@ def run_fleet(opts: FleetOptions) -> dict:
     agents, hosts = {}, []
     for i, h in enumerate(plan):
         kwargs = dict(run_id=run_id, out_root=out_root, profile=opts.profile, experiments=experiments,
-                      host=h["host"], simulate=h["simulate"], seed=i)
+                      host=h["host"], simulate=h["simulate"], seed=i, configs=opts.configs, period_ms=opts.period_ms)
         agent = place_agent(h["node_id"], **kwargs)
         try:
             info = ray.get(agent.ping.remote(), timeout=opts.startup_timeout_s)
@@ -95,7 +100,7 @@ def run_fleet(opts: FleetOptions) -> dict:
             raise PlacementError(f"agent on node {h['node_id'][:8]} did not start within {opts.startup_timeout_s:g} s") from None
         except ray.exceptions.RayActorError as exc:
             cause = _cause(exc)
-            if "no NVIDIA GPU" in cause or "found no NVIDIA GPU" in cause or "NVML library not found" in cause:
+            if "NVIDIA GPU" in cause or "NVML library not found" in cause or "NVIDIA driver" in cause:
                 ray.kill(agent)
                 continue  # a node with nothing to measure (e.g. a CPU-only head node)
             raise PlacementError(f"agent on node {h['node_id'][:8]} failed to start: {cause}") from None

@@ -28,6 +28,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict:
     if local:
         for k, v in LOOPBACK_ENV.items():  # read by Ray at import: set before importing it
             os.environ.setdefault(k, v)
+    if not local:
+        _probe(address)
     import ray
 
     if ray.is_initialized():
@@ -48,6 +50,22 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict:
                               "(or copy ~/.ray/auth_token from the head node) with RAY_AUTH_MODE=token") from None
         raise ConfigError(f"--address {address}: cannot connect to Ray ({_first_line(exc)})") from None
     return ray.cluster_resources()
+
+
+def _probe(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast on an unreachable host:port (ray.init would retry for minutes)."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    if target == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({exc}); "
+                          "check the address and that `ray start --head` runs") from None
 
 
 def _first_line(exc: Exception) -> str:

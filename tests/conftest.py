@@ -11,6 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Keep every Ray test on loopback (Ray maps 127.0.0.1 to the first interface otherwise);
+# read by Ray at import time, so it is set before any test imports ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
