@@ -92,11 +92,25 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
             from experiments.analysis import energy as a_energy
 
             fig = a_energy.joule_curve(events) if len(events) else {}
+            fig.update(_j_per_token_headline(fig.get("points") or []))
             out[name] = report(name, fig, sim, checks=res.get("checks", {}))
         else:  # vram_cliff and later experiments report their own figures
             out[name] = report(name, res.get("figures", {}), sim, checks=res.get("checks", {}),
                                extra={k: res[k] for k in ("probes",) if k in res})
     return out, events
+
+
+def _j_per_token_headline(points: list[dict], phase: str = "decode") -> dict:
+    """J/token at batch 1 and at the largest batch (decode), the figures the fleet table shows."""
+    pts = sorted((p for p in points if p.get("phase") == phase and p.get("j_per_token") is not None),
+                 key=lambda p: p.get("batch_size") or 0)
+    if not pts:
+        return {}
+    first, last = pts[0], pts[-1]
+    return {"j_per_token": first["j_per_token"], "j_per_token_batch1": first["j_per_token"] if first.get("batch_size") == 1 else None,
+            "j_per_token_batch1_sem": first.get("j_per_token_sem") if first.get("batch_size") == 1 else None,
+            "j_per_token_max_batch": last["j_per_token"], "j_per_token_max_batch_sem": last.get("j_per_token_sem"),
+            "max_batch": last.get("batch_size")}
 
 
 def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dict | None) -> pd.DataFrame:
@@ -106,15 +120,20 @@ def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dic
     if not evs:
         return pd.DataFrame()
     p_idle = _idle_power_w(baseline, trace, min(e["t_start_ns"] for e in evs))
+    p_idle_sem = (baseline or {}).get("figures", {}).get("sem_eff_w")
     update_ms = None
     if ir:
         field = ir["figures"].get("power_instant_w") or ir["figures"].get("power_w") or {}
         update_ms = field.get("update_period_ms")
+    series = a_energy.EnergySeries(trace, update_period_ms=update_ms)
+    bounds = [t for e in evs for t in (e["t_start_ns"], e["t_end_ns"])]
     rows = []
     for e in evs:
-        en = a_energy.event_energy(trace, e["t_start_ns"], e["t_end_ns"], p_idle,
+        en = a_energy.event_energy(series, e["t_start_ns"], e["t_end_ns"], p_idle,
                                    counter_start_j=e.get("energy_counter_start_j"),
-                                   counter_end_j=e.get("energy_counter_end_j"), update_period_ms=update_ms)
+                                   counter_end_j=e.get("energy_counter_end_j"), p_idle_sem_w=p_idle_sem,
+                                   other_boundaries_ns=bounds)
+        en["energy_quality"] = en.get("quality")
         rows.append({**{k: e.get(k) for k in ("event_id", "phase", "batch_size", "input_tokens", "output_tokens",
                                                "t_start_ns", "t_end_ns", "tokens_per_second")},
                      "experiment": "joule_curve", **en})

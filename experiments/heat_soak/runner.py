@@ -41,11 +41,11 @@ def run(ctx: RunContext, config: HeatSoakConfig, load_fn=None) -> dict:
             else:
                 next_check += config.check_period_s
                 time.sleep(max(0.0, next_check - time.monotonic()))
-            sample = ctx.device.read_sample(time.monotonic_ns())
+            t_ns = time.monotonic_ns()
+            sample = ctx.device.read_sample(t_ns)
             if sample.temp_c is None:
                 continue
-            t_ns = time.monotonic_ns()
-            if guard.update(sample.temp_c):
+            if guard.update(t_ns, sample.temp_c):
                 end_reason = "thermal_trip"
                 trip = {"t_ns": t_ns, "temp_c": sample.temp_c, "trip_c": guard.trip_c}
                 ctx.mark("thermal_trip", temp_c=sample.temp_c, trip_c=guard.trip_c)
