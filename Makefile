@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: install
-	$(VENV)/bin/fleetphysics poll --device auto --period-ms 100 --seconds 10 --out runs/demo
+	$(VENV)/bin/fleetphysics run --profile smoke --warehouse fleet.duckdb --out runs
 
 test: install
 	$(PY) -m pytest -q
