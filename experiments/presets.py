@@ -18,3 +18,10 @@ def check_profile(name: str) -> str:
 def pick(profile: str, smoke, quick, full):
     """The value for a run profile."""
     return {"smoke": smoke, "quick": quick, "full": full}[check_profile(profile)]
+
+
+def check_batch_sizes(batch_sizes: list[int]) -> list[int]:
+    """Validator shared by the configs that sweep batch sizes: non-empty, >= 1, increasing."""
+    if not batch_sizes or any(b < 1 for b in batch_sizes) or any(b >= c for b, c in zip(batch_sizes, batch_sizes[1:])):
+        raise ValueError("batch_sizes must be a non-empty, strictly increasing list of integers >= 1")
+    return batch_sizes

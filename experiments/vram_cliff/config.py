@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from experiments.presets import pick
+from experiments.presets import check_batch_sizes, pick
 
 
 class VramCliffConfig(BaseModel):
@@ -43,9 +43,7 @@ class VramCliffConfig(BaseModel):
     @field_validator("batch_sizes")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        if not v or any(b < 1 for b in v) or any(b >= c for b, c in zip(v, v[1:])):
-            raise ValueError("batch_sizes must be a non-empty, strictly increasing list of integers >= 1")
-        return v
+        return check_batch_sizes(v)
 
     @model_validator(mode="after")
     def _blocks(self) -> "VramCliffConfig":
