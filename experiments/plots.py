@@ -40,6 +40,14 @@ def _sim_title(ax, text: str, simulated: bool) -> None:
     ax.set_title(text + ("  [SIMULATED]" if simulated else ""))
 
 
+def _device_info(device_dir: Path) -> dict:
+    """Static facts of the device (limits, thresholds) from the host's devices.json."""
+    path = device_dir.parent / "devices.json"
+    if not path.exists():
+        return {}
+    return (json.loads(path.read_text()).get(device_dir.name) or {}).get("info", {})
+
+
 def plot_device(device_dir: Path) -> list[Path]:
     """Write the figures of one device; returns their paths."""
     import matplotlib
@@ -131,6 +139,23 @@ def plot_device(device_dir: Path) -> list[Path]:
         ax.legend()
         _sim_title(ax, "Joule curve", sim)
         save(fig, "joule_curve")
+
+    tc = reports.get("training_coupling")
+    if tc and tc.get("steps"):
+        from experiments.training_coupling.plot import plot_training_coupling
+
+        from experiments.analysis.rle import rle_series
+        from experiments.reports import FALLBACK_SLOWDOWN_C
+
+        info = _device_info(device_dir)
+        series = None
+        if info.get("power_limit_w"):
+            series = rle_series(trace, float(info["power_limit_w"]), float(info.get("slowdown_temp_c") or FALLBACK_SLOWDOWN_C))
+        path = device_dir / "training_coupling.png"
+        fig = plot_training_coupling(tc["steps"], rle_series=series, analysis=tc.get("figures"), path=str(path),
+                                     simulated=sim, trace=trace)
+        plt.close(fig) if hasattr(fig, "number") else None
+        written.append(path)
 
     probes = reports.get("vram_cliff", {}).get("probes") or []
     if probes:

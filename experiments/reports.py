@@ -94,10 +94,34 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
             fig = a_energy.joule_curve(events) if len(events) else {}
             fig.update(_j_per_token_headline(fig.get("points") or []))
             out[name] = report(name, fig, sim, checks=res.get("checks", {}))
-        else:  # vram_cliff and later experiments report their own figures
+        elif name == "training_coupling":
+            out[name] = _training_coupling(res, trace, info, sim)
+        else:  # vram_cliff reports its own figures
             out[name] = report(name, res.get("figures", {}), sim, checks=res.get("checks", {}),
                                extra={k: res[k] for k in ("probes",) if k in res})
     return out, events
+
+
+FALLBACK_SLOWDOWN_C = 83.0  # the thermal guard's fallback: when a device reports no slowdown threshold
+
+
+def _training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool) -> dict:
+    """Coupling analysis over the whole device trace (RLE's warm-up is spent before training)."""
+    from experiments.analysis.coupling import analyze_training_coupling
+
+    limit = info.get("power_limit_w") or info.get("default_power_limit_w")
+    slowdown = info.get("slowdown_temp_c") or FALLBACK_SLOWDOWN_C
+    if not limit:
+        return report("training_coupling", {"verdict": "insufficient data",
+                                            "verdict_reason": "the device reports no power limit: RLE needs one"}, sim)
+    result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown))
+    result.pop("per_step", None)
+    figures = {k: v for k, v in result.items() if k not in ("figures", "quality")} | result.get("figures", {})
+    doc = report("training_coupling", figures, sim, checks={"end_reason": res.get("end_reason"),
+                                                            "slowdown_temp_c_assumed": not info.get("slowdown_temp_c")},
+                 extra={"steps": res["steps"]})
+    doc["quality"] = {**doc["quality"], **(result.get("quality") or {})}
+    return doc
 
 
 def _j_per_token_headline(points: list[dict], phase: str = "decode") -> dict:
