@@ -1,0 +1,1 @@
+"""Pure analyses: tables in, figures + quality out. Never touches a device, ray or torch.cuda."""

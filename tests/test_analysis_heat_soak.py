@@ -1,0 +1,192 @@
+"""Heat soak against the thermal RC model: tau = R*C, equilibrium by the margin rule on the
+exact temperature curve, throttling, and the runner's online detector and guard."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.physics import NS, LoadEdge, Timeline, render_trace
+from agents.profiles import builtin_profile_names, load_profile
+from experiments.analysis.heat_soak import (
+    EquilibriumDetector,
+    ThermalGuard,
+    analyze,
+    analyze_heat_soak,
+    clock_drop_heuristic,
+    margin_rule,
+    window_ends,
+    window_slopes,
+)
+
+
+def frame(r: dict, t: np.ndarray) -> pd.DataFrame:
+    df = pd.DataFrame({k: v for k, v in r.items() if not k.startswith("true_") and k != "floor"})
+    df.insert(0, "t_ns", np.asarray(t, dtype=np.int64))
+    return df
+
+
+def assert_plain(obj):
+    """Only JSON-safe python types, no NaN."""
+    json.dumps(obj, allow_nan=False)
+    if isinstance(obj, dict):
+        for v in obj.values():
+            assert_plain(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            assert_plain(v)
+    else:
+        assert obj is None or type(obj) in (str, int, float, bool), type(obj)
+
+
+def soak_trace(prof, seconds: float, poll_s: float = 0.1, seed: int = 0):
+    """Full load from t = 0, read every ``poll_s`` (temperatures in whole degrees)."""
+    t = (np.arange(int(seconds / poll_s)) * poll_s * NS).astype(np.int64)
+    return frame(render_trace(prof, [LoadEdge(0, 1.0)], t, seed=seed, t_start_ns=0), t)
+
+
+def true_equilibrium_s(prof, window_s: float, step_s: float) -> float:
+    """The margin rule applied to the exact (continuous) temperature curve."""
+    t = np.arange(0, 40 * prof.tau_s, 0.1)
+    tl = Timeline(prof, 0)
+    tl.add_edge(LoadEdge(0, 1.0))
+    temp = tl.state((t * NS).astype(np.int64))["temp_c"]
+    ends = window_ends(0.0, float(t[-1]), window_s, step_s)
+    return float(ends[margin_rule(window_slopes(t, temp, ends, window_s))])
+
+
+def random_profile(seed: int):
+    rng = np.random.default_rng(seed)
+    tau, r = float(rng.uniform(30, 300)), float(rng.uniform(0.05, 0.4))
+    ambient, idle = float(rng.uniform(20, 40)), float(rng.uniform(15, 90))
+    pmax = float(rng.uniform(idle + 80, 700))
+    r = min(r, (140 - ambient) / pmax)
+    t_inf = ambient + pmax * r
+    return load_profile("h100-sxm").model_copy(update={
+        "thermal_resistance_c_per_w": r, "thermal_capacitance_j_per_c": tau / r, "ambient_c": ambient,
+        "idle_power_w": idle, "max_power_w": pmax, "power_limit_w": pmax,
+        "slowdown_temp_c": t_inf + 10, "shutdown_temp_c": t_inf + 20,
+    }), float(rng.choice([0.1, 0.5, 1.0]))
+
+
+CASES = [(name, None) for name in builtin_profile_names()] + [("random", s) for s in (7, 21, 33, 48, 59, 64)]
+
+
+@pytest.mark.parametrize("name,seed", CASES)
+@pytest.mark.parametrize("step_s", [None, 15.0])
+def test_tau_and_equilibrium_match_the_physics(name, seed, step_s):
+    prof, poll = (load_profile(name), 0.1) if seed is None else random_profile(seed)
+    window = 60.0
+    step = window if step_s is None else step_s
+    truth = true_equilibrium_s(prof, window, step)
+    res = analyze_heat_soak(soak_trace(prof, max(10 * prof.tau_s, truth + 300), poll), window_s=window, step_s=step_s)
+    assert_plain(res)
+    assert res["tau_s"] == pytest.approx(prof.tau_s, rel=0.15)
+    t_inf = prof.ambient_c + min(prof.max_power_w, prof.power_limit_w) * prof.thermal_resistance_c_per_w
+    assert res["t_inf_c"] == pytest.approx(t_inf, abs=0.5)
+    assert res["equilibrium"] and res["equilibrium_kind"] == "measured"
+    assert abs(res["equilibrium_measured_s"] - truth) <= step + 1e-6
+    assert abs(res["slope_c_per_min"]) < 0.4 and res["quality"] == "good"
+
+    # cut early: not reached on the data, the fit predicts it
+    cut = analyze_heat_soak(soak_trace(prof, 0.6 * truth, poll), window_s=window, step_s=step_s)
+    assert not cut["equilibrium"] and cut["equilibrium_kind"] == "predicted"
+    assert cut["time_to_equilibrium_s"] == pytest.approx(truth, rel=0.15)
+    assert cut["tau_s"] == pytest.approx(prof.tau_s, rel=0.15)
+
+
+@pytest.mark.parametrize("name", builtin_profile_names())
+def test_continuous_noisy_readings_use_the_plain_slopes(name):
+    prof = load_profile(name)
+    df = soak_trace(prof, 10 * prof.tau_s)
+    tl = Timeline(prof, 0)
+    tl.add_edge(LoadEdge(0, 1.0))
+    df["temp_c"] = tl.state(df.t_ns.to_numpy())["temp_c"] + np.random.default_rng(1).normal(0, 0.3, len(df))
+    res = analyze_heat_soak(df)
+    assert not res["quantised"] and res["tau_s"] == pytest.approx(prof.tau_s, rel=0.05)
+    assert abs(res["equilibrium_measured_s"] - true_equilibrium_s(prof, 60.0, 60.0)) <= 60.0
+
+
+def test_online_detector_fires_when_the_offline_analysis_says():
+    prof = load_profile("rtx4090")
+    df = soak_trace(prof, 900, poll_s=0.5)
+    offline = analyze_heat_soak(df)
+    det = EquilibriumDetector(window_s=60.0)
+    fired_at = None
+    for t, temp in zip(df.t_ns, df.temp_c):
+        if det.update(int(t), float(temp)):
+            fired_at = (t - df.t_ns.iloc[0]) / NS
+            break
+    assert det.reached and det.reached_at_s == offline["equilibrium_measured_s"]
+    assert fired_at == pytest.approx(det.reached_at_s, abs=0.5 + 1e-9)  # known at the first read past it
+    assert det.update(int(df.t_ns.iloc[-1]), None) is True  # stays reached
+
+
+def test_margin_rule():
+    assert margin_rule([2.0, 0.39]) == 1
+    assert margin_rule([2.0, 0.45, 0.45]) == 2
+    assert margin_rule([0.45, 2.0, 0.45]) is None
+    assert margin_rule([np.nan, -0.3]) == 1  # cooling counts by magnitude; NaN never does
+
+
+def test_thermal_throttling_is_decoded_and_the_heuristic_sees_the_clock_drop():
+    prof = load_profile("rtx4090").model_copy(update={"slowdown_temp_c": 60.0, "shutdown_temp_c": 95.0,
+                                                      "thermal_capacitance_j_per_c": 300.0})
+    res = analyze_heat_soak(soak_trace(prof, 400, poll_s=0.5))
+    assert_plain(res)
+    assert res["thermal_throttled"] and res["throttled"]
+    assert "sw_thermal_slowdown" in res["throttle_bits"] and res["throttle_s"] > 100
+    assert res["throttle_heuristic"]["fired"]  # the simulated SM clock drops with the held power
+    assert res["t_end_c"] == pytest.approx(60.0, abs=0.5)
+
+
+def test_clock_drop_heuristic_on_crafted_samples():
+    n = 1000
+    t = np.arange(n, dtype=np.int64) * NS
+    clock = np.full(n, 1980.0)
+    clock[600:] = 1600.0  # a 19 % drop under load
+    busy = pd.DataFrame({"t_ns": t, "util_gpu": 100.0, "sm_clock_mhz": clock})
+    h = clock_drop_heuristic(busy)
+    assert h["fired"] and h["fraction"] == pytest.approx(0.4) and h["first_s"] == 600.0
+    idle = pd.DataFrame({"t_ns": t, "util_gpu": 0.0, "sm_clock_mhz": np.where(np.arange(n) % 2, 210.0, 1980.0)})
+    assert not clock_drop_heuristic(idle)["fired"]
+    steady = busy.assign(sm_clock_mhz=1980.0)
+    assert not clock_drop_heuristic(steady)["fired"]
+
+
+def test_idle_trace_has_no_throttling_and_flat_soak_has_no_fit():
+    prof = load_profile("a100-sxm")
+    t = (np.arange(1200) * 0.5 * NS).astype(np.int64)
+    res = analyze_heat_soak(frame(render_trace(prof, [], t, seed=1), t))
+    assert not res["throttled"] and not res["throttle_heuristic"]["fired"]
+    assert res["throttle_bits"] == {"gpu_idle": 1.0}
+    assert res["quality"] == "no_fit" and res["equilibrium"]  # flat from the start
+
+
+def test_analyze_takes_the_heat_soak_phase():
+    prof = load_profile("h100-sxm")
+    t = (np.arange(2000) * 0.5 * NS).astype(np.int64)
+    r = render_trace(prof, [LoadEdge(100 * NS, 1.0)], t, seed=2, t_start_ns=0)
+    df = frame(r, t)
+    markers = pd.DataFrame({"t_ns": [100 * NS, 100 * NS], "wall_ns": 0, "device_uuid": None,
+                            "name": ["load", "phase_start"],
+                            "attrs_json": ['{"level": 1.0}', '{"phase": "heat_soak"}']})
+    res = analyze(df, markers)
+    assert res["source"] == "heat_soak phase" and res["tau_s"] == pytest.approx(prof.tau_s, rel=0.15)
+    res2 = analyze(df, markers[markers.name == "load"])
+    assert res2["source"] == "from the first load edge" and res2["tau_s"] == pytest.approx(res["tau_s"], rel=0.02)
+
+
+def test_thermal_guard_trips_and_resumes_with_hysteresis():
+    g = ThermalGuard(slowdown_temp_c=90.0, margin_c=5.0)
+    assert g.trip_c == 85.0 and g.resume_c == 80.0
+    temps = [70, 84, 85, 83, 81, 80, 79, 86]
+    states = [g.update(i * NS, x) for i, x in enumerate(temps)]
+    assert states == [False, False, True, True, True, False, False, True] and g.trips == 2
+    assert ThermalGuard(None).trip_c == 83.0
+    low = ThermalGuard(slowdown_temp_c=82.0, margin_c=5.0)  # trip 77 C: resume below it
+    assert low.trip_c == 77.0 and low.resume_c == 74.0
+    assert g.update(0, None) is True  # a failed read changes nothing

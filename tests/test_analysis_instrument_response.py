@@ -1,0 +1,188 @@
+"""Instrument response against the simulator's sensor model and against real nvidia-smi
+recordings (../shared/realdata).
+
+Ground truth for the simulator (see experiments/analysis/instrument_response.py): the
+update period and windows are the profile's; the true rise and delay are those of the line
+through the noise-free sensor's update points (its exact value at each exact update
+instant), averaged over edge phases spread uniformly over one update period.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.physics import MS, NS, LoadEdge, render_trace
+from agents.profiles import builtin_profile_names, load_profile
+from experiments.analysis.instrument_response import analyze, analyze_step_response
+from realdata_loader import PUBLISHED, load_recording
+
+FIELDS = (("power_w", "average_window_ms"), ("power_instant_w", "instant_window_ms"))
+
+
+def frame(r: dict, t: np.ndarray) -> pd.DataFrame:
+    df = pd.DataFrame({k: v for k, v in r.items() if not k.startswith("true_") and k != "floor"})
+    df.insert(0, "t_ns", np.asarray(t, dtype=np.int64))
+    return df
+
+
+def assert_plain(obj):
+    """Only JSON-safe python types, no NaN."""
+    json.dumps(obj, allow_nan=False)
+    if isinstance(obj, dict):
+        for v in obj.values():
+            assert_plain(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            assert_plain(v)
+    else:
+        assert obj is None or type(obj) in (str, int, float, bool), type(obj)
+
+
+def true_response(update_ms: float, window_ms: float, n_phase: int = 200) -> tuple[float, float]:
+    """(rise_ms, delay_ms) of an ideal boxcar of ``window_ms`` updated every ``update_ms``:
+    the line through its update points, averaged over edge phases."""
+    u, w = update_ms, window_ms
+    rises, delays = [], []
+    for j in range(n_phase):
+        first = (j + 0.5) / n_phase * u  # the first update after the edge
+        times = first + u * np.arange(-2, int(w // u) + 4)
+        y = np.clip(times / w, 0.0, 1.0)
+
+        def cross(level):
+            i = int(np.argmax(y >= level))
+            return times[i - 1] + (level - y[i - 1]) / (y[i] - y[i - 1]) * u
+
+        rises.append(cross(0.9) - cross(0.1))
+        delays.append(cross(0.5))
+    return float(np.mean(rises)), float(np.mean(delays))
+
+
+def square_wave(prof, seed: int, cycles: int = 30, poll_ms: float = 10.0, jitter_ms: float = 0.3):
+    """Idle/load/idle... with edges at random phases, read by a poller every ``poll_ms``."""
+    rng = np.random.default_rng(seed)
+    u = prof.sensor_update_period_ms
+    half = max(3.0, 3 * (max(prof.average_window_ms, prof.instant_window_ms) + u) / 1000)
+    edges, t = [], 2.0
+    for _ in range(cycles):
+        edges.append(LoadEdge(int((t + rng.uniform(0, 1)) * NS), 1.0))
+        t += half
+        edges.append(LoadEdge(int((t + rng.uniform(0, 1)) * NS), 0.0))
+        t += half
+    n = int((t + half) * 1000 / poll_ms)
+    grid = (np.arange(n) * poll_ms * MS).astype(np.int64) + (rng.exponential(jitter_ms, n) * MS).astype(np.int64)
+    return frame(render_trace(prof, edges, grid, seed=seed, t_start_ns=0), grid), edges
+
+
+def check(prof, seed, **kw):
+    df, edges = square_wave(prof, seed, **kw)
+    res = analyze_step_response(df, [(e.t_ns, e.level) for e in edges])
+    assert_plain(res)
+    for field, window_key in FIELDS:
+        got = res[field]
+        window = getattr(prof, window_key)
+        rise, delay = true_response(prof.sensor_update_period_ms, window)
+        assert got["update_period_ms"] == pytest.approx(prof.sensor_update_period_ms, rel=0.05), field
+        assert got["rise_ms"] == pytest.approx(rise, rel=0.15), (field, got["rise_ms"], rise)
+        assert got["delay_ms"] == pytest.approx(delay, abs=0.15 * rise + 10), (field, got["delay_ms"], delay)
+        assert got["window_ms"] == pytest.approx(window, rel=0.25, abs=0.3 * prof.sensor_update_period_ms), field
+        load = min(prof.max_power_w, prof.power_limit_w)
+        assert got["idle_w"] == pytest.approx(prof.idle_power_w, abs=0.5 + 3 * prof.noise_w)
+        assert got["load_w"] == pytest.approx(load, abs=0.5 + 3 * prof.noise_w)
+        assert got["n_steps"] >= 30 and got["quality"] == "good"
+    return res
+
+
+@pytest.mark.parametrize("name", builtin_profile_names())
+def test_builtin_profiles(name):
+    res = check(load_profile(name), seed=11)
+    # every built-in board: a 1 s averaged field and a short instant field
+    assert res["power_w"]["sensor_class"] == "averaged" and res["power_w"]["passed"]
+    assert res["power_instant_w"]["sensor_class"] == "instant" and res["power_instant_w"]["passed"]
+    assert "300 ms" in res["power_instant_w"]["criterion"] and "window" in res["power_w"]["criterion"]
+
+
+def random_profile(seed: int):
+    rng = np.random.default_rng(seed)
+    u = float(rng.uniform(20, 500))
+    return load_profile("h100-sxm").model_copy(update={
+        "sensor_update_period_ms": u,
+        "instant_window_ms": float(u * rng.uniform(0.2, 2.0)),
+        "average_window_ms": float(max(u, rng.uniform(300, 3000))),
+        "noise_w": float(rng.uniform(0.05, 1.0)),
+        "floor_fraction": float(rng.uniform(0, 0.3)),
+        "floor_power_w": 1.0,
+        "idle_power_w": float(rng.uniform(15, 90)),
+    })
+
+
+@pytest.mark.parametrize("seed", [101, 202, 303, 404, 505, 606, 707, 808])
+def test_random_profiles(seed):
+    check(random_profile(seed), seed=seed)
+
+
+def test_irregular_sampling_like_nvidia_smi():
+    prof = load_profile("rtx4090")
+    rng = np.random.default_rng(5)
+    gaps = rng.uniform(7, 14, 40_000)
+    grid = (np.cumsum(gaps) * MS).astype(np.int64)
+    edges = [LoadEdge(int((5 + 6 * k + rng.uniform(0, 1)) * NS), float(k % 2 == 0)) for k in range(40)]
+    df = frame(render_trace(prof, edges, grid, seed=5, t_start_ns=0), grid)
+    res = analyze_step_response(df, [(e.t_ns, e.level) for e in edges])
+    rise, _ = true_response(100.0, 100.0)
+    assert res["power_instant_w"]["update_period_ms"] == pytest.approx(100.0, rel=0.05)
+    assert res["power_instant_w"]["rise_ms"] == pytest.approx(rise, rel=0.15)
+
+
+def test_a_poller_slower_than_the_sensor_gives_no_false_period():
+    prof = load_profile("rtx4090").model_copy(update={"sensor_update_period_ms": 20.0, "instant_window_ms": 20.0})
+    df, edges = square_wave(prof, seed=3, cycles=6, poll_ms=50.0)
+    res = analyze_step_response(df, [(e.t_ns, e.level) for e in edges])
+    inst = res["power_instant_w"]
+    assert inst["update_period_resolved"] is False and inst["update_period_ms"] is None
+    assert inst["quality"] == "unresolved" and inst["poll_ms"] >= 50.0
+
+
+def test_averaged_field_is_judged_against_its_window_not_300_ms():
+    prof = load_profile("a100-sxm").model_copy(update={"average_window_ms": 2000.0})
+    df, edges = square_wave(prof, seed=4, cycles=10)
+    res = analyze_step_response(df, [(e.t_ns, e.level) for e in edges])
+    avg = res["power_w"]
+    assert avg["rise_ms"] > 1500 and avg["sensor_class"] == "averaged" and avg["passed"]
+    # an "instant" field that updates every 500 ms cannot resolve sub-second phases
+    slow = load_profile("a100-sxm").model_copy(update={"sensor_update_period_ms": 500.0, "instant_window_ms": 400.0})
+    df, edges = square_wave(slow, seed=4, cycles=10)
+    inst = analyze_step_response(df, [(e.t_ns, e.level) for e in edges])["power_instant_w"]
+    assert inst["sensor_class"] == "instant" and not inst["passed"] and "300 ms" in inst["criterion"]
+
+
+def test_unsupported_field_is_skipped_and_markers_drive_analyze():
+    prof = load_profile("rtx4080-laptop")
+    df, edges = square_wave(prof, seed=6, cycles=4)
+    df["power_instant_w"] = np.nan
+    df["device_uuid"] = "SIM-a"
+    markers = pd.DataFrame({
+        "t_ns": [e.t_ns for e in edges] + [edges[0].t_ns + 1],
+        "wall_ns": 0, "device_uuid": "SIM-a", "name": "load",
+        "attrs_json": [json.dumps({"level": e.level}) for e in edges] + [json.dumps({"level": 1.0})],
+    }).sort_values("t_ns")
+    res = analyze(df, markers)
+    assert_plain(res)
+    assert list(res["fields"]) == ["power_w"] and res["n_edges"] == len(edges)
+    assert res["fields"]["power_w"]["n_steps"] == len(edges)
+
+
+@pytest.mark.parametrize("folder,field", sorted(PUBLISHED))
+def test_real_recordings_match_published_figures(folder, field):
+    df, edges = load_recording(folder)
+    res = analyze_step_response(df, edges)
+    assert_plain(res)
+    got, pub = res[field], PUBLISHED[(folder, field)]
+    assert got["update_period_ms"] == pytest.approx(pub["update_period_ms"], rel=0.10)
+    assert got["rise_ms"] == pytest.approx(pub["rise_ms"], rel=0.20)
+    assert got["passed"] and got["quality"] == "good"
+    # the 1 s field classes as averaged, the ~100 ms ones as instant
+    assert got["sensor_class"] == ("averaged" if pub["window_ms"] >= 500 else "instant")
