@@ -190,3 +190,30 @@ def test_thermal_guard_trips_and_resumes_with_hysteresis():
     low = ThermalGuard(slowdown_temp_c=82.0, margin_c=5.0)  # trip 77 C: resume below it
     assert low.trip_c == 77.0 and low.resume_c == 74.0
     assert g.update(0, None) is True  # a failed read changes nothing
+
+
+def test_short_quantised_soak_without_a_fit_is_not_equilibrium():
+    """5 s of whole-degree readings that never change prove nothing about the slope."""
+    import numpy as np
+    import pandas as pd
+
+    from experiments.analysis.heat_soak import EquilibriumDetector, analyze_heat_soak
+
+    t = np.arange(0, 5.2, 0.02)
+    trace = pd.DataFrame({"t_ns": (t * 1e9).astype("int64"), "temp_c": 37.0, "read_ok": True, "power_w": 690.0})
+    out = analyze_heat_soak(trace, window_s=5.0)
+    assert out["equilibrium"] is False
+    det = EquilibriumDetector(window_s=5.0)
+    assert not any(det.update(int(x * 1e9), 37.0) for x in t)
+
+
+def test_long_flat_quantised_reading_is_equilibrium_after_150_s():
+    import numpy as np
+    import pandas as pd
+
+    from experiments.analysis.heat_soak import analyze_heat_soak
+
+    t = np.arange(0, 240, 0.1)
+    trace = pd.DataFrame({"t_ns": (t * 1e9).astype("int64"), "temp_c": 72.0, "read_ok": True, "power_w": 700.0})
+    out = analyze_heat_soak(trace, window_s=60.0)
+    assert out["equilibrium"] is True and out["equilibrium_measured_s"] >= 150

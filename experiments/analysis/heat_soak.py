@@ -181,6 +181,29 @@ def fitted_curve(fit: dict):
 
 
 # -- de-quantising ------------------------------------------------------------------------------
+def resolve_quantised(t_s: np.ndarray, temp_c: np.ndarray, fit: dict | None, ends_s: np.ndarray,
+                      slopes: np.ndarray) -> np.ndarray:
+    """Keep only the slopes whole-degree readings can resolve.
+
+    Without a fit (too few changes of reading to reconstruct the curve), a window's slope
+    is unknown, not zero: one degree of drift can hide in any window shorter than
+    1 C / 0.4 C/min = 150 s. Such a slope counts as 0 only once the reading has been
+    constant for that long before the window's end; otherwise it is NaN (the rule fails).
+    """
+    slopes = np.asarray(slopes, dtype=np.float64).copy()
+    if fit is not None or not is_quantised(temp_c) or slopes.size == 0:
+        return slopes
+    t = np.asarray(t_s, dtype=np.float64)
+    y = np.asarray(temp_c, dtype=np.float64)
+    needed_s = 60.0 / MARGIN_ONE_C_PER_MIN  # seconds of a constant reading that bound |slope| below the margin
+    changes = t[1:][np.diff(y) != 0]
+    for i, end in enumerate(ends_s):
+        before = changes[changes <= end]
+        last_change = before[-1] if before.size else t[0]
+        slopes[i] = 0.0 if end - last_change >= needed_s else np.nan
+    return slopes
+
+
 def is_quantised(temp_c: np.ndarray) -> bool:
     """True when every reading is a whole degree (NVML style)."""
     y = np.asarray(temp_c, dtype=np.float64)
@@ -239,7 +262,7 @@ def analyze_heat_soak(trace: pd.DataFrame, t_start_ns: int | None = None, t_end_
     fit = fit_exponential(t, temp)
     recon = reconstruct(t, temp, fit)
     ends = window_ends(0.0, float(t[-1]), window_s, step_s)
-    slopes = window_slopes(t, recon, ends, window_s)
+    slopes = resolve_quantised(t, temp, fit, ends, window_slopes(t, recon, ends, window_s))
     k = margin_rule(slopes)
     measured = float(ends[k]) if k is not None else None
     predicted = predict_equilibrium_s(fit, window_s, step_s) if fit else None
@@ -435,7 +458,8 @@ class EquilibriumDetector:
         y = np.asarray(self._y)
         fit = fit_exponential(t, y) if is_quantised(y) else None
         recon = reconstruct(t, y, fit)
-        self.slopes.append(float(window_slopes(t, recon, np.array([end]), self.window_s)[0]))
+        slope = window_slopes(t, recon, np.array([end]), self.window_s)
+        self.slopes.append(float(resolve_quantised(t, y, fit, np.array([end]), slope)[0]))
         if margin_rule(self.slopes) is not None:
             self.reached_at_s = end
 

@@ -20,4 +20,4 @@ class BaselineConfig(BaseModel):
     @classmethod
     def for_profile(cls, profile: str) -> "BaselineConfig":
         """Preset for a run profile."""
-        return cls(duration_s=pick(profile, 8.0, 30.0, 200.0), settle_s=pick(profile, 1.5, 3.0, 5.0))
+        return cls(duration_s=pick(profile, 6.0, 30.0, 200.0), settle_s=pick(profile, 1.5, 3.0, 5.0))

@@ -22,4 +22,4 @@ class HeatSoakConfig(BaseModel):
     @classmethod
     def for_profile(cls, profile: str) -> "HeatSoakConfig":
         """Preset for a run profile."""
-        return cls(max_duration_s=pick(profile, 15.0, 60.0, 1800.0), window_s=pick(profile, 5.0, 20.0, 60.0))
+        return cls(max_duration_s=pick(profile, 12.0, 60.0, 1800.0), window_s=pick(profile, 5.0, 20.0, 60.0))

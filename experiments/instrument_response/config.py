@@ -20,5 +20,5 @@ class InstrumentResponseConfig(BaseModel):
     @classmethod
     def for_profile(cls, profile: str) -> "InstrumentResponseConfig":
         """Preset for a run profile."""
-        return cls(idle_s=pick(profile, 2.0, 3.0, 5.0), load_s=pick(profile, 2.0, 3.0, 5.0),
+        return cls(idle_s=pick(profile, 2.5, 3.0, 5.0), load_s=pick(profile, 2.5, 3.0, 5.0),
                    repeats=pick(profile, 3, 5, 10))
