@@ -31,6 +31,21 @@ def _cmd_run(args) -> int:
     return cmd_run(args)
 
 
+def submit_with_retry(client, entrypoint: str, runtime_env: dict, timeout_s: float = 90.0) -> str:
+    """Submit, waiting for the head's job agent: right after `ray start` it answers
+    'No available agent to submit job' for a while."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+
+
 def cmd_submit(args) -> int:
     """Submit `python -m cluster.job ARGS` with the project as working_dir and follow the logs."""
     from agents.errors import ConfigError
@@ -47,8 +62,7 @@ def cmd_submit(args) -> int:
                 if "auth" in text.lower() or "token" in text.lower() or "401" in text else "check the dashboard address")
         raise ConfigError(f"--address {args.address}: cannot reach the Ray job server; {hint}") from None
     entrypoint = " ".join(["python", "-m", "cluster.job", *args.job_args])
-    job_id = client.submit_job(entrypoint=entrypoint,
-                               runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": SUBMIT_EXCLUDES})
+    job_id = submit_with_retry(client, entrypoint, {"working_dir": str(PROJECT_ROOT), "excludes": SUBMIT_EXCLUDES})
     print(json.dumps({"job_id": job_id, "entrypoint": entrypoint}), file=sys.stderr)
     if args.no_wait:
         print(job_id)

@@ -98,11 +98,21 @@ class RunContext:
         finally:
             self.mark(PHASE_END, phase=name, **attrs)
 
-    def energy_counter_j(self) -> float | None:
-        """The device's energy counter now (J), or None when it has none or the read failed."""
+    def energy_counter_j(self, tries: int = 3) -> float | None:
+        """The device's energy counter now (J); a failed read is retried 1 ms later.
+
+        None when the device has no counter or every try failed (the event's energy then
+        comes from the trace alone).
+        """
         if not self.device.capabilities.energy_j:
             return None
-        return self.device.read_sample(time.monotonic_ns()).energy_j
+        for attempt in range(tries):
+            value = self.device.read_sample(time.monotonic_ns()).energy_j
+            if value is not None:
+                return value
+            if attempt + 1 < tries:
+                time.sleep(0.001)
+        return None
 
     def sleep(self, seconds: float, phase: str | None = None) -> bool:
         """Sleep in small steps, reporting progress; returns False if asked to stop."""

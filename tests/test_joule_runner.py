@@ -215,7 +215,7 @@ def test_real_device_repeats_passes_instead_of_idling(tmp_path, counted):
     result = run(ctx, cfg)
     for ev in result["events"]:
         assert ev["duration_s"] >= cfg.min_event_s
-        assert ev["compute_s"] >= 0.8 * ev["duration_s"]  # the event is busy, not padded with idle
+        assert ev["compute_s"] >= 0.5 * ev["duration_s"]  # busy, not padded with idle (which would be ~0)
         per_pass = ev["batch_size"] * (cfg.input_tokens if ev["phase"] == "prefill" else cfg.output_tokens)
         assert ev["input_tokens"] + ev["output_tokens"] == ev["passes"] * per_pass
         assert ev["energy_counter_start_j"] is None and ev["load_level"] is None

@@ -1,0 +1,78 @@
+"""Multi-node fleet runs on a local ray.cluster_utils cluster (simulated hosts, logical GPUs)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import duckdb
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SHORT = {"baseline": {"duration_s": 4.0, "settle_s": 0.5}}
+PROFILES = ("rtx4090", "h100-sxm", "a100-sxm")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    nodes = [c.add_node(num_cpus=1, num_gpus=1, env_vars={"FLEETPHYSICS_SIMULATE": p, "FLEETPHYSICS_HOST_ID": f"host{i}"})
+             for i, p in enumerate(PROFILES)]
+    ray.init(address=c.address, log_to_driver=False)
+    yield c, nodes
+    ray.shutdown()
+    c.shutdown()
+
+
+def _opts(tmp_path, configs=SHORT, **kw):
+    from cluster.job import FleetOptions
+
+    return FleetOptions(address="auto", profile="smoke", experiments=("baseline",), configs=configs,
+                        warehouse=str(tmp_path / "fleet.duckdb"), out=str(tmp_path / "runs"), show_progress=False,
+                        period_ms=50.0, **kw)
+
+
+def test_every_device_lands_with_its_own_fingerprint(cluster, tmp_path):
+    from cluster.job import run_fleet
+
+    summary = run_fleet(_opts(tmp_path))
+    assert summary["run_state"] == "completed"
+    assert sorted(d["host"] for d in summary["devices"]) == ["host0", "host1", "host2"]  # the CPU-only head is skipped
+    con = duckdb.connect(str(tmp_path / "fleet.duckdb"), read_only=True)
+    rows = con.sql("SELECT device_uid, fingerprint, simulated, run_state FROM run_devices ORDER BY device_uid").fetchall()
+    assert len(rows) == 3 and len({r[1] for r in rows}) == 3
+    assert all(r[2] is True and r[3] == "completed" for r in rows)
+    per_device = dict(con.sql("SELECT device_uid, count(*) FROM v_power_trace GROUP BY 1").fetchall())
+    assert all(n > 40 for n in per_device.values())  # ~4.5 s at 50 ms each
+
+
+def test_node_removed_mid_run_leaves_others_complete_and_run_partial(cluster, tmp_path):
+    from cluster.job import run_fleet
+
+    c, nodes = cluster
+    run_id = "test-lost-node"
+    opts = _opts(tmp_path, run_id=run_id, configs={"baseline": {"duration_s": 12.0, "settle_s": 0.5}})
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(run_fleet(opts)), daemon=True)
+    thread.start()
+    parts_dir = tmp_path / "runs" / run_id / "host1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(parts_dir.glob("*/power_trace/part-*.parquet")):
+        time.sleep(0.2)
+    assert list(parts_dir.glob("*/power_trace/part-*.parquet")), "host1 never flushed a part"
+    time.sleep(1.0)
+    c.remove_node(nodes[1])
+    thread.join(240)
+    assert not thread.is_alive()
+    assert result["run_state"] == "partial"
+    states = {d["host"]: d["run_state"] for d in result["devices"]}
+    assert states["host0"] == states["host2"] == "completed" and states["host1"] == "lost"
+    con = duckdb.connect(str(tmp_path / "fleet.duckdb"), read_only=True)
+    lost = con.sql("SELECT device_uid, run_state, end_reason FROM run_devices WHERE run_state = 'lost'").fetchall()
+    assert len(lost) == 1 and lost[0][2] == "lost"
+    n_rows = con.sql("SELECT count(*) FROM v_power_trace WHERE device_uid = ?", params=[lost[0][0]]).fetchall()[0][0]
+    assert n_rows > 0  # its trace up to the last flush is in the warehouse

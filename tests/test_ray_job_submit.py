@@ -1,0 +1,89 @@
+"""End to end through a real `ray start --head` on loopback and `ray job submit --working-dir .`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A real Ray head on 127.0.0.1 presenting one simulated device; stopped by PID afterwards."""
+    tmp = tmp_path_factory.mktemp("ray")
+    gcs, dash = _free_port(), _free_port()
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               RAY_USAGE_STATS_ENABLED="0", FLEETPHYSICS_SIMULATE="rtx4090", FLEETPHYSICS_HOST_ID="e2e-host",
+               RAY_AUTH_MODE="token")
+    start = subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--num-gpus=0",
+                            f"--temp-dir={tmp}", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    if start.returncode != 0:
+        pytest.fail(f"ray start failed: {start.stderr[-2000:]}")
+    try:
+        yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "tmp": tmp}
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_job_submit_working_dir_lands_in_warehouse(head, tmp_path):
+    warehouse = tmp_path / "fleet.duckdb"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", head["dashboard"], "--working-dir", ".",
+           "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "test-artifacts"]}), "--",
+           "python", "-m", "cluster.job", "--address", "auto", "--profile", "smoke", "--experiments", "baseline",
+           "--warehouse", str(warehouse), "--out", str(tmp_path / "runs"), "--json"]
+    for _ in range(30):  # right after `ray start` the head's job agent is not up yet
+        proc = subprocess.run(cmd, cwd=REPO, env=head["env"], capture_output=True, text=True, timeout=400)
+        if "No available agent" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(3)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    con = duckdb.connect(str(warehouse), read_only=True)
+    rows = con.sql("SELECT host, simulated, run_state FROM run_devices").fetchall()
+    assert rows == [("e2e-host", True, "completed")]
+    assert con.sql("SELECT count(*) FROM v_power_trace").fetchall()[0][0] > 50
+
+
+def test_missing_auth_token_is_one_clear_line(head, tmp_path):
+    env = dict(head["env"], HOME=str(tmp_path), RAY_AUTH_TOKEN_PATH=str(tmp_path / "none"))
+    env.pop("RAY_AUTH_TOKEN", None)
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "submit", "--address", head["dashboard"], "--no-wait",
+                           "--", "--profile", "smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "RAY_AUTH_TOKEN" in err[0]
+
+
+def test_unreachable_address_is_one_clear_line():
+    port = _free_port()
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--address", f"127.0.0.1:{port}", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "cannot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_profile_is_one_clear_line():
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--simulate-profiles", "gtx480"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown simulated profile 'gtx480'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
