@@ -1,0 +1,146 @@
+"""The warehouse's CLI subcommands and benchmarks, through a parser built as cluster/cli.py does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import warehouse_fixtures as fx
+from agents.errors import ConfigError, FleetPhysicsError
+from warehouse import bench, cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "warehouse"
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Parse and run like cluster.cli.main: (exit code, stdout, stderr)."""
+    parser = argparse.ArgumentParser(prog="fleetphysics")
+    sub = parser.add_subparsers(dest="command")
+    cli.register(sub)
+    bench_sub = sub.add_parser("bench").add_subparsers(dest="bench_command")
+    bench.register(bench_sub)
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except FleetPhysicsError as exc:
+        print(f"fleetphysics: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def root(tmp_path):
+    out = tmp_path / "out"
+    fx.write_device_dir(out, "run-c1", "host-a", "dev-0")
+    fx.write_device_dir(out, "run-c1", "host-a", "dev-1", seed=1)
+    fx.write_device_dir(out, "run-c2", "host-a", "dev-0", seed=2)
+    return out
+
+
+def test_ingest_prints_what_it_wrote(root, tmp_path, capsys):
+    wh = str(tmp_path / "w.duckdb")
+    code, out, _ = run(["ingest", str(root / "run-c2"), "--warehouse", wh, "--json"], capsys)
+    assert code == 0 and json.loads(out) == {"run_id": "run-c2", "devices": ["dev-0"], "rows": 2000}
+    code, out, _ = run(["ingest", str(root), "--warehouse", wh], capsys)
+    assert code == 0 and [r["run_id"] for r in json.loads(out)] == ["run-c1", "run-c2"]
+
+
+def test_warehouse_default_comes_from_the_environment(root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FLEETPHYSICS_WAREHOUSE", str(tmp_path / "env.duckdb"))
+    code, _, _ = run(["ingest", str(root / "run-c2")], capsys)
+    assert code == 0 and (tmp_path / "env.duckdb").is_file()
+
+
+def test_import_commands(tmp_path, capsys):
+    wh = str(tmp_path / "w.duckdb")
+    code, out, _ = run(["import", "nvidia-smi", str(FIXTURES / "smi_mixed_units.csv"), "--edges",
+                        str(FIXTURES / "smi_edges.csv"), "--tz", "+01:00", "--gpu-name", "Test GPU",
+                        "--warehouse", wh, "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0 and result["rows"] == 40 and result["devices"][0].startswith("test-gpu-")
+    code, _, err = run(["import", "nvidia-smi", str(FIXTURES / "smi_mixed_units.csv"), "--tz", "+1",
+                        "--warehouse", wh], capsys)
+    assert code == 2 and err.startswith("fleetphysics: --tz: '+1'") and err.count("\n") == 1
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "power_trace.csv").write_text("t_ns,power_w\n1,50\n2,51\n")
+    code, out, _ = run(["import", "tr122", str(pack), "--warehouse", wh, "--json"], capsys)
+    assert code == 0 and json.loads(out)["rows"] == 2
+
+
+def test_sql_output_formats_and_refusals(root, tmp_path, capsys):
+    wh = str(tmp_path / "w.duckdb")
+    run(["ingest", str(root), "--warehouse", wh], capsys)
+    code, out, _ = run(["sql", "SELECT device_uid, run_id FROM v_fleet_latest ORDER BY 1", "--warehouse", wh,
+                        "--json"], capsys)
+    assert code == 0 and json.loads(out) == [{"device_uid": "dev-0", "run_id": "run-c2"},
+                                             {"device_uid": "dev-1", "run_id": "run-c1"}]
+    code, out, _ = run(["sql", "SELECT 1 AS a, 'x' AS b", "--warehouse", wh, "--csv"], capsys)
+    assert out == "a,b\n1,x\n"
+    code, out, err = run(["sql", "SELECT * FROM range(5)", "--warehouse", wh, "--max-rows", "2"], capsys)
+    assert code == 0 and len(out.splitlines()) == 3 and "showing the first 2 rows" in err
+    for bad in ("INSERT INTO hosts (host) VALUES ('x')", "COPY hosts TO 'x.csv'", "SELECT * FROM read_csv('/etc/passwd')"):
+        code, out, err = run(["sql", bad, "--warehouse", wh], capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1
+    code, _, err = run(["sql", "SELECT 1", "--warehouse", str(tmp_path / "none.duckdb")], capsys)
+    assert code == 1 and "fleetphysics ingest" in err
+
+
+def test_export_command(root, tmp_path, capsys):
+    wh = str(tmp_path / "w.duckdb")
+    run(["ingest", str(root), "--warehouse", wh], capsys)
+    code, _, err = run(["export", "run-c1", "--format", "tr122", "--out", str(tmp_path / "p"), "--warehouse", wh], capsys)
+    assert code == 2 and "pass --device" in err
+    code, out, _ = run(["export", "run-c1", "--device", "dev-1", "--format", "tr122", "--out", str(tmp_path / "p"),
+                        "--warehouse", wh, "--json"], capsys)
+    assert code == 0 and json.loads(out)["device_uid"] == "dev-1" and (tmp_path / "p" / "power_trace.csv").is_file()
+
+
+def test_analyze_loads_the_run_and_calls_the_analysis(root, tmp_path, monkeypatch, capsys):
+    wh = str(tmp_path / "w.duckdb")
+    run(["ingest", str(root / "run-c1"), "--warehouse", wh], capsys)
+    seen = []
+
+    def analyze(trace_df, markers_df, **kw):
+        seen.append((list(trace_df.columns), len(trace_df), list(markers_df["name"])))
+        return {"n": len(trace_df), "mean_power_w": float(trace_df["power_w"].mean())}
+
+    monkeypatch.setitem(sys.modules, "experiments.analysis.heat_soak", types.SimpleNamespace(analyze=analyze))
+    code, out, _ = run(["analyze", "--run", "run-c1", "--device", "dev-1", "--experiment", "heat_soak",
+                        "--warehouse", wh, "--json"], capsys)
+    assert code == 0 and json.loads(out)["result"]["n"] == 2000
+    columns, rows, marker_names = seen[0]
+    assert columns[:3] == ["t_ns", "wall_ns", "device_uuid"] and "power_avg_1s_w" in columns and rows == 2000
+    assert marker_names == ["phase_start", "load", "load"]
+    code, out, _ = run(["analyze", "--run", "run-c1", "--experiment", "heat_soak", "--warehouse", wh, "--json"], capsys)
+    assert [r["device_uid"] for r in json.loads(out)] == ["dev-0", "dev-1"]
+
+
+def test_analyze_without_the_analysis_module_is_a_config_error(root, tmp_path, monkeypatch, capsys):
+    wh = str(tmp_path / "w.duckdb")
+    run(["ingest", str(root / "run-c2"), "--warehouse", wh], capsys)
+    monkeypatch.setitem(sys.modules, "experiments.analysis.baseline", None)
+    with pytest.raises(ConfigError, match="experiments.analysis.baseline is not available"):
+        cli._analysis_module("baseline")
+    code, _, err = run(["analyze", "--run", "run-c2", "--experiment", "baseline", "--warehouse", wh], capsys)
+    assert code == 2 and "is not available" in err
+
+
+def test_bench_ingest_reports_its_keys(capsys):
+    code, out, _ = run(["bench", "ingest", "--rows", "20000", "--sample-rows", "200", "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0 and list(result) == ["rows", "seconds", "rows_per_s", "executemany_rows_per_s", "ratio"]
+    assert result["rows"] == 20000 and result["ratio"] > 1
+
+
+def test_bench_views_reports_its_keys(capsys):
+    code, out, _ = run(["bench", "views", "--rows", "3000", "--runs", "6", "--devices", "3", "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0 and result["rows"] == 3000 and result["runs"] == 6 and result["latest_rows"] == 3
+    assert {"build_s", "query_s"} <= set(result)

@@ -1,0 +1,94 @@
+"""Schema files, migrations and the column contracts the warehouse mirrors."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from agents.errors import WarehouseError
+from agents.trace_schema import MARKER_SCHEMA, THERMAL_MASK, THROTTLE_MASK, TRACE_SCHEMA
+from warehouse import columns, migrations
+from warehouse.connection import connect_readonly, connect_writer
+
+VIEWS = ("v_power_trace", "v_run_quality", "v_run_constants", "v_fleet_latest", "v_baseline_compare",
+         "v_equilibrium_compare", "v_vram_cliff_compare", "v_joule_compare", "v_device_drift")
+
+
+def test_columns_mirror_the_trace_and_marker_contracts():
+    assert columns.TRACE_FIELDS == {f.name: f.type for f in TRACE_SCHEMA}
+    assert columns.MARKER_FIELDS == {f.name: f.type for f in MARKER_SCHEMA}
+    assert (columns.THROTTLE_MASK, columns.THERMAL_MASK) == (THROTTLE_MASK, THERMAL_MASK)
+
+
+def test_migrations_are_numbered_without_gaps():
+    found = migrations.available_migrations()
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    assert migrations.latest_version() >= 3
+
+
+def test_new_warehouse_has_every_table_and_view(tmp_path):
+    con = connect_writer(tmp_path / "w.duckdb")
+    try:
+        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()]
+    finally:
+        con.close()
+    for table in ("hosts", "devices", "fingerprints", "runs", "run_devices", "power_trace", "markers", "events",
+                  "poller_stats", "baselines", "instrument_response", "vram_cliff", "vram_cliff_points",
+                  "vram_cliff_probes", "joule_curve", "joule_fit", "heat_soak", "heat_soak_series",
+                  "throttle_events", "experiment_results", "schema_version"):
+        assert table in names
+    for view in VIEWS:
+        assert view in names
+    assert versions == list(range(1, migrations.latest_version() + 1))
+
+
+def test_opening_a_version_1_file_upgrades_it_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    migrations.migrate(con, label=str(path), target=1)
+    assert migrations.current_version(con) == 1
+    con.execute("""INSERT INTO run_devices (run_id, device_uid, trace_key, host, fingerprint, simulated, run_state,
+                   end_reason, trace_rows, metadata_json, ingested_at, started_wall_ns)
+                   VALUES ('r1', 'd1', 1, 'h1', 'fp1', true, 'completed', 'completed', 1, '{}', now(), 5)""")
+    con.execute("INSERT INTO power_trace (trace_key, t_ns, power_w, read_ok) VALUES (1, 10, 55.5, true)")
+    with pytest.raises(duckdb.Error):
+        con.execute("SELECT clock FROM run_devices")  # added by 002
+    con.close()
+
+    con = connect_writer(path)  # applies 002 and 003
+    try:
+        assert migrations.current_version(con) == migrations.latest_version()
+        assert con.execute("SELECT clock, source FROM run_devices").fetchall() == [("monotonic", "artifact")]
+        assert con.execute("SELECT power_w, power_avg_1s_w FROM power_trace").fetchall() == [(55.5, None)]
+        assert con.execute("SELECT run_id, device_uid FROM v_fleet_latest").fetchall() == [("r1", "d1")]
+        assert con.execute("SELECT count(*) FROM v_power_trace WHERE run_id = 'r1'").fetchall() == [(1,)]
+    finally:
+        con.close()
+
+
+def test_a_file_from_a_newer_fleetphysics_is_refused(tmp_path):
+    path = tmp_path / "future.duckdb"
+    connect_writer(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_version (version, name) VALUES (99, 'future')")
+    con.close()
+    for opener in (connect_writer, connect_readonly):
+        with pytest.raises(WarehouseError, match="schema version 99 is newer"):
+            opener(path)
+
+
+def test_check_constraints_hold_the_physics(tmp_path):
+    con = connect_writer(tmp_path / "w.duckdb")
+    try:
+        for bad in ("INSERT INTO power_trace (trace_key, t_ns, power_w, read_ok) VALUES (1, 1, -1.0, true)",
+                    "INSERT INTO power_trace (trace_key, t_ns, temp_c, read_ok) VALUES (1, 1, 400.0, true)",
+                    "INSERT INTO power_trace (trace_key, t_ns, dt_s, read_ok) VALUES (1, 1, -0.01, true)",
+                    "INSERT INTO power_trace (trace_key, t_ns, power_w, read_ok) VALUES (1, 1, 'nan'::DOUBLE, true)",
+                    """INSERT INTO run_devices (run_id, device_uid, trace_key, host, fingerprint, simulated,
+                       run_state, end_reason, trace_rows, metadata_json, ingested_at)
+                       VALUES ('r', 'd', 1, 'h', 'f', true, 'finished', 'completed', 0, '{}', now())"""):
+            with pytest.raises(duckdb.ConstraintException):
+                con.execute(bad)
+    finally:
+        con.close()

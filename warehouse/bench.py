@@ -1,0 +1,173 @@
+"""`fleetphysics bench ingest` and `fleetphysics bench views`.
+
+``bench ingest`` times :func:`warehouse.ingest.ingest_tables` on a synthetic trace into a
+file-backed warehouse in a temp dir (validation, the transaction, commit and close all
+counted) and, in the same run, DuckDB's ``executemany`` on a sample of the same rows: the
+row-by-row baseline. ``bench views`` builds a warehouse of many runs and times
+``SELECT * FROM v_fleet_latest``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .columns import WAREHOUSE_TRACE_COLUMNS
+from .connection import connect_writer
+from .ingest import ingest_tables
+
+T0_WALL_NS = 1_700_000_000_000_000_000
+
+
+def synthetic_trace(rows: int, seed: int = 0, t0_ns: int = 1_000_000_000, device_uuid: str = "GPU-bench") -> pa.Table:
+    """A poller trace shaped like a real one: 10 ms grid with jitter, power updating every
+    100 ms, slow temperature, steady clocks (numpy, no Python loop over rows)."""
+    rng = np.random.default_rng(seed)
+    late_ms = np.round(rng.exponential(0.2, rows), 3)
+    t = t0_ns + np.arange(rows, dtype=np.int64) * 10_000_000 + (late_ms * 1e6).astype(np.int64)
+    steps = np.repeat(np.round(rng.uniform(50, 400, rows // 10 + 1), 2), 10)[:rows]
+    dt_s = np.diff(t, prepend=t[0] - 10_000_000) / 1e9
+    uuid = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array([device_uuid]))
+    return pa.table({
+        "t_ns": t, "wall_ns": t + T0_WALL_NS, "device_uuid": uuid,
+        "power_w": steps, "power_instant_w": np.round(steps * 1.01, 2),
+        "energy_j": np.round(np.cumsum(steps * 0.01), 3),
+        "temp_c": np.round(40 + 30 * (1 - np.exp(-np.arange(rows) / 1e6)), 0),
+        "sm_clock_mhz": np.full(rows, 1800.0), "mem_clock_mhz": np.full(rows, 9501.0),
+        "util_gpu": np.repeat(np.round(rng.uniform(0, 100, rows // 10 + 1)), 10)[:rows],
+        "util_mem": np.full(rows, 20.0), "vram_used_mb": np.full(rows, 1024.0),
+        "clocks_event_reasons": np.zeros(rows, dtype=np.int64),
+        "pstate": pa.array(np.zeros(rows, dtype=np.int32), pa.int32()),
+        "read_ok": np.ones(rows, dtype=bool), "dt_s": dt_s, "lateness_ms": late_ms,
+    })
+
+
+def _markers() -> pa.Table:
+    return pa.table({"t_ns": pa.array([1_000_000_000], pa.int64()), "wall_ns": pa.array([None], pa.int64()),
+                     "device_uuid": pa.array([None], pa.string()), "name": ["phase_start"],
+                     "attrs_json": ['{"phase": "bench"}']})
+
+
+def _metadata(run_id: str, device_uid: str, host: str, started_ns: int) -> tuple[dict, dict]:
+    meta = {"schema_version": 1, "run_id": run_id, "host": host, "device_uid": device_uid,
+            "fingerprint": f"fp-{device_uid}", "simulated": True, "run_state": "completed",
+            "end_reason": "completed", "started_wall_ns": started_ns, "ended_wall_ns": started_ns + 10**12}
+    fp = {"device_uid": device_uid, "fingerprint": f"fp-{device_uid}", "comparability_key": "bench",
+          "simulated": True, "fields": {"gpu_name": "Bench GPU", "vram_total_mb": 81920}}
+    return meta, fp
+
+
+def _experiments(rng: np.random.Generator) -> dict[str, dict]:
+    idle = float(rng.normal(60, 2))
+    return {
+        "baseline": {"experiment": "baseline", "schema_version": 1,
+                     "figures": {"idle_robust_w": idle, "idle_sem_w": 0.05, "floor_fraction": 0.9, "fake_idle": False},
+                     "quality": {"overall": "good"}},
+        "instrument_response": {"experiment": "instrument_response", "schema_version": 1, "figures": {"fields": {
+            "power_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(900, 20))},
+            "power_instant_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(250, 10))}}}},
+        "vram_cliff": {"experiment": "vram_cliff", "schema_version": 1,
+                       "figures": {"vram_total_mb": 81920, "cliff_mb": float(rng.normal(79000, 100))}},
+        "joule_curve": {"experiment": "joule_curve", "schema_version": 1, "figures": {"points": [
+            {"phase": "decode", "batch_size": b, "j_per_token": 2.0 / b} for b in (1, 8, 64)]}},
+        "heat_soak": {"experiment": "heat_soak", "schema_version": 1,
+                      "figures": {"tau_s": float(rng.normal(120, 5)), "t_inf_c": float(rng.normal(78, 1)),
+                                  "equilibrium": True, "series": {"t_s": [0.0], "temp_c": [40.0]}}},
+    }
+
+
+def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000) -> dict:
+    """Rows/s of ingest_tables into a file warehouse, and of executemany on a sample."""
+    tmp = Path(tempfile.mkdtemp(prefix="fleetphysics-bench-"))
+    try:
+        trace = synthetic_trace(rows)
+        meta, fp = _metadata("bench-run", "bench-dev", "bench-host", T0_WALL_NS)
+        path = tmp / "bench.duckdb"
+        connect_writer(path).close()  # create and migrate first: time the ingest itself
+        start = time.perf_counter()
+        ingest_tables(path, meta, fp, trace, _markers())
+        seconds = time.perf_counter() - start
+
+        sample = trace.slice(0, min(sample_rows, rows)).select(
+            [c for c in WAREHOUSE_TRACE_COLUMNS if c in trace.column_names])
+        sample_path = tmp / "executemany.duckdb"
+        values = list(zip(*(sample.column(c).to_pylist() for c in sample.column_names)))
+        con = connect_writer(sample_path)
+        try:
+            columns = ", ".join(sample.column_names)
+            marks = ", ".join("?" for _ in range(len(sample.column_names) + 1))
+            start = time.perf_counter()
+            con.execute("BEGIN TRANSACTION")
+            con.executemany(f"INSERT INTO power_trace (trace_key, {columns}) VALUES ({marks})",
+                            [(1, *row) for row in values])
+            con.execute("COMMIT")
+            many_seconds = time.perf_counter() - start
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows_per_s = rows / seconds
+    many_per_s = len(values) / many_seconds
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows_per_s),
+            "executemany_rows_per_s": round(many_per_s), "ratio": round(rows_per_s / many_per_s, 1)}
+
+
+def bench_views(rows: int = 100_000_000, runs: int = 1000, devices: int = 100, repeats: int = 3) -> dict:
+    """Build ``rows`` trace rows over ``runs`` runs (``devices`` devices) and time v_fleet_latest."""
+    tmp = Path(tempfile.mkdtemp(prefix="fleetphysics-bench-"))
+    try:
+        path = tmp / "views.duckdb"
+        per_run = max(1, rows // runs)
+        rng = np.random.default_rng(0)
+        start = time.perf_counter()
+        con = connect_writer(path)
+        try:
+            for i in range(runs):
+                device = f"dev-{i % devices:04d}"
+                meta, fp = _metadata(f"run-{i:05d}", device, f"host-{(i % devices) // 8:03d}", T0_WALL_NS + i * 10**12)
+                ingest_tables(con, meta, fp, synthetic_trace(per_run, seed=i), _markers(),
+                              experiments=_experiments(rng))
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        build_s = time.perf_counter() - start
+        from .query import query
+
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            df = query(path, "SELECT * FROM v_fleet_latest", max_rows=1_000_000)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"rows": per_run * runs, "runs": runs, "latest_rows": len(df), "build_s": round(build_s, 2),
+            "query_s": round(best, 4)}
+
+
+def _print(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print("  ".join(f"{k}={v}" for k, v in result.items()))
+
+
+def register(bench_subparsers) -> None:
+    """Add `bench ingest` and `bench views` to the shared `bench` parser."""
+    p = bench_subparsers.add_parser("ingest", help="trace rows/s into a file warehouse vs executemany")
+    p.add_argument("--rows", type=int, default=10_000_000, help="trace rows to ingest (default 10,000,000)")
+    p.add_argument("--sample-rows", type=int, default=100_000, help="rows for the executemany baseline (default 100,000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=lambda a: _print(bench_ingest(a.rows, a.sample_rows), a.json) or 0)
+
+    p = bench_subparsers.add_parser("views", help="time SELECT * FROM v_fleet_latest over a large warehouse")
+    p.add_argument("--rows", type=int, default=100_000_000, help="trace rows in all (default 100,000,000)")
+    p.add_argument("--runs", type=int, default=1000, help="runs to spread them over (default 1,000)")
+    p.add_argument("--devices", type=int, default=100, help="distinct devices (default 100)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=lambda a: _print(bench_views(a.rows, a.runs, a.devices), a.json) or 0)

@@ -1,0 +1,137 @@
+"""Opening the warehouse file: one writer at a time, read-only readers, lock retries.
+
+DuckDB lets one process open a file read-write, or many processes open it read-only, and
+a reader cannot open while a writer holds the file. So a writer holds the file only for
+the length of one ingest, and both sides retry with backoff while the other holds it,
+then fail with one line that says who holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from agents.errors import WarehouseError
+
+from . import migrations
+
+DEFAULT_WAREHOUSE = "fleet.duckdb"
+ENV_WAREHOUSE = "FLEETPHYSICS_WAREHOUSE"
+WRITER_LOCK_TIMEOUT_S = 60.0
+READER_LOCK_TIMEOUT_S = 15.0
+
+# Settings of every read-only connection: no file system, no extensions; the configuration
+# is locked right after opening (see connect_readonly) so SQL cannot turn them back on.
+READONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+}
+
+_LOCK_HINTS = ("could not set lock", "conflicting lock")
+_PID = re.compile(r"PID (\d+)")
+
+
+def default_warehouse() -> str:
+    """The warehouse path used when --warehouse is not given (as cluster.cli has it)."""
+    return os.environ.get(ENV_WAREHOUSE, DEFAULT_WAREHOUSE)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return isinstance(exc, duckdb.IOException) and any(h in str(exc).lower() for h in _LOCK_HINTS)
+
+
+def _holder(exc: Exception) -> str:
+    match = _PID.search(str(exc))
+    return f"process {match.group(1)}" if match else "another process"
+
+
+def _connect_with_retry(path: str, read_only: bool, config: dict, timeout_s: float, role: str):
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.02
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only, config=dict(config))
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc):
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise WarehouseError(
+                    f"{path}: cannot open the warehouse ({first}); check that it is a "
+                    "fleetphysics DuckDB file and that you may read it"
+                ) from exc
+            if time.monotonic() >= deadline:
+                raise WarehouseError(
+                    f"{path}: held by {_holder(exc)} for more than {timeout_s:g} s, so this {role} "
+                    "could not open it; wait for that ingest to finish and retry, or raise the timeout"
+                ) from exc
+            time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
+            delay_s = min(delay_s * 2, 0.5)
+
+
+def connect_writer(path: str | os.PathLike, timeout_s: float = WRITER_LOCK_TIMEOUT_S, migrate: bool = True):
+    """Open (creating if needed) the warehouse read-write and bring its schema up to date.
+
+    Retries while another process holds the file, up to ``timeout_s``. Close the connection
+    as soon as the write is done: readers cannot open the file while it is held.
+    """
+    path = str(path)
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = _connect_with_retry(path, False, {}, timeout_s, "writer")
+    try:
+        con.execute("SET enable_progress_bar = false")
+        if migrate:
+            migrations.migrate(con, label=path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def connect_readonly(path: str | os.PathLike, timeout_s: float = READER_LOCK_TIMEOUT_S):
+    """Open the warehouse read-only with file access, extensions and settings locked off.
+
+    A missing file is a WarehouseError saying how to create one. Retries while a writer
+    holds the file, up to ``timeout_s``.
+    """
+    path = str(path)
+    if not Path(path).is_file():
+        raise WarehouseError(
+            f"{path}: no warehouse file here; run `fleetphysics run` or "
+            "`fleetphysics ingest DIR` first, or pass --warehouse PATH"
+        )
+    con = _connect_with_retry(path, True, READONLY_CONFIG, timeout_s, "reader")
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET lock_configuration = true")
+        migrations.check_version(con, path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+@contextmanager
+def writer(path: str | os.PathLike, timeout_s: float = WRITER_LOCK_TIMEOUT_S) -> Iterator:
+    """Context manager around :func:`connect_writer` that always closes the file."""
+    con = connect_writer(path, timeout_s=timeout_s)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def readonly(path: str | os.PathLike, timeout_s: float = READER_LOCK_TIMEOUT_S) -> Iterator:
+    """Context manager around :func:`connect_readonly` that always closes the file."""
+    con = connect_readonly(path, timeout_s=timeout_s)
+    try:
+        yield con
+    finally:
+        con.close()

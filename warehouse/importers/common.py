@@ -1,0 +1,138 @@
+"""Pieces the importers share: text columns to numbers, ids from file hashes, writing."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from agents.errors import ValidationError
+
+from ..connection import WRITER_LOCK_TIMEOUT_S
+from ..ingest import with_writer, prepare_bundle, write_bundle
+
+# Cells a tool writes when it could not read a value: failed reads, not bad input.
+_FAILED_CELL = r"^(\[.*\]|N/A|n/a|NA|nan|NaN|)$"
+_NUMBER = r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"
+
+
+@dataclass
+class ImportedRun:
+    """One imported recording in the shapes :func:`warehouse.ingest.prepare_bundle` takes."""
+
+    label: str
+    run_metadata: dict
+    fingerprint: dict
+    trace: pa.Table
+    markers: pa.Table | None = None
+    events: pa.Table | None = None
+    experiments: dict[str, dict] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def file_sha256(*paths: Path | None) -> str:
+    """Hex SHA-256 over the bytes of the given files (None skipped), in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is not None:
+            digest.update(Path(path).read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def slug(text: str, default: str = "gpu") -> str:
+    """A safe-name fragment: lower case, runs of other characters as '-'."""
+    out = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return out[:60] or default
+
+
+def read_text_csv(path: Path, label: str) -> tuple[list[str], pa.Table, list[int]]:
+    """A CSV as (header names, all-string columns named c0.., invalid line numbers skipped).
+
+    Cells are trimmed. A line with the wrong number of fields is skipped only when it is the
+    file's last line (a log cut off mid-write); anywhere else it is a ValidationError.
+    """
+    data = path.read_bytes() if path.is_file() else None
+    if data is None:
+        raise ValidationError(f"{label}: file is missing; pass the path of an existing file")
+    if not data.strip():
+        raise ValidationError(f"{label}: file is empty; pass a non-empty CSV with a header line")
+    first_line = data.splitlines()[0].decode("utf-8", errors="replace")
+    header = [h.strip() for h in next(csv.reader([first_line]))]
+    invalid: list[int] = []
+
+    def on_invalid(row) -> str:
+        invalid.append(row.number if row.number is not None else -1)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(header))], skip_rows=1,
+                                           use_threads=False),  # threads lose the line numbers of bad rows
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f"c{i}": pa.string() for i in range(len(header))},
+                strings_can_be_null=False, quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise ValidationError(f"{label}: not a readable CSV ({str(exc).splitlines()[0]}); re-export the file") from exc
+    total_lines = len(data.rstrip(b"\n").splitlines())
+    for number in invalid:
+        if number != total_lines:
+            raise ValidationError(
+                f"{label}: line {number} has a different number of fields than the header "
+                f"({len(header)}); repair or delete that line"
+            )
+    table = pa.table({name: pc.utf8_trim_whitespace(table.column(name)) for name in table.column_names})
+    return header, table, invalid
+
+
+def failed_cells(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """True where a cell is a failed read: [N/A], [Unknown Error], [Not Supported], empty."""
+    return pc.match_substring_regex(values, _FAILED_CELL)
+
+
+def parse_numbers(label: str, column: str, values: pa.ChunkedArray, unit: str | None = None,
+                  what: str = "a number") -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """(float64 values with nulls for failed reads, failed-read mask) of a text column.
+
+    A trailing unit equal to ``unit`` is accepted (nvidia-smi without ``nounits``). Any other
+    text is a ValidationError naming the column, the line and the value.
+    """
+    failed = failed_cells(values)
+    text = values
+    if unit:
+        text = pc.replace_substring_regex(values, pattern=r"\s*" + re.escape(unit) + "$", replacement="")
+    good = pc.match_substring_regex(text, _NUMBER)
+    bad = pc.and_(pc.invert(good), pc.invert(failed))
+    row = pc.index(bad, pa.scalar(True)).as_py()
+    if row >= 0:
+        raise ValidationError(
+            f"{label}: column {column} has {values[row].as_py()!r} at line {row + 2}; expected {what}"
+            f"{' in ' + unit if unit else ''} or a failed-read cell like [N/A]: fix or delete that line"
+        )
+    numbers = pc.if_else(failed, pa.scalar(None, pa.string()), text).cast(pa.float64())
+    return numbers, failed
+
+
+def write_imported(warehouse, run: ImportedRun, source: str, lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S) -> dict:
+    """Validate an imported run like any ingest, then write it in one transaction."""
+    bundle = prepare_bundle(
+        run.run_metadata, run.fingerprint, [(run.label, run.trace)], run.markers, run.events,
+        run.experiments, None, source=source, labels={"dir": run.label} | run.labels,
+    )
+    return with_writer(warehouse, lock_timeout_s, lambda con: write_bundle(con, bundle))
+
+
+def basename(path: str | os.PathLike | None) -> str | None:
+    """The file name only: imported metadata never records a machine's paths."""
+    return None if path is None else Path(path).name

@@ -1,0 +1,220 @@
+"""Import a TR122 artifact pack (power_trace.csv, generation_events.jsonl, baseline.json,
+run_metadata.json; TR122 section 3) as one run x device.
+
+Strict on what the physics needs: ``power_trace.csv`` must have ``t_ns`` (integer ns,
+non-decreasing) and ``power_w`` (watts). Lenient on the rest: the optional columns
+(temp_c, sm_clock_mhz, mem_clock_mhz, util_gpu, util_mem, vram_used_mb, read_ok, dt_s)
+are null when absent, read_ok defaults to "power_w was read", dt_s to the t_ns step,
+and generation_events.jsonl, baseline.json and run_metadata.json may be missing.
+Event fields map as energy_joules -> energy_integrated_j, operational_joules ->
+energy_net_j (baseline subtracted); baseline.json becomes the ``baseline`` experiment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agents.errors import ValidationError
+
+from ..columns import END_REASONS, EVENT_FIELDS, RUN_STATES, TRACE_EXTRA_FIELDS, TRACE_FIELDS
+from ..connection import WRITER_LOCK_TIMEOUT_S
+from ..validate import safe_name
+from .common import ImportedRun, file_sha256, parse_numbers, read_text_csv, slug, write_imported
+
+TRACE_FILE = "power_trace.csv"
+EVENTS_FILE = "generation_events.jsonl"
+BASELINE_FILE = "baseline.json"
+METADATA_FILE = "run_metadata.json"
+TR122_TRACE_COLUMNS = ("t_ns", "power_w", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "util_mem",
+                       "vram_used_mb", "read_ok", "dt_s")
+EVENT_MAP = {  # TR122 field -> events column
+    "event_id": "event_id", "phase": "phase", "t_start_ns": "t_start_ns", "t_end_ns": "t_end_ns",
+    "input_tokens": "input_tokens", "output_tokens": "output_tokens", "batch_size": "batch_size",
+    "tokens_per_second": "tokens_per_second", "energy_joules": "energy_integrated_j",
+    "operational_joules": "energy_net_j", "energy_quality": "energy_quality", "gap_fraction": "gap_fraction",
+    "experiment": "experiment", "energy_counter_j": "energy_counter_j",
+}
+BASELINE_KEYS = {  # baseline figure -> keys a TR122 baseline.json may use, first found wins
+    "idle_robust_w": ("idle_robust_w", "robust_idle_w", "idle_w", "idle_power_w", "baseline_w", "power_w"),
+    "idle_sem_w": ("idle_sem_w", "sem_w"),
+    "idle_mean_w": ("idle_mean_w", "mean_w"),
+    "idle_median_w": ("idle_median_w", "median_w"),
+    "idle_std_w": ("idle_std_w", "std_w"),
+    "floor_w": ("floor_w",),
+    "floor_fraction": ("floor_fraction",),
+    "fake_idle": ("fake_idle",),
+    "n_samples": ("n_samples", "samples", "n"),
+    "window_s": ("window_s", "duration_s"),
+    "field": ("field",),
+}
+_TRUE = {"true", "1", "True", "TRUE", "t", "yes"}
+_FALSE = {"false", "0", "False", "FALSE", "f", "no"}
+
+
+def _json_file(path: Path, required: bool = False):
+    if not path.is_file():
+        if required:
+            raise ValidationError(f"{path}: file is missing; a TR122 pack has {path.name}")
+        return None
+    text = path.read_text("utf-8", errors="replace")
+    if not text.strip():
+        raise ValidationError(f"{path}: file is empty; write a JSON object or delete the file")
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"{path}: not valid JSON ({exc}); re-export the pack") from exc
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{path}: document is a {type(doc).__name__}, not a JSON object; re-export the pack")
+    return doc
+
+
+def _trace(path: Path) -> tuple[pa.Table, list[str]]:
+    label = str(path)
+    header, table, _ = read_text_csv(path, label)
+    index = {name: i for i, name in enumerate(header)}
+    for required in ("t_ns", "power_w"):
+        if required not in index:
+            raise ValidationError(f"{label}: column {required} is missing; a TR122 power_trace.csv has "
+                                  f"{', '.join(TR122_TRACE_COLUMNS)}")
+    rows = table.num_rows
+    if rows == 0:
+        raise ValidationError(f"{label}: no rows after the header; the pack's trace is empty")
+    t_text = table.column(f"c{index['t_ns']}")
+    bad = pc.invert(pc.match_substring_regex(t_text, r"^-?\d+$"))
+    row = pc.index(bad, pa.scalar(True)).as_py()
+    if row >= 0:
+        raise ValidationError(f"{label}: column t_ns has {t_text[row].as_py()!r} at line {row + 2}; "
+                              "t_ns is integer nanoseconds in every row: fix or delete that line")
+    columns: dict[str, pa.ChunkedArray] = {"t_ns": t_text.cast(pa.int64())}
+    failed_power = None
+    for name in TR122_TRACE_COLUMNS[1:]:
+        if name not in index or name == "read_ok":
+            continue
+        numbers, failed = parse_numbers(label, name, table.column(f"c{index[name]}"))
+        columns[name] = numbers
+        if name == "power_w":
+            failed_power = failed
+    if "read_ok" in index:
+        text = table.column(f"c{index['read_ok']}")
+        known = pc.is_in(text, value_set=pa.array(sorted(_TRUE | _FALSE)))
+        row = pc.index(pc.invert(known), pa.scalar(True)).as_py()
+        if row >= 0:
+            raise ValidationError(f"{label}: column read_ok has {text[row].as_py()!r} at line {row + 2}; "
+                                  "write true or false")
+        columns["read_ok"] = pc.is_in(text, value_set=pa.array(sorted(_TRUE)))
+    else:
+        columns["read_ok"] = pc.invert(failed_power)
+    if "dt_s" not in columns:
+        t = columns["t_ns"].to_numpy()
+        dt = np.empty(rows)
+        dt[0] = np.nan
+        dt[1:] = np.diff(t) / 1e9
+        columns["dt_s"] = pa.chunked_array([pa.array(dt, mask=np.isnan(dt))])
+    out = {}
+    for name, dtype in (TRACE_FIELDS | TRACE_EXTRA_FIELDS).items():
+        out[name] = columns[name].cast(dtype) if name in columns else pa.chunked_array([pa.nulls(rows, dtype)])
+    ignored = [h for h in header if h not in TR122_TRACE_COLUMNS]
+    return pa.table(out), ignored
+
+
+def _events(path: Path) -> pa.Table | None:
+    if not path.is_file():
+        return None
+    records = {column: [] for column in EVENT_FIELDS}
+    for number, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise ValidationError(f"{path}: line {number} is not valid JSON ({exc}); repair or delete that line") from exc
+        if not isinstance(doc, dict):
+            raise ValidationError(f"{path}: line {number} is a {type(doc).__name__}, not a JSON object; one event per line")
+        doc = {EVENT_MAP[k]: v for k, v in doc.items() if k in EVENT_MAP}
+        doc.setdefault("event_id", f"event-{number}")
+        for column, dtype in EVENT_FIELDS.items():
+            value = doc.get(column)
+            if value is not None:
+                expected = int if pa.types.is_integer(dtype) else float if pa.types.is_floating(dtype) else str
+                ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+                if not ok or isinstance(value, bool):
+                    raise ValidationError(f"{path}: field {column} is {value!r} at line {number}; "
+                                          f"expected {expected.__name__}: fix that event")
+            records[column].append(float(value) if value is not None and pa.types.is_floating(dtype) else value)
+    if not records["event_id"]:
+        return None
+    return pa.table({column: pa.array(values, EVENT_FIELDS[column]) for column, values in records.items()})
+
+
+def _baseline_experiment(doc: dict | None) -> dict[str, dict]:
+    if doc is None:
+        return {}
+    figures = {}
+    for figure, keys in BASELINE_KEYS.items():
+        for key in keys:
+            if key in doc:
+                figures[figure] = doc[key]
+                break
+    return {"baseline": {"experiment": "baseline", "schema_version": 1, "figures": figures,
+                         "quality": doc.get("quality"), "source": "tr122", "raw": doc}}
+
+
+def read_tr122(pack_dir) -> ImportedRun:
+    """Parse and check a TR122 pack into an :class:`ImportedRun` (nothing written)."""
+    d = Path(pack_dir)
+    if not d.is_dir():
+        raise ValidationError(f"{d}: not a folder; pass the folder holding {TRACE_FILE}")
+    trace_path = d / TRACE_FILE
+    if not trace_path.is_file():
+        raise ValidationError(f"{trace_path}: file is missing; a TR122 pack has {TRACE_FILE}")
+    trace, ignored = _trace(trace_path)
+    events = _events(d / EVENTS_FILE)
+    meta_path = d / METADATA_FILE
+    given = _json_file(meta_path) or {}
+    digest = file_sha256(trace_path)
+    gpu = given.get("gpu_name") or given.get("gpu") or given.get("device_name") or "gpu"
+    label = str(meta_path)
+    run_id = safe_name(given["run_id"], label, "run_id") if "run_id" in given else f"tr122-{digest[:16]}"
+    host = safe_name(given["host"], label, "host") if "host" in given else safe_name(
+        given.get("hostname", "imported"), label, "hostname")
+    device_uid = (safe_name(given["device_uid"], label, "device_uid") if "device_uid" in given
+                  else f"{slug(str(gpu))}-{digest[:12]}")
+    t = trace.column("t_ns").to_numpy()
+    clock = "wall" if int(t.min()) > 10**17 else "monotonic"
+    started = given.get("started_wall_ns", int(t.min()) if clock == "wall" else None)
+    ended = given.get("ended_wall_ns", int(t.max()) if clock == "wall" else None)
+    fingerprint = given.get("fingerprint") or f"tr122-{slug(str(gpu))}-{digest[:12]}"
+    simulated = given.get("simulated", False)
+    meta = {
+        "schema_version": 1, "run_id": run_id, "host": host, "device_uid": device_uid,
+        "fingerprint": fingerprint, "simulated": simulated,
+        "run_state": given.get("run_state") if given.get("run_state") in RUN_STATES else "completed",
+        "end_reason": given.get("end_reason") if given.get("end_reason") in END_REASONS else "completed",
+        "started_wall_ns": started, "ended_wall_ns": ended, "clock": given.get("clock", clock),
+        "git_hash": given.get("git_hash"),
+        "config": {"importer": "tr122", "ignored_columns": ignored, "pack_metadata": given},
+    }
+    fields = given.get("fingerprint_fields") if isinstance(given.get("fingerprint_fields"), dict) else {}
+    fields = {"gpu_name": str(gpu) if gpu != "gpu" else None} | fields
+    fp = {"device_uid": device_uid, "fingerprint": fingerprint,
+          "comparability_key": given.get("comparability_key") or slug(str(gpu)),
+          "simulated": simulated, "fields": fields}
+    labels = {"run_metadata": label, "fingerprint": label, "events": str(d / EVENTS_FILE),
+              "experiment:baseline": str(d / BASELINE_FILE)}
+    return ImportedRun(str(trace_path), meta, fp, trace, None, events,
+                       _baseline_experiment(_json_file(d / BASELINE_FILE)), labels)
+
+
+def import_tr122(warehouse, pack_dir, lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S) -> dict:
+    """Import a TR122 pack as one run x device; returns the ingest result.
+
+    The run keeps the pack's run_id and device_uid when its run_metadata.json has them
+    (so importing a pack exported from this warehouse replaces that run with the pack's
+    content), else both come from the trace file's SHA-256.
+    """
+    return write_imported(warehouse, read_tr122(pack_dir), "tr122", lock_timeout_s)

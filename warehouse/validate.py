@@ -1,0 +1,539 @@
+"""Validation of everything ingest writes, before it writes anything.
+
+Each check is vectorised (pyarrow compute / numpy), never a Python loop over trace rows.
+A failure raises :class:`agents.errors.ValidationError` with one line naming the file, the
+column or field, what is wrong (row and values where it helps) and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agents.errors import ValidationError
+
+from .columns import (
+    CLOCKS,
+    END_REASONS,
+    ENERGY_QUALITIES,
+    EVENT_FIELDS,
+    EVENT_REQUIRED,
+    MARKER_FIELDS,
+    MARKER_REQUIRED,
+    RUN_STATES,
+    SCHEDULING_QUALITIES,
+    SUPPORTED_SCHEMA_VERSION,
+    TRACE_EXTRA_FIELDS,
+    TRACE_FIELDS,
+    TRACE_RANGES,
+    WAREHOUSE_TRACE_COLUMNS,
+)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}$")
+
+
+def fail(label: str, what: str, problem: str, fix: str) -> ValidationError:
+    """A ValidationError whose one-line message reads ``label: what problem; fix``."""
+    text = f"{label}: {what} {problem}; {fix}"
+    return ValidationError(" ".join(text.split()))
+
+
+def _show(value) -> str:
+    """A short, one-line rendering of a value for a message."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def safe_name(value, label: str, field: str) -> str:
+    """``value`` if it is a safe id (letters, digits, ``_.:@+=-``; no path separator, no '..')."""
+    if not isinstance(value, str) or not value:
+        raise fail(label, f"field {field}", f"is {_show(value)}, not a non-empty string", f"set {field} to a name like 'run-0001'")
+    if "/" in value or "\\" in value or ".." in value or not _SAFE_NAME.match(value):
+        raise fail(
+            label,
+            f"field {field}",
+            f"is {_show(value)}, not a safe name",
+            "use letters, digits and _ . : @ + = - only (no path separator, no '..', at most 200 characters)",
+        )
+    return value
+
+
+# ---------------------------------------------------------------- column types
+
+
+def _kind(dtype: pa.DataType) -> str:
+    if pa.types.is_null(dtype):
+        return "null"
+    if pa.types.is_boolean(dtype):
+        return "bool"
+    if pa.types.is_integer(dtype):
+        return "int"
+    if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "float"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "str"
+    if pa.types.is_dictionary(dtype) and (
+        pa.types.is_string(dtype.value_type) or pa.types.is_large_string(dtype.value_type)
+    ):
+        return "str"
+    return "other"
+
+
+_TARGET_KIND = {"int64": "int", "int32": "int", "double": "float", "string": "str", "bool": "bool"}
+_UNIT_OF = {"_ns": "nanoseconds", "_w": "watts", "_c": "degrees Celsius", "_mhz": "MHz", "_mb": "MB", "_s": "seconds", "_ms": "milliseconds", "_j": "joules"}
+
+
+def _describe_target(name: str, target: pa.DataType) -> str:
+    unit = next((u for suffix, u in _UNIT_OF.items() if name.endswith(suffix)), None)
+    return f"{target}" + (f" ({unit})" if unit else "")
+
+
+def first_index(mask) -> int:
+    """Index of the first true value of a boolean (chunked) array, or -1."""
+    return pc.index(mask, pa.scalar(True)).as_py()
+
+
+def coerce_column(label: str, name: str, column: pa.ChunkedArray, target: pa.DataType,
+                  whole_floats: bool = False) -> pa.ChunkedArray:
+    """``column`` as ``target``, accepting only lossless conversions; else a ValidationError.
+
+    With ``whole_floats``, a float column may fill an integer one when every value is a
+    whole number (NaN becomes null): what pandas writes for an integer column with gaps.
+    """
+    if column.type == target:
+        return column
+    source = _kind(column.type)
+    wanted = _TARGET_KIND[str(target)]
+    if source == "null":
+        return column.cast(target)
+    if whole_floats and wanted == "int" and pa.types.is_floating(column.type):
+        column = _nan_to_null(column)
+        values = column.drop_null()
+        if len(values) == 0 or pc.all(pc.equal(values, pc.floor(values))).as_py():
+            return column.cast(target)
+    if wanted == "int" and source == "float" and pa.types.is_floating(column.type):
+        nan_at = first_index(pc.is_nan(column))
+        if nan_at >= 0:
+            raise fail(label, f"column {name}", f"has NaN at row {nan_at} (type {column.type})",
+                       f"{name} must be {_describe_target(name, target)} in every row: drop or re-record that row")
+    ok = (
+        source == wanted
+        or (wanted == "float" and source == "int")
+    )
+    if not ok:
+        raise fail(label, f"column {name}", f"has type {column.type}, expected {_describe_target(name, target)}",
+                   f"write {name} as {target}")
+    try:
+        return column.cast(target)  # safe cast: an overflow raises
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise fail(label, f"column {name}", f"does not fit {target} ({str(exc).splitlines()[0]})",
+                   f"write {name} as {target}") from exc
+
+
+def _nan_to_null(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Float NaN is stored as null (a value that could not be read)."""
+    if column.null_count == len(column):
+        return column
+    if not pc.any(pc.is_nan(column)).as_py():
+        return column
+    return pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+
+
+def _clean_bounds(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, tuple | None]:
+    """(column with NaN as null, (min, max) of its values or None when all null).
+
+    Fast path: chunks without nulls are reduced with numpy in place (a NaN shows up as a
+    NaN min or max); anything else goes through pyarrow compute.
+    """
+    if column.null_count == len(column):
+        return column, None
+    floating = pa.types.is_floating(column.type)
+    if column.null_count == 0 and column.num_chunks:
+        lows, highs = [], []
+        for chunk in column.chunks:
+            if len(chunk) == 0:
+                continue
+            values = chunk.to_numpy(zero_copy_only=True)
+            lows.append(values.min())
+            highs.append(values.max())
+        low, high = min(lows), max(highs)
+        if not (floating and (np.isnan(low) or np.isnan(high))):
+            return column, (float(low), float(high))
+    if floating:
+        column = _nan_to_null(column)
+        if column.null_count == len(column):
+            return column, None
+    bounds = pc.min_max(column).as_py()
+    return column, (bounds["min"], bounds["max"])
+
+
+def _check_range(label: str, name: str, column: pa.ChunkedArray, low_high: tuple) -> None:
+    low, high, unit, hint = TRACE_RANGES[name]
+    if low_high[0] >= low and low_high[1] <= high:
+        return
+    row = first_index(pc.or_(pc.less(column, low), pc.greater(column, high)))
+    value = column[row].as_py()
+    where, limit = ("below", low) if value < low else ("above", high)
+    raise fail(label, f"column {name}", f"is {_show(value)}{(' ' + unit) if unit else ''} at row {row}, {where} {_show(limit)}",
+               f"{hint}; fix the units or re-record the trace")
+
+
+# ---------------------------------------------------------------- trace
+
+
+@dataclass
+class TraceData:
+    """A validated trace in the warehouse's column order, with what the tables need of it."""
+
+    table: pa.Table  # WAREHOUSE_TRACE_COLUMNS, canonical types
+    device_uuid: str | None
+    t_first_ns: int | None
+    t_last_ns: int | None
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
+
+
+def _normalize_trace_part(label: str, table: pa.Table, require_all: bool) -> tuple[pa.Table, str | None]:
+    names = set(table.column_names)
+    wanted = dict(TRACE_FIELDS) | dict(TRACE_EXTRA_FIELDS)
+    columns = {}
+    for name, target in wanted.items():
+        if name not in names:
+            if name in TRACE_EXTRA_FIELDS or (not require_all and name not in ("t_ns", "power_w", "read_ok")):
+                columns[name] = pa.chunked_array([pa.nulls(table.num_rows, target)])
+                continue
+            raise fail(label, f"column {name}", "is missing",
+                       "a trace has every TRACE_SCHEMA column (agents/trace_schema.py); re-record it with this fleetphysics")
+        if name == "device_uuid" and _kind(table.column(name).type) == "str":
+            columns[name] = table.column(name)  # not stored per row: only its distinct values are needed
+            continue
+        columns[name] = coerce_column(label, name, table.column(name), target)
+
+    for name, fix in (("t_ns", "every row needs its tick time: drop the row or re-record"),
+                      ("read_ok", "read_ok is true or false in every row")):
+        if columns[name].null_count:
+            raise fail(label, f"column {name}", f"is null at row {first_index(pc.is_null(columns[name]))}", fix)
+    if table.num_rows > 1:
+        t = columns["t_ns"].to_numpy()
+        back = np.flatnonzero(t[1:] < t[:-1])
+        if back.size:
+            row = int(back[0]) + 1
+            raise fail(label, "column t_ns", f"is not monotonic at row {row} (t_ns {int(t[row]):,} after {int(t[row - 1]):,})",
+                       "re-record or sort the trace")
+
+    for name, target in wanted.items():
+        if pa.types.is_floating(target) or name in TRACE_RANGES:
+            columns[name], low_high = _clean_bounds(columns[name])
+            if name in TRACE_RANGES and low_high is not None:
+                _check_range(label, name, columns[name], low_high)
+
+    uuids = columns["device_uuid"]
+    device_uuid = None
+    if uuids.null_count < len(uuids):
+        distinct = pc.unique(uuids).cast(pa.string()).drop_null()
+        if len(distinct) > 1:
+            shown = ", ".join(str(v) for v in distinct.to_pylist()[:3])
+            raise fail(label, "column device_uuid", f"holds {len(distinct)} devices ({shown})",
+                       "one device dir holds one device's trace: split the trace per device")
+        device_uuid = distinct[0].as_py()
+    out = pa.table({name: columns[name] for name in WAREHOUSE_TRACE_COLUMNS})
+    return out, device_uuid
+
+
+def normalize_trace(parts: list[tuple[str, pa.Table]], require_all: bool = True) -> TraceData:
+    """Validate trace parts (label, table) in order and return one canonical trace.
+
+    Checks each part's columns and types (all TRACE_SCHEMA columns when ``require_all``,
+    else only t_ns, power_w and read_ok), nulls and NaN in t_ns, physical ranges (power
+    >= 0, plausible temperature, dt_s >= 0, ...), one device_uuid, and that t_ns never goes
+    back across the parts.
+    """
+    labels, tables, uuids = [], [], []
+    for label, table in parts:
+        normalized, uuid = _normalize_trace_part(label, table, require_all)
+        labels.append(label)
+        tables.append(normalized)
+        if uuid is not None:
+            uuids.append((label, uuid))
+    if len({u for _, u in uuids}) > 1:
+        (first_label, first), (other_label, other) = uuids[0], next(x for x in uuids if x[1] != uuids[0][1])
+        raise fail(other_label, "column device_uuid", f"is {other!r} but {first_label} has {first!r}",
+                   "one device dir holds one device's trace: move the part to its own device dir")
+    t_first = t_last = None
+    previous = None  # (label, last t_ns) of the last non-empty part: parts must join in order
+    for label, table in zip(labels, tables):
+        if table.num_rows == 0:
+            continue
+        first = table.column("t_ns")[0].as_py()
+        if previous is not None and first < previous[1]:
+            raise fail(label, "column t_ns", f"is not monotonic at row 0 (t_ns {first:,} after {previous[1]:,} "
+                       f"at the end of {Path(previous[0]).name})", "re-record or sort the trace")
+        previous = (label, table.column("t_ns")[-1].as_py())
+        t_first = first if t_first is None else t_first
+        t_last = previous[1]
+    if tables:
+        trace = pa.concat_tables(tables)
+    else:
+        trace = pa.table({n: pa.array([], (TRACE_FIELDS | TRACE_EXTRA_FIELDS)[n]) for n in WAREHOUSE_TRACE_COLUMNS})
+    return TraceData(trace, uuids[0][1] if uuids else None, t_first, t_last)
+
+
+# ---------------------------------------------------------------- markers and events
+
+
+def _canonical(label: str, table: pa.Table, fields: dict, required: tuple,
+               whole_floats: bool = False) -> dict[str, pa.ChunkedArray]:
+    names = set(table.column_names)
+    columns = {}
+    for name, target in fields.items():
+        if name not in names:
+            if name in required:
+                raise fail(label, f"column {name}", "is missing", f"the file needs columns {', '.join(required)}; re-write it")
+            columns[name] = pa.chunked_array([pa.nulls(table.num_rows, target)])
+            continue
+        columns[name] = coerce_column(label, name, table.column(name), target, whole_floats)
+        if name in required and columns[name].null_count:
+            null_at = first_index(pc.is_null(columns[name]))
+            if null_at >= 0:
+                raise fail(label, f"column {name}", f"is null at row {null_at}", f"every row needs {name}")
+    return columns
+
+
+def normalize_markers(label: str, table: pa.Table) -> pa.Table:
+    """Validate markers (MARKER_SCHEMA; t_ns and name required) and add their ``seq``."""
+    columns = _canonical(label, table, MARKER_FIELDS, MARKER_REQUIRED)
+    attrs = columns["attrs_json"]
+    for row, text in enumerate(attrs.to_pylist()):  # markers are few: hundreds, not millions
+        if text is None:
+            continue
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            raise fail(label, "column attrs_json", f"is not valid JSON at row {row} ({exc.msg})",
+                       "write attrs_json with json.dumps(attrs, sort_keys=True)") from exc
+    columns["seq"] = pa.chunked_array([pa.array(np.arange(table.num_rows, dtype=np.int32))])
+    return pa.table(columns)
+
+
+def normalize_events(label: str, table: pa.Table) -> pa.Table:
+    """Validate per-event figures (see columns.EVENT_FIELDS); energy_quality upper-cased.
+
+    A ``quality`` column stands for energy_quality when that is absent (what
+    experiments.analysis.energy writes); other columns go to ``extra_json`` per event.
+    """
+    if "energy_quality" not in table.column_names and "quality" in table.column_names:
+        table = table.rename_columns(["energy_quality" if n == "quality" else n for n in table.column_names])
+    columns = _canonical(label, table, EVENT_FIELDS, EVENT_REQUIRED, whole_floats=True)
+    extras = [n for n in table.column_names if n not in EVENT_FIELDS]
+    if extras:  # events are few (one per generation or step), so a row loop is fine here
+        texts = [json.dumps(clean_json(row), sort_keys=True, default=str) for row in table.select(extras).to_pylist()]
+        columns["extra_json"] = pa.chunked_array([pa.array(texts, pa.string())])
+    else:
+        columns["extra_json"] = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+    ids = columns["event_id"]
+    if pc.count_distinct(ids).as_py() != len(ids):
+        counts = pc.value_counts(ids)
+        dup = next(v["values"] for v in counts.to_pylist() if v["counts"] > 1)
+        raise fail(label, "column event_id", f"repeats {dup!r}", "give every event its own event_id")
+    before = first_index(pc.less(columns["t_end_ns"], columns["t_start_ns"]))
+    if before >= 0:
+        raise fail(label, "column t_end_ns", f"is before t_start_ns at row {before} "
+                   f"({columns['t_end_ns'][before].as_py():,} < {columns['t_start_ns'][before].as_py():,})",
+                   "write the event's end after its start")
+    for name in ("energy_counter_j", "energy_integrated_j", "energy_net_j", "gap_fraction", "tokens_per_second"):
+        columns[name] = _nan_to_null(columns[name])
+    quality = pc.utf8_upper(columns["energy_quality"])
+    bad = first_index(pc.invert(pc.is_in(quality, value_set=pa.array(ENERGY_QUALITIES))))
+    if bad >= 0 and quality[bad].is_valid:
+        raise fail(label, "column energy_quality", f"is {columns['energy_quality'][bad].as_py()!r} at row {bad}",
+                   f"use one of {', '.join(ENERGY_QUALITIES)}")
+    columns["energy_quality"] = quality
+    checks = {
+        "batch_size": (1, None, "batch_size is >= 1"),
+        "input_tokens": (0, None, "token counts are >= 0"),
+        "output_tokens": (0, None, "token counts are >= 0"),
+        "energy_counter_j": (0, None, "energy is joules >= 0"),
+        "energy_integrated_j": (0, None, "energy is joules >= 0"),
+        "gap_fraction": (0, 1, "gap_fraction is a fraction 0..1"),
+        "tokens_per_second": (0, None, "tokens_per_second is >= 0"),
+    }
+    for name, (low, high, hint) in checks.items():
+        column = columns[name]
+        bad_mask = pc.less(column, low) if high is None else pc.or_(pc.less(column, low), pc.greater(column, high))
+        row = first_index(bad_mask)
+        if row >= 0:
+            raise fail(label, f"column {name}", f"is {_show(column[row].as_py())} at row {row}", hint)
+    return pa.table(columns)
+
+
+# ---------------------------------------------------------------- JSON documents
+
+
+def _check_schema_version(label: str, doc: dict) -> int:
+    version = doc.get("schema_version")
+    if version != SUPPORTED_SCHEMA_VERSION or isinstance(version, bool):
+        raise fail(label, "field schema_version", f"is {_show(version)}, not a version this fleetphysics reads ({SUPPORTED_SCHEMA_VERSION})",
+                   "re-write the file with this fleetphysics, or upgrade fleetphysics")
+    return version
+
+
+def _optional_int(label: str, doc: dict, field: str) -> int | None:
+    value = doc.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(label, f"field {field}", f"is {_show(value)}, not an integer", f"write {field} as integer nanoseconds")
+    return value
+
+
+def _optional_bool(label: str, doc: dict, field: str) -> bool | None:
+    value = doc.get(field)
+    if value is None or isinstance(value, bool):
+        return value
+    raise fail(label, f"field {field}", f"is {_show(value)}, not true/false", f"write {field} as a JSON boolean")
+
+
+def _choice(label: str, doc: dict, field: str, allowed: tuple, default=None):
+    value = doc.get(field, default)
+    if value not in allowed:
+        raise fail(label, f"field {field}", f"is {_show(value)}", f"use one of {', '.join(allowed)}")
+    return value
+
+
+def check_run_metadata(label: str, doc) -> dict:
+    """Validated run metadata: ids safe, run_state and end_reason known, times ordered."""
+    if not isinstance(doc, dict):
+        raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write run_metadata as a JSON object")
+    _check_schema_version(label, doc)
+    meta = {
+        "schema_version": SUPPORTED_SCHEMA_VERSION,
+        "run_id": safe_name(doc.get("run_id"), label, "run_id"),
+        "host": safe_name(doc.get("host"), label, "host"),
+        "device_uid": safe_name(doc.get("device_uid"), label, "device_uid"),
+        "run_state": _choice(label, doc, "run_state", RUN_STATES),
+        "end_reason": _choice(label, doc, "end_reason", END_REASONS),
+        "clock": _choice(label, doc, "clock", CLOCKS, "monotonic"),
+        "started_wall_ns": _optional_int(label, doc, "started_wall_ns"),
+        "ended_wall_ns": _optional_int(label, doc, "ended_wall_ns"),
+        "git_dirty": _optional_bool(label, doc, "git_dirty"),
+    }
+    fingerprint = doc.get("fingerprint")
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise fail(label, "field fingerprint", f"is {_show(fingerprint)}", "set it to fingerprint.json's fingerprint")
+    meta["fingerprint"] = fingerprint
+    simulated = doc.get("simulated")
+    if not isinstance(simulated, bool):
+        raise fail(label, "field simulated", f"is {_show(simulated)}, not true/false", "say whether the device was simulated")
+    meta["simulated"] = simulated
+    if meta["started_wall_ns"] is not None and meta["ended_wall_ns"] is not None and meta["ended_wall_ns"] < meta["started_wall_ns"]:
+        raise fail(label, "field ended_wall_ns", f"({meta['ended_wall_ns']:,}) is before started_wall_ns ({meta['started_wall_ns']:,})",
+                   "write the wall-clock end after the start")
+    git_hash = doc.get("git_hash")
+    meta["git_hash"] = None if git_hash is None else str(git_hash)
+    for field in ("config", "library_versions", "checks"):
+        meta[field] = doc.get(field)
+    meta["raw"] = doc
+    return meta
+
+
+def check_fingerprint(label: str, doc, run_meta: dict) -> dict:
+    """Validated fingerprint.json, consistent with the run metadata beside it."""
+    if not isinstance(doc, dict):
+        raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write fingerprint as a JSON object")
+    device_uid = safe_name(doc.get("device_uid"), label, "device_uid")
+    if device_uid != run_meta["device_uid"]:
+        raise fail(label, "field device_uid", f"is {device_uid!r} but run_metadata has {run_meta['device_uid']!r}",
+                   "the two files must describe the same device")
+    fingerprint = doc.get("fingerprint")
+    if fingerprint != run_meta["fingerprint"]:
+        raise fail(label, "field fingerprint", f"is {_show(fingerprint)} but run_metadata has {run_meta['fingerprint']!r}",
+                   "write the same fingerprint in both files")
+    fields = doc.get("fields", {})
+    if not isinstance(fields, dict):
+        raise fail(label, "field fields", f"is a {type(fields).__name__}, not an object", "write fields as a JSON object")
+    simulated = doc.get("simulated", run_meta["simulated"])
+    if not isinstance(simulated, bool):
+        raise fail(label, "field simulated", f"is {_show(simulated)}, not true/false", "write simulated as a JSON boolean")
+    key = doc.get("comparability_key")
+    return {
+        "device_uid": device_uid,
+        "fingerprint": fingerprint,
+        "comparability_key": None if key is None else str(key),
+        "simulated": simulated,
+        "fields": fields,
+        "raw": doc,
+    }
+
+
+def check_poller_stats(label: str, doc) -> dict | None:
+    """Validated poller statistics (None stays None)."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write poller_stats as a JSON object")
+    for field in ("scheduling_quality", "continuity_quality"):
+        if doc.get(field) is not None:
+            _choice(label, doc, field, SCHEDULING_QUALITIES)
+    return doc
+
+
+def check_experiment(label: str, doc, expected_name: str | None = None) -> dict:
+    """Validated experiment JSON: a safe ``experiment`` name, known schema_version, dict figures."""
+    if not isinstance(doc, dict):
+        raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write the experiment result as a JSON object")
+    name = safe_name(doc.get("experiment"), label, "experiment")
+    if expected_name is not None and name != expected_name:
+        raise fail(label, "field experiment", f"is {name!r} but the file is named {expected_name}.json",
+                   "name the file after its experiment")
+    _check_schema_version(label, doc)
+    quality = doc.get("quality")
+    if quality is not None and not isinstance(quality, (dict, str)):
+        raise fail(label, "field quality", f"is a {type(quality).__name__}", "write quality as a JSON object of flags")
+    figures = doc.get("figures")
+    if figures is not None and not isinstance(figures, dict):
+        raise fail(label, "field figures", f"is a {type(figures).__name__}, not an object", "write figures as a JSON object")
+    return doc
+
+
+def check_choice(label: str, field: str, value, allowed: tuple):
+    """``value`` if it is one of ``allowed``; else a ValidationError."""
+    if value not in allowed:
+        raise fail(label, f"field {field}", f"is {_show(value)}", f"use one of {', '.join(allowed)}")
+    return value
+
+
+def clean_json(value):
+    """``value`` with NaN and infinities as None, so that it dumps as strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def finite_or_none(value):
+    """A float, or None for anything missing, non-numeric, NaN or infinite."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
