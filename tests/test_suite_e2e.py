@@ -88,3 +88,17 @@ def test_thermal_trip_aborts_within_one_poller_tick(tmp_path):
     assert trip_c == pytest.approx(48.0 - 5.0)
     first_hot = trace[trace.temp_c >= trip_c].t_ns.min()
     assert (trip.t_ns - first_hot) / 1e6 <= 20.0 + 100.0 + 5.0  # one poller tick + one check period
+
+
+def test_plot_writes_every_figure_of_the_run(smoke_run):
+    from pathlib import Path
+
+    from cluster.cli import main
+
+    s, out = smoke_run
+    assert main(["plot", str(out)]) == 0
+    d = Path(s["artifact_dir"])
+    for name in ("baseline", "instrument_response", "heat_soak", "joule_curve", "vram_cliff"):
+        png = d / f"{name}.png"
+        assert png.exists() and png.stat().st_size > 10_000, name  # a real figure, not an empty canvas
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
