@@ -79,6 +79,7 @@ def inprocess_main(job: dict) -> dict:
     for d in devices:
         d.read_sample()
     config = PollerConfig(out_dir=job["out"], period_ms=job["period_ms"], seconds=job["seconds"])
+    config.validate()  # creates the out dir
     result: dict = {}
     flag = _Flag()
     thread = threading.Thread(
@@ -90,6 +91,8 @@ def inprocess_main(job: dict) -> dict:
         while thread.is_alive():  # the workload: pure Python, holding the GIL
             x += 1
     thread.join()
+    if not result:
+        raise RuntimeError("the in-process poller thread failed; see its traceback above")
     return result
 
 

@@ -1,0 +1,18 @@
+"""bench poller runs both designs and prints exactly the documented keys (no timing asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.bench_poller import BENCH_KEYS, run_bench
+
+pytestmark = pytest.mark.realtime
+
+
+def test_bench_poller_reports_both_designs_with_the_documented_keys():
+    doc = run_bench(None, devices=2, period_ms=20.0, seconds=1.5, load="none")
+    assert list(doc) == list(BENCH_KEYS) + ["in_process_thread"]
+    assert list(doc["in_process_thread"]) == list(BENCH_KEYS)
+    for part in (doc, doc["in_process_thread"]):
+        assert part["devices"] == 2 and part["samples"] > 0
+        assert set(part["lateness_ms"]) == {"p50", "p99", "max"} and set(part["dt_ms"]) == {"median", "p95", "p99"}
