@@ -5,8 +5,9 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fleetphysics-installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test clean
+.PHONY: install run test clean browser
 
 install: $(STAMP)
 
@@ -21,7 +22,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/fleetphysics run --profile smoke --warehouse fleet.duckdb --out runs
 
-test: install
+# The dashboard's real-browser test drives Debian's chromium (never a downloaded browser).
+browser:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+test: install browser
 	$(PY) -m pytest -q
 
 clean:

@@ -1,0 +1,38 @@
+"""Heat soak: temperature curves overlaid on a common time axis, slope, equilibrium, tau and T_inf."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, ui
+
+f = data.current_filters()
+st.title("Heat soak")
+st.caption("Temperature under sustained load from the start of each device's heat-soak phase. "
+           "★ equilibrium reached; ☆ equilibrium predicted from the exponential fit (dotted).")
+fleet = data.fleet(f)
+summary, series = data.heat_soak(f)
+if summary.empty:
+    ui.no_rows("heat-soak results")
+    st.stop()
+summary = data.attach_labels(summary, fleet)
+series = data.attach_labels(series, fleet)
+ui.simulated_note(summary)
+ui.chart(charts.heat_soak_curves(series, summary), series[["label", "run_id", "device_uid", "t_s", "temp_c",
+                                                           "power_w", "sm_clock_mhz"]],
+         "heat-soak-curves", f"Series binned in SQL to at most {data.SERIES_POINTS} points per device.")
+ui.chart(charts.heat_soak_bars(summary), summary.drop(columns=["fingerprint"]), "heat-soak-constants")
+predicted = pd.Series([charts.is_predicted(k, r) for k, r in zip(summary["equilibrium_kind"], summary["equilibrium"])],
+                      index=summary.index)
+st.dataframe(pd.DataFrame({
+    "device": summary["label"], "source": ui.source_column(summary["simulated"]),
+    "tau (s)": summary["tau_s"], "T_inf (°C)": summary["t_inf_c"], "start (°C)": summary["t_start_c"],
+    "end (°C)": summary["t_end_c"], "equilibrium": predicted.map({True: "PREDICTED", False: "measured"}),
+    "time to equilibrium (s)": summary["time_to_equilibrium_s"], "fit R²": summary["fit_r2"],
+    "throttled": summary["throttled"].map({True: "THROTTLED", False: "no"}), "throttle (s)": summary["throttle_s"],
+    "mean power (W)": summary["power_mean_w"], "quality": summary["quality"], "run quality": summary["run_quality"],
+}), hide_index=True, width="stretch", column_config={
+    c: st.column_config.NumberColumn(format="%.1f") for c in ("tau (s)", "T_inf (°C)", "time to equilibrium (s)",
+                                                             "throttle (s)", "mean power (W)")
+})

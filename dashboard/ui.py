@@ -1,0 +1,129 @@
+"""Streamlit pieces shared by the pages: the sidebar filters, chart export, badges, the
+first-run screen."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from . import data
+
+# The pages st.navigation shows, in order (files under dashboard/app_pages/).
+PAGES_DIR = "app_pages"
+PAGES = (
+    # (file, title, icon, url path)
+    ("fleet.py", "Fleet", ":material/dns:", "fleet"),
+    ("baselines.py", "Baselines", ":material/bolt:", "baselines"),
+    ("heat_soak.py", "Heat soak", ":material/thermostat:", "heat-soak"),
+    ("vram_cliff.py", "VRAM cliff", ":material/memory:", "vram-cliff"),
+    ("joule_curve.py", "Joule curve", ":material/battery_charging_full:", "joule-curve"),
+    ("sensor_response.py", "Sensor response", ":material/sensors:", "sensor-response"),
+    ("drift.py", "Drift", ":material/timeline:", "drift"),
+    ("run_explorer.py", "Run explorer", ":material/query_stats:", "run-explorer"),
+    ("sql.py", "SQL", ":material/database:", "sql"),
+)
+
+DATE_MIN = dt.date(2000, 1, 1)
+FP_PREFIX = 12
+PNG_NOTE = ("PNG: the camera icon in the chart's toolbar (Plotly's own export in the browser, "
+            "no kaleido needed).")
+
+
+def _plotly_config(name: str) -> dict:
+    return {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}}
+
+
+def chart(fig: go.Figure, table: pd.DataFrame, name: str, caption: str | None = None) -> None:
+    """A Plotly chart, a CSV download of the data it draws, and how to get its PNG."""
+    st.plotly_chart(fig, width="stretch", config=_plotly_config(name), key=f"chart-{name}")
+    left, right = st.columns([1, 5], vertical_alignment="center")
+    left.download_button("CSV", data=table.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
+                         key=f"csv-{name}", on_click="ignore", icon=":material/download:",
+                         help=f"{len(table):,} rows: the data of this chart")
+    right.caption(" ".join(x for x in (caption, PNG_NOTE) if x))
+
+
+def simulated_note(df: pd.DataFrame) -> None:
+    """A badge when any row on the page is simulated (physics model, not hardware)."""
+    if "simulated" in df and df["simulated"].fillna(False).astype(bool).any():
+        n = int(df.drop_duplicates(subset=[c for c in ("device_uid", "fingerprint") if c in df])["simulated"]
+                .fillna(False).astype(bool).sum())
+        st.badge(f"SIMULATED: {n} device(s) on this page are physics models with known ground truth, "
+                 "not hardware; their labels say (simulated)", icon=":material/science:", color="orange")
+
+
+def source_column(simulated: pd.Series) -> pd.Series:
+    """The "source" cell every table shows: simulated or real."""
+    return simulated.fillna(False).astype(bool).map({True: "SIMULATED", False: "real"})
+
+
+def first_run(status: data.Status) -> None:
+    """The screen of an empty or missing warehouse: what to run, never a traceback."""
+    st.title("fleetphysics")
+    if status.kind == "error":
+        st.error(status.message, icon=":material/error:")
+        return
+    st.info(f"No measurements yet in `{status.path}` ({status.message}).", icon=":material/info:")
+    st.markdown("Fill it with one of:")
+    st.code("make run\n"
+            f"fleetphysics run --warehouse {status.path}            # every GPU host of the (embedded) Ray cluster\n"
+            f"fleetphysics ingest DIR --warehouse {status.path}     # artifact dirs of earlier runs",
+            language="bash")
+    st.markdown("then reload this page. On a machine without GPUs `fleetphysics run` measures simulated "
+                "devices, labelled **simulated** everywhere.")
+
+
+def _date_or_none(value):
+    return value if isinstance(value, dt.date) else None
+
+
+def sidebar_filters() -> data.Filters:
+    """Run, GPU model, host, fingerprint and date filters, kept in the URL's query
+    parameters so a view can be shared as a link."""
+    opts = data.filter_options()
+    with st.sidebar:
+        st.subheader("Filters")
+        # No format_func on bound widgets: the URL would carry the formatted text, not the value.
+        runs = list(dict.fromkeys(opts["run_id"]))
+        st.multiselect("Run", runs, key="run", bind="query-params", placeholder="all runs",
+                       help="Newest first. Run ids start with their UTC start time.")
+        st.multiselect("GPU model", sorted(opts["gpu_name"].dropna().unique()), key="gpu", bind="query-params",
+                       placeholder="all GPU models")
+        st.multiselect("Host", sorted(opts["host"].dropna().unique()), key="host", bind="query-params",
+                       placeholder="all hosts")
+        fingerprints = list(dict.fromkeys(opts["fingerprint"].astype(str)))
+        prefixes = list(dict.fromkeys(f[:FP_PREFIX] for f in fingerprints))
+        st.multiselect("Fingerprint", prefixes, key="fp", bind="query-params", placeholder="all fingerprints",
+                       help=f"The first {FP_PREFIX} characters of each hardware fingerprint.")
+        left, right = st.columns(2)
+        # Fixed bounds (not the data's): a date in a shared link must stay valid as runs are added.
+        bounds = dict(min_value=DATE_MIN, max_value=dt.date.today() + dt.timedelta(days=5 * 366))
+        date_from = left.date_input("From", value=None, key="from", bind="query-params", format="YYYY-MM-DD", **bounds)
+        date_to = right.date_input("To", value=None, key="to", bind="query-params", format="YYYY-MM-DD", **bounds)
+        st.caption("Filters live in the URL: copy it to share this view.")
+    chosen = set(st.session_state.get("fp") or ())
+    return data.Filters(runs=tuple(st.session_state.get("run") or ()), gpus=tuple(st.session_state.get("gpu") or ()),
+                        hosts=tuple(st.session_state.get("host") or ()),
+                        fingerprints=tuple(f for f in fingerprints if f[:FP_PREFIX] in chosen),
+                        date_from=_date_or_none(date_from), date_to=_date_or_none(date_to))
+
+
+def _when(ns) -> str:
+    if ns is None or pd.isna(ns):
+        return "start unknown"
+    return pd.Timestamp(int(ns), unit="ns", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+
+
+def when(ns) -> str:
+    """A wall-clock time in ns as 'YYYY-MM-DD HH:MM UTC'."""
+    return _when(ns)
+
+
+def no_rows(what: str) -> None:
+    """Say that the selection has nothing for this page, and what would fill it."""
+    f = data.current_filters()
+    hint = " Clear some filters in the sidebar." if f.active else ""
+    st.info(f"No {what} in the selection.{hint}", icon=":material/filter_alt_off:")
