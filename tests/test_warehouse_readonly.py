@@ -135,3 +135,19 @@ def test_readers_and_writers_wait_for_the_lock_then_say_who_holds_it(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_two_readers_of_one_file_in_one_process(tmp_path):
+    """Streamlit serves every session from one process: readers must not trip on each other."""
+    from warehouse.connection import connect_readonly, connect_writer
+
+    path = tmp_path / "w.duckdb"
+    connect_writer(path).close()
+    a = connect_readonly(path)
+    b = connect_readonly(path)
+    try:
+        assert a.execute("SELECT count(*) FROM runs").fetchall() == b.execute("SELECT count(*) FROM runs").fetchall()
+        assert b.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0] is True
+    finally:
+        a.close()
+        b.close()

@@ -108,8 +108,15 @@ def connect_readonly(path: str | os.PathLike, timeout_s: float = READER_LOCK_TIM
         )
     con = _connect_with_retry(path, True, READONLY_CONFIG, timeout_s, "reader")
     try:
-        con.execute("SET enable_progress_bar = false")
-        con.execute("SET lock_configuration = true")
+        try:
+            con.execute("SET enable_progress_bar = false")
+            con.execute("SET lock_configuration = true")
+        except duckdb.Error:
+            # A second reader of the same file in this process shares the first one's
+            # database instance, whose configuration is already locked: that is the state
+            # we want; anything else is a real error.
+            if not con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
+                raise
         migrations.check_version(con, path)
     except BaseException:
         con.close()
