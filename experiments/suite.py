@@ -187,6 +187,9 @@ class HostRun:
         host = opts.host or _safe_host()
         host_dir = Path(opts.out) / run_id / host
         period_ms = opts.period_ms or pick(opts.profile, 20.0, 20.0, 50.0)
+        if "heat_soak" in configs and "heat_soak" not in opts.configs:
+            # the thermal guard checks on the poller's grid: a trip ends the soak within one tick
+            configs["heat_soak"] = configs["heat_soak"].model_copy(update={"check_period_s": period_ms / 1000})
         poller = PollerProcess(self.specs, PollerConfig(out_dir=str(host_dir), period_ms=period_ms))
         poller.start()
         self.poller = poller

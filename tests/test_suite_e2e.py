@@ -83,22 +83,20 @@ def test_thermal_trip_aborts_within_one_poller_tick(tmp_path):
     d = Path(s["artifact_dir"])
     markers = pd.read_parquet(d / "markers.parquet")
     trip = markers[markers.name == "thermal_trip"].iloc[0]
-    trace = pd.read_parquet(d / "power_trace.parquet")
     trip_c = json.loads(trip.attrs_json)["trip_c"]
     assert trip_c == pytest.approx(48.0 - 5.0)
-    first_hot = trace[trace.temp_c >= trip_c].t_ns.min()
-    assert (trip.t_ns - first_hot) / 1e6 <= 20.0 + 100.0 + 5.0  # one poller tick + one check period
+    # Ground truth: when the board's exact temperature first read the trip point (whole
+    # degrees, like NVML), from the load markers that drove it. The guard may see it between
+    # two poller rows, so the trace is not the reference; the physics is.
+    import numpy as np
 
+    from agents.physics import LoadEdge, Timeline
+    from agents.profiles import load_profile as _load
 
-def test_plot_writes_every_figure_of_the_run(smoke_run):
-    from pathlib import Path
-
-    from cluster.cli import main
-
-    s, out = smoke_run
-    assert main(["plot", str(out)]) == 0
-    d = Path(s["artifact_dir"])
-    for name in ("baseline", "instrument_response", "heat_soak", "joule_curve", "vram_cliff"):
-        png = d / f"{name}.png"
-        assert png.exists() and png.stat().st_size > 10_000, name  # a real figure, not an empty canvas
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tl = Timeline(_load(str(path)), 0)
+    for _, m in markers[markers.name == "load"].iterrows():
+        tl.add_edge(LoadEdge(int(m.t_ns), float(json.loads(m.attrs_json)["level"])))
+    grid = np.arange(int(trip.t_ns) - 30_000_000_000, int(trip.t_ns) + 1, 1_000_000)
+    hot = grid[np.round(tl.state(grid)["temp_c"]) >= trip_c]
+    assert hot.size, "the physics never reached the trip point before the trip marker"
+    assert (trip.t_ns - hot[0]) / 1e6 <= 20.0 + 5.0  # within one poller tick (20 ms), plus scheduling slack
