@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -11,6 +10,7 @@ import pytest
 from agents.physics import MS, NS, LoadEdge, render_trace
 from agents.profiles import builtin_profile_names, load_profile
 from experiments.analysis.baseline import analyze, analyze_baseline
+from analysis_helpers import assert_plain
 
 
 def frame(r: dict, t: np.ndarray, uuid: str = "SIM-0") -> pd.DataFrame:
@@ -23,19 +23,6 @@ def frame(r: dict, t: np.ndarray, uuid: str = "SIM-0") -> pd.DataFrame:
 
 def grid(seconds: float, period_ms: float = 10.0, start_s: float = 0.0) -> np.ndarray:
     return (np.arange(0, seconds * 1000 / period_ms) * period_ms * MS + start_s * NS).astype(np.int64)
-
-
-def assert_plain(obj):
-    """Only JSON-safe python types, no NaN."""
-    json.dumps(obj, allow_nan=False)
-    if isinstance(obj, dict):
-        for v in obj.values():
-            assert_plain(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            assert_plain(v)
-    else:
-        assert obj is None or type(obj) in (str, int, float, bool), type(obj)
 
 
 @pytest.mark.parametrize("name", builtin_profile_names())

@@ -12,12 +12,7 @@ import pytest
 from agents.physics import MS, NS, LoadEdge, Timeline, render_trace
 from agents.profiles import builtin_profile_names, load_profile
 from experiments.analysis.energy import EnergySeries, analyze, event_energy, events_energy, joule_curve
-
-
-def frame(r: dict, t: np.ndarray) -> pd.DataFrame:
-    df = pd.DataFrame({k: v for k, v in r.items() if not k.startswith("true_") and k != "floor"})
-    df.insert(0, "t_ns", np.asarray(t, dtype=np.int64))
-    return df
+from analysis_helpers import assert_plain, frame
 
 
 def workload(prof, seed, n, duration_s, levels=(0.3, 0.6, 1.0), gap_s=(0.3, 1.5), poll_ms=10.0, base=None):
@@ -188,19 +183,6 @@ def test_joule_curve_recovers_fixed_and_per_token_energy():
     points = {(p["phase"], p["batch_size"]): p for p in curve["points"]}
     assert len(points) == 6 and points[("decode", 16)]["n_events"] == 40
     assert points[("decode", 16)]["j_per_token"] == pytest.approx(0.8, rel=0.05)
-
-
-def assert_plain(obj):
-    """Only JSON-safe python types, no NaN."""
-    json.dumps(obj, allow_nan=False)
-    if isinstance(obj, dict):
-        for v in obj.values():
-            assert_plain(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            assert_plain(v)
-    else:
-        assert obj is None or type(obj) in (str, int, float, bool), type(obj)
 
 
 def test_analyze_from_markers_end_to_end():

@@ -3,7 +3,6 @@ exact temperature curve, throttling, and the runner's online detector and guard.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -21,25 +20,7 @@ from experiments.analysis.heat_soak import (
     window_ends,
     window_slopes,
 )
-
-
-def frame(r: dict, t: np.ndarray) -> pd.DataFrame:
-    df = pd.DataFrame({k: v for k, v in r.items() if not k.startswith("true_") and k != "floor"})
-    df.insert(0, "t_ns", np.asarray(t, dtype=np.int64))
-    return df
-
-
-def assert_plain(obj):
-    """Only JSON-safe python types, no NaN."""
-    json.dumps(obj, allow_nan=False)
-    if isinstance(obj, dict):
-        for v in obj.values():
-            assert_plain(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            assert_plain(v)
-    else:
-        assert obj is None or type(obj) in (str, int, float, bool), type(obj)
+from analysis_helpers import assert_plain, frame
 
 
 def soak_trace(prof, seconds: float, poll_s: float = 0.1, seed: int = 0):

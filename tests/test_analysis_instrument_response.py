@@ -19,27 +19,9 @@ from agents.physics import MS, NS, LoadEdge, render_trace
 from agents.profiles import builtin_profile_names, load_profile
 from experiments.analysis.instrument_response import analyze, analyze_step_response
 from realdata_loader import PUBLISHED, load_recording
+from analysis_helpers import assert_plain, frame
 
 FIELDS = (("power_w", "average_window_ms"), ("power_instant_w", "instant_window_ms"))
-
-
-def frame(r: dict, t: np.ndarray) -> pd.DataFrame:
-    df = pd.DataFrame({k: v for k, v in r.items() if not k.startswith("true_") and k != "floor"})
-    df.insert(0, "t_ns", np.asarray(t, dtype=np.int64))
-    return df
-
-
-def assert_plain(obj):
-    """Only JSON-safe python types, no NaN."""
-    json.dumps(obj, allow_nan=False)
-    if isinstance(obj, dict):
-        for v in obj.values():
-            assert_plain(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            assert_plain(v)
-    else:
-        assert obj is None or type(obj) in (str, int, float, bool), type(obj)
 
 
 def true_response(update_ms: float, window_ms: float, n_phase: int = 200) -> tuple[float, float]:
