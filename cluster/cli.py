@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from agents.errors import FleetPhysicsError
@@ -39,11 +38,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # noqa: D102
         self.exit(2, f"fleetphysics: error: {message} (see `{self.prog} --help`)\n")
-
-
-def default_warehouse() -> str:
-    """The warehouse path used when --warehouse is not given."""
-    return os.environ.get("FLEETPHYSICS_WAREHOUSE", "fleet.duckdb")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -252,14 +252,14 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, info: dict, run_state: 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of the job (shared by `python -m cluster.job` and `fleetphysics run`)."""
-    import os
+    from warehouse.connection import default_warehouse
 
     p = parser or argparse.ArgumentParser(prog="python -m cluster.job", description=__doc__.splitlines()[0])
     p.add_argument("--address", default=None, help="Ray address, or 'local' (default: the embedded local Ray)")
     p.add_argument("--profile", default="smoke", help="smoke | quick | full")
     p.add_argument("--simulate-profiles", default="", help="comma-separated profiles: one simulated host each")
     p.add_argument("--experiments", default=None, help="comma-separated subset of the suite")
-    p.add_argument("--warehouse", default=os.environ.get("FLEETPHYSICS_WAREHOUSE", "fleet.duckdb"))
+    p.add_argument("--warehouse", default=default_warehouse())
     p.add_argument("--out", default="runs", help="artifact root on each host")
     p.add_argument("--deadline-s", type=float, default=None, help="a host silent past this is lost")
     p.add_argument("--json", action="store_true", help="print the JSON summary")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.analysis.tables import window
+
 SCHEMA_VERSION = 1
 QUALITY_KEYS = ("quality", "fake_idle", "fake_idle_reasons", "equilibrium", "predicted", "throttled", "passed",
                 "criterion", "energy_quality", "limiting_cause", "quality_counts")
@@ -39,20 +41,11 @@ def report(name: str, figures: dict, simulated: bool, checks: dict | None = None
     return doc
 
 
-def _window(df: pd.DataFrame, t0: int | None, t1: int | None) -> pd.DataFrame:
-    m = pd.Series(True, index=df.index)
-    if t0 is not None:
-        m &= df.t_ns >= t0
-    if t1 is not None:
-        m &= df.t_ns <= t1
-    return df[m]
-
-
 def _idle_power_w(baseline: dict | None, trace: pd.DataFrame, before_ns: int) -> float | None:
     """Idle power for baseline subtraction: the run's baseline, else the 3 s before ``before_ns``."""
     if baseline and baseline.get("figures", {}).get("mean_robust_w") is not None:
         return float(baseline["figures"]["mean_robust_w"])
-    pre = _window(trace, before_ns - 3_000_000_000, before_ns)
+    pre = window(trace, before_ns - 3_000_000_000, before_ns)
     pre = pre[pre.read_ok & pre.power_w.notna()]
     return float(pre.power_w.median()) if len(pre) else None
 
@@ -76,8 +69,8 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
         elif name == "instrument_response":
             from experiments.analysis import instrument_response as a_ir
 
-            window = _window(trace, res["t_start_ns"], res["t_end_ns"])
-            fig = a_ir.analyze_step_response(window, res["edges"])
+            ir_rows = window(trace, res["t_start_ns"], res["t_end_ns"])
+            fig = a_ir.analyze_step_response(ir_rows, res["edges"])
             out[name] = report(name, fig, sim, checks={"steps": len(res["edges"]) // 2})
         elif name == "heat_soak":
             from experiments.analysis import heat_soak as a_soak
