@@ -110,3 +110,18 @@ THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
 THERMAL_MASK = 0x20 | 0x40
 
 SUPPORTED_SCHEMA_VERSION = 1  # of run_metadata.json and <experiment>.json
+
+
+_NULL_CHUNK_ROWS = 65_536
+
+
+def null_column(rows: int, dtype: pa.DataType) -> pa.ChunkedArray:
+    """An all-null column of ``rows`` rows that costs one small chunk of memory.
+
+    ``pa.nulls(rows, dtype)`` allocates and zero-fills the whole data buffer (a 10 M-row
+    float64 column is 80 MB and ~0.2 s of page faults); here one null chunk is repeated.
+    """
+    chunk = pa.nulls(min(rows, _NULL_CHUNK_ROWS), dtype)
+    full, rest = divmod(rows, _NULL_CHUNK_ROWS) if rows > _NULL_CHUNK_ROWS else (0, rows)
+    chunks = [chunk] * full + ([chunk.slice(0, rest)] if rest or not full else [])
+    return pa.chunked_array(chunks, type=dtype)

@@ -142,10 +142,12 @@ def throttle_stretches(trace: pa.Table) -> pa.Table | None:
     reasons = trace.column("clocks_event_reasons")
     if reasons.null_count == len(reasons):
         return None
-    masked = pc.bit_wise_and(reasons, pa.scalar(THROTTLE_MASK, pa.int64()))
-    if not pc.max(masked).as_py():  # the common case: no throttle bit anywhere
+    if reasons.null_count == 0:  # numpy on the buffers: no masked copy of a long trace
+        bits = np.bitwise_and(reasons.to_numpy(), THROTTLE_MASK)
+    else:
+        bits = pc.bit_wise_and(reasons, pa.scalar(THROTTLE_MASK, pa.int64())).fill_null(0).to_numpy()
+    if not bits.any():  # the common case: no throttle bit anywhere
         return None
-    bits = masked.fill_null(0).to_numpy()
     on = bits != 0
     t = trace.column("t_ns").to_numpy()
     change = np.diff(on.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
@@ -330,8 +332,11 @@ def _write(con, b: DeviceBundle) -> int:
     )
     if b.trace.rows:
         # Row-group-sized batches (zero-copy slices) let DuckDB scan and compress in parallel.
-        batches = b.trace.table.to_batches(max_chunksize=ROW_GROUP_ROWS)
-        trace = pa.Table.from_batches(batches, schema=b.trace.table.schema)
+        # All-null columns (fields a backend lacks) are left to the column default: no scan.
+        table = b.trace.table
+        table = table.select([c for c in table.column_names if table.column(c).null_count < table.num_rows])
+        batches = table.to_batches(max_chunksize=ROW_GROUP_ROWS)
+        trace = pa.Table.from_batches(batches, schema=table.schema)
         _insert_arrow(con, "power_trace", trace, {"trace_key": key})
     ids = {"run_id": run_id, "device_uid": device_uid}
     if b.markers.num_rows:

@@ -34,6 +34,7 @@ from .columns import (
     TRACE_FIELDS,
     TRACE_RANGES,
     WAREHOUSE_TRACE_COLUMNS,
+    null_column,
 )
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}$")
@@ -215,7 +216,7 @@ def _normalize_trace_part(label: str, table: pa.Table, require_all: bool) -> tup
     for name, target in wanted.items():
         if name not in names:
             if name in TRACE_EXTRA_FIELDS or (not require_all and name not in ("t_ns", "power_w", "read_ok")):
-                columns[name] = pa.chunked_array([pa.nulls(table.num_rows, target)])
+                columns[name] = null_column(table.num_rows, target)
                 continue
             raise fail(label, f"column {name}", "is missing",
                        "a trace has every TRACE_SCHEMA column (agents/trace_schema.py); re-record it with this fleetphysics")
@@ -304,7 +305,7 @@ def _canonical(label: str, table: pa.Table, fields: dict, required: tuple,
         if name not in names:
             if name in required:
                 raise fail(label, f"column {name}", "is missing", f"the file needs columns {', '.join(required)}; re-write it")
-            columns[name] = pa.chunked_array([pa.nulls(table.num_rows, target)])
+            columns[name] = null_column(table.num_rows, target)
             continue
         columns[name] = coerce_column(label, name, table.column(name), target, whole_floats)
         if name in required and columns[name].null_count:
@@ -344,7 +345,7 @@ def normalize_events(label: str, table: pa.Table) -> pa.Table:
         texts = [json.dumps(clean_json(row), sort_keys=True, default=str) for row in table.select(extras).to_pylist()]
         columns["extra_json"] = pa.chunked_array([pa.array(texts, pa.string())])
     else:
-        columns["extra_json"] = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+        columns["extra_json"] = null_column(table.num_rows, pa.string())
     ids = columns["event_id"]
     if pc.count_distinct(ids).as_py() != len(ids):
         counts = pc.value_counts(ids)
