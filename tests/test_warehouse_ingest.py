@@ -193,3 +193,12 @@ def test_pandas_style_events_are_accepted(tmp_path):
     assert rows["energy_quality"].tolist() == ["GOOD", "BILLABLE"]
     assert rows["batch_size"].iloc[0] == 1 and rows["batch_size"].isna().iloc[1]
     assert json.loads(rows["extra_json"].iloc[1]) == {"duration_s": 4e-9, "sigma_e_j": None}
+
+
+@pytest.mark.parametrize("rows", [0, 1, 65_535, 65_536, 65_537, 200_000])
+def test_null_column_has_the_rows_all_null_and_the_type(rows):
+    from warehouse.columns import null_column
+
+    col = null_column(rows, pa.float64())
+    assert len(col) == rows and col.null_count == rows and col.type == pa.float64()
+    assert pa.table({"x": col}).to_pandas()["x"].isna().all()
