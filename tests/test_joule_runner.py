@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -29,7 +32,7 @@ def make_ctx(tmp_path, profile="rtx4080-laptop", **kw) -> RunContext:
 
 def fast_config(**kw) -> JouleCurveConfig:
     base = dict(batch_sizes=BATCHES, repetitions=2, warmup_repetitions=2, input_tokens=8, output_tokens=3,
-                min_event_s=0.06, min_sensor_periods=0)
+                min_event_s=0.06, min_sensor_periods=0, cpu_stand_in=True)
     return JouleCurveConfig(**{**base, **kw})
 
 
@@ -77,6 +80,42 @@ def test_warmup_is_really_run(tmp_path, counted):
                 and m["attrs"]["phase"] == f"{NAME}.warmup" and m["attrs"]["batch_size"] == batch]
         first = min(m["t_ns"] for m in markers if m["name"] == "event_start" and m["attrs"]["batch_size"] == batch)
         assert len(warm) == 1 and warm[0] < first
+
+
+def test_simulated_default_runs_no_model_and_counts_tokens(tmp_path, counted):
+    cfg = fast_config(cpu_stand_in=False, repetitions=1, warmup_repetitions=1)
+    result = run(make_ctx(tmp_path), cfg)
+    assert counted == {"prefill": 0, "decode": 0}
+    assert result["figures"]["model"]["ran"] == "none (declared load)"
+    for ev in result["events"]:
+        assert ev["passes"] == 1 and ev["duration_s"] >= cfg.min_event_s
+        per_pass = ev["batch_size"] * (cfg.input_tokens if ev["phase"] == "prefill" else cfg.output_tokens)
+        assert ev["input_tokens"] + ev["output_tokens"] == per_pass
+    assert result["checks"]["warmup_ran"] and result["quality"]["warmup_passes"] == len(BATCHES)
+
+
+def test_simulated_default_imports_neither_torch_nor_transformers(tmp_path):
+    """What keeps a fleet of simulated hosts cheap: ~6 CPU-s of imports per host avoided."""
+    code = f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from agents.markers import MarkerWriter
+from agents.profiles import load_profile
+from agents.simulated import SimulatedDevice
+from experiments.context import ArtifactWriter, RunContext
+from experiments.joule_curve import JouleCurveConfig, run
+tmp = Path({str(tmp_path)!r})
+markers = MarkerWriter(tmp / "markers.jsonl")
+dev = SimulatedDevice(load_profile("rtx4090"), host_id="t", t_start_ns=0, marker_writer=markers)
+ctx = RunContext(device=dev, markers=markers, artifacts=ArtifactWriter(tmp), run_id="r1")
+run(ctx, JouleCurveConfig(batch_sizes=[1], repetitions=1, warmup_repetitions=1, input_tokens=8, output_tokens=3,
+                          min_event_s=0.05, min_sensor_periods=0))
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_no_warmup_when_configured_none(tmp_path, counted):

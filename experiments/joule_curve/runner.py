@@ -16,19 +16,23 @@ Events last at least the configured minimum: on a real GPU by repeating the pass
 decode pass replays from the same cache, rewound), never by idling, which would bill idle
 energy to tokens. On a simulated device the tiny model runs on the CPU as a stand-in and
 the declared load level (see :meth:`JouleCurveConfig.load_level`) holds the simulated GPU
-busy until the minimum duration; the load markers cover each event exactly.
+busy until the minimum duration; the load markers cover each event exactly. A simulated pass
+runs no model (its tokens are counted from the shapes): the declared load is the workload,
+as in every other experiment. ``cpu_stand_in`` runs the tiny model on the CPU in each pass
+to exercise the workload code; that costs a torch + transformers import (about 6 CPU-seconds
+per host, which a fleet of simulated hosts on one machine pays many times) and changes nothing
+the simulated sensors see.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Callable
 
-import torch
-
 from agents.errors import ExperimentError, OutOfDeviceMemory
-from experiments import workload
+from experiments import model_shapes
 from experiments.context import EVENT_END, EVENT_START, RunContext
 from experiments.joule_curve.config import JouleCurveConfig
 from experiments.memory import ActivationModel, MiB, translate_cuda_oom
@@ -40,8 +44,10 @@ SIMULATED_SHAPE = "tiny"
 
 def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
     """Run the warmups and the measured events on ``ctx``'s device; returns the report dict."""
-    if not ctx.simulated:
+    if not ctx.simulated or not config.cpu_stand_in:
         return _run(ctx, config)
+    import torch
+
     # The tiny CPU stand-in gains nothing from intra-op threads, and they would compete
     # with the poller process for the host's cores.
     threads = torch.get_num_threads()
@@ -57,21 +63,26 @@ def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
     spec = SIMULATED_SHAPE if simulated else (config.model_path or config.shape)
     dtype = "float32" if simulated else config.dtype
     device = "cpu" if simulated else ctx.torch_device
-    # The model is built before the measurement window opens.
-    try:
-        with translate_cuda_oom():
-            model = workload.build_model(spec, device=device, dtype=dtype,
-                                         attn_implementation=config.attn_implementation)
-    except OutOfDeviceMemory as exc:
-        raise ExperimentError(f"{NAME}: the model {spec!r} ({dtype}) does not fit on {device}: {exc}") from None
-    dims = workload.model_dims(model)
+    model, workload = None, None
+    if simulated and not config.cpu_stand_in:
+        dims = model_shapes.shape_dims(spec)
+    else:
+        from experiments import workload  # torch and transformers
+        # The model is built before the measurement window opens.
+        try:
+            with translate_cuda_oom():
+                model = workload.build_model(spec, device=device, dtype=dtype,
+                                             attn_implementation=config.attn_implementation)
+        except OutOfDeviceMemory as exc:
+            raise ExperimentError(f"{NAME}: the model {spec!r} ({dtype}) does not fit on {device}: {exc}") from None
+        dims = workload.model_dims(model)
     if config.input_tokens + config.output_tokens > dims["n_positions"]:
         raise ExperimentError(
             f"{NAME}: input_tokens + output_tokens = {config.input_tokens + config.output_tokens} exceeds the "
             f"model's position limit {dims['n_positions']}; lower them in the joule_curve config")
     act = ActivationModel.from_dims(dims, dtype, attn_implementation=config.attn_implementation)
     min_event_s = effective_min_event_s(ctx, config)
-    runner = _EventRunner(ctx, config, model, simulated, min_event_s)
+    runner = _EventRunner(ctx, config, model, workload, simulated, min_event_s)
     events: list[dict] = []
     warmup_passes = 0
     stopped, oom_batch = False, None
@@ -81,7 +92,8 @@ def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
             if ctx.should_stop():
                 stopped = True
                 break
-            ids = workload.synthetic_batch(batch, config.input_tokens, dims["vocab_size"], config.seed + batch)
+            ids = None if model is None else workload.synthetic_batch(
+                batch, config.input_tokens, dims["vocab_size"], config.seed + batch)
             vram_mb = (act.weight_bytes() + act.peak_bytes(batch, config.input_tokens + config.output_tokens)) / MiB
             runner.vram_mb = vram_mb if simulated else None
             try:
@@ -122,10 +134,17 @@ def _gap(ctx: RunContext, seconds: float) -> None:
 
 
 class _EventRunner:
-    """Runs warmups and marked events; counts passes."""
+    """Runs warmups and marked events; counts passes.
 
-    def __init__(self, ctx: RunContext, config: JouleCurveConfig, model, simulated: bool, min_event_s: float):
-        self.ctx, self.config, self.model = ctx, config, model
+    With no model (a simulated device without the CPU stand-in) a pass runs nothing: its
+    tokens are counted from the shapes and the declared load is the work.
+    """
+
+    def __init__(self, ctx: RunContext, config: JouleCurveConfig, model, workload, simulated: bool,
+                 min_event_s: float):
+        self.ctx, self.config, self.model, self.workload = ctx, config, model, workload
+        # No model, no torch: the CUDA error translation (which imports torch) has nothing to catch.
+        self.guard = translate_cuda_oom if model is not None else contextlib.nullcontext
         self.simulated, self.min_event_s = simulated, min_event_s
         self.vram_mb: float | None = None
         self.warmup_prefills = 0
@@ -139,11 +158,12 @@ class _EventRunner:
             try:
                 for _ in range(cfg.warmup_repetitions):
                     ctx.set_load(cfg.load_level("prefill", batch), vram_mb=self.vram_mb)
-                    with translate_cuda_oom():
-                        pre = workload.prefill(self.model, ids)
+                    with self.guard():
+                        pre = None if self.model is None else self.workload.prefill(self.model, ids)
                         self.warmup_prefills += 1
                         ctx.set_load(cfg.load_level("decode", batch), vram_mb=self.vram_mb)
-                        workload.decode(self.model, pre, cfg.output_tokens)
+                        if self.model is not None:
+                            self.workload.decode(self.model, pre, cfg.output_tokens)
                         self.warmup_decodes += 1
                     pre = None
                     done += 1
@@ -151,24 +171,29 @@ class _EventRunner:
                 ctx.set_load(0.0)
         return done
 
-    def prefill_event(self, event_id: str, batch: int, ids) -> tuple[dict, workload.PrefillResult]:
-        """One measured prefill event; returns its record and the last pass's result."""
-        last: list[workload.PrefillResult] = []
+    def prefill_event(self, event_id: str, batch: int, ids) -> tuple[dict, object]:
+        """One measured prefill event; returns its record and the last pass's result (None without a model)."""
+        per_pass = batch * self.config.input_tokens
+        last: list = [None]
 
         def one_pass() -> tuple[int, int]:
-            last[:] = [workload.prefill(self.model, ids)]
+            if self.model is None:
+                return per_pass, 0
+            last[:] = [self.workload.prefill(self.model, ids)]
             return last[0].input_tokens, 0
 
-        per_pass = batch * self.config.input_tokens
         ev = self._event(event_id, "prefill", batch, one_pass, per_pass, 0)
         return ev, last[0]
 
-    def decode_event(self, event_id: str, batch: int, pre: workload.PrefillResult) -> dict:
+    def decode_event(self, event_id: str, batch: int, pre) -> dict:
         """One measured decode event from ``pre``'s KV cache (rewound between passes)."""
         n = self.config.output_tokens
         state = {"decoded": 0}
+        workload = self.workload
 
         def one_pass() -> tuple[int, int]:
+            if self.model is None:
+                return 0, batch * n
             if state["decoded"]:
                 workload.rewind(pre.past, state["decoded"])
             d = workload.decode(self.model, pre.past, n, pre.next_ids)
@@ -189,7 +214,7 @@ class _EventRunner:
         compute_ns = 0
         aborted = None
         try:
-            with translate_cuda_oom():
+            with self.guard():
                 while passes == 0 or (not self.simulated and time.monotonic_ns() - t0 < self.min_event_s * 1e9):
                     c0 = time.monotonic_ns()
                     n_in, n_out = one_pass()
@@ -268,8 +293,10 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
             "throughput": throughput,
             "min_event_s": min_event_s,
             "model": {
-                "shape": spec if workload.is_shape(spec) else None,
-                "model_path_given": not workload.is_shape(spec),
+                "shape": spec if model_shapes.is_shape(spec) else None,
+                "model_path_given": not model_shapes.is_shape(spec),
+                "ran": "on the device" if not simulated else ("tiny model on the CPU (stand-in)"
+                                                             if config.cpu_stand_in else "none (declared load)"),
                 "n_params": act.n_params(),
                 "dtype": dtype,
                 "attn_implementation": config.attn_implementation,

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from agents.errors import ExperimentError, OutOfDeviceMemory
-from experiments import workload
+from experiments import model_shapes
 from experiments.context import RunContext
 from experiments.memory import (
     ActivationModel,
@@ -59,7 +59,7 @@ def run(ctx: RunContext, config: VramCliffConfig) -> dict:
         with ctx.phase(f"{NAME}.torture"):
             frag = torture(memory, config, ctx)
         ctx.progress(NAME, 0.2)
-        dims = workload.shape_dims(config.shape) if config.model_path is None else _path_dims(config.model_path)
+        dims = model_shapes.shape_dims(config.shape) if config.model_path is None else _path_dims(config.model_path)
         n_positions = config.n_positions or auto_n_positions(dims, config, memory)
         dims["n_positions"] = n_positions
         act = ActivationModel.from_dims(dims, config.dtype, kv_cache=config.kv_cache,
@@ -112,6 +112,8 @@ def open_memory(ctx: RunContext, config: VramCliffConfig) -> DeviceMemory:
 
 def _path_dims(path: str) -> dict:
     from transformers import AutoConfig
+
+    from experiments import workload
 
     return workload.model_dims(AutoConfig.from_pretrained(path, local_files_only=True))
 
@@ -315,8 +317,10 @@ class _CudaProber:
     def __init__(self, ctx: RunContext, config: VramCliffConfig, memory: CudaMemory, act: ActivationModel):
         import torch
 
+        from experiments import workload  # torch and transformers: real GPUs only
+
         self.ctx, self.config, self.memory, self.act = ctx, config, memory, act
-        self._torch = torch
+        self._torch, self._workload = torch, workload
         with translate_cuda_oom():
             self.model = workload.build_model(
                 config.model_path or config.shape, n_positions=act.n_positions, device=ctx.torch_device,
@@ -334,7 +338,7 @@ class _CudaProber:
         return self.act.max_context(batch_size, budget, limit=self.act.n_positions)
 
     def probe(self, batch_size: int, context: int) -> dict:
-        mem, ctx = self.memory, self.ctx
+        mem, ctx, workload = self.memory, self.ctx, self._workload
         ids = workload.synthetic_batch(batch_size, context, self.act.vocab_size, self.config.seed + batch_size)
         mem.reset_peak()
         t0 = ctx.mark("probe_start", phase=NAME, batch_size=batch_size, context=context)
