@@ -399,6 +399,108 @@ def sensor_rise(figures: pd.DataFrame, labels: pd.Series) -> go.Figure:
     return _layout(fig, "Per device (hover for names when there are many)", height=400, legend_y=1.1)
 
 
+# ---------------------------------------------------------------- training coupling
+
+
+SIGNATURE_PANELS = (  # (low column, high column, subplot title, number format)
+    ("power_p05_w", "power_p95_w", "power p5–p95 (W)", ".0f"),
+    ("temp_p05_c", "temp_p95_c", "temperature p5–p95 (°C)", ".0f"),
+    ("util_p05_pct", "util_p95_pct", "utilization p5–p95 (%)", ".0f"),
+)
+
+
+def range_text(low, high, spec: str = ".0f") -> str:
+    """'low–high', with n/a for a missing end."""
+    return f"{_fmt(low, spec)}–{_fmt(high, spec)}"
+
+
+def verdict_text(verdict, p_value) -> str:
+    """'coupled (p 0.001)', 'not coupled (p 0.42)' or the verdict alone when there is no p."""
+    if not isinstance(verdict, str) or not verdict:
+        return "no verdict"
+    return f"{verdict} (p {_fmt(p_value, '.2g')})" if p_value is not None and pd.notna(p_value) else verdict
+
+
+def training_signatures(summary: pd.DataFrame) -> go.Figure:
+    """Each device's training workload side by side: the 5th–95th percentile ranges of power,
+    temperature and utilization during training, and the RLE collapse rate with the
+    coupling verdict and p-value printed beside it."""
+    if summary.empty:
+        return empty("no training-coupling results in the selection")
+    colors = color_map(summary["label"])
+    titles = [p[2] for p in SIGNATURE_PANELS] + ["RLE collapses per gated hour · verdict"]
+    fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.05, subplot_titles=titles)
+    y = summary["label"]
+    bar = dict(orientation="h", marker_color=[colors[lab] for lab in y], marker_pattern_shape=_patterns(summary),
+               showlegend=False)
+    for col, (lo, hi, title, spec) in enumerate(SIGNATURE_PANELS, start=1):
+        low, high = pd.to_numeric(summary[lo], errors="coerce"), pd.to_numeric(summary[hi], errors="coerce")
+        text = [range_text(a, b, spec) for a, b in zip(low, high)]
+        fig.add_trace(go.Bar(x=(high - low).fillna(0), base=low.fillna(0), y=y, text=text, name=title,
+                             hovertemplate="%{y}: %{text}<extra>" + title + "</extra>", **bar), 1, col)
+    rate = pd.to_numeric(summary["collapse_rate_per_gated_h"], errors="coerce")
+    text = [f"{_fmt(r, '.3g')}/h · {verdict_text(v, p)}" for r, v, p in
+            zip(rate, summary["verdict"], summary["p_value"])]
+    fig.add_trace(go.Bar(x=rate.fillna(0), y=y, text=text, textposition="outside", cliponaxis=False, name="collapses",
+                         hovertext=[f"{n if pd.notna(n) else 'n/a'} collapse(s) · {reason or ''}" for n, reason in
+                                    zip(summary["n_collapses"], summary["verdict_reason"])], **bar), 1, 4)
+    top = rate.max()
+    fig.update_xaxes(range=[0, (top if pd.notna(top) and top > 0 else 1.0) * 3.0], col=4)
+    for col in (2, 3, 4):
+        fig.update_yaxes(showticklabels=False, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_traces(textfont_size=12, selector=dict(type="bar"))
+    return _layout(fig, height=max(260, (70 if len(summary) <= 6 else 34) * len(summary) + 120))
+
+
+def training_steps(steps: pd.DataFrame, label: str) -> go.Figure:
+    """One device's training per step: grad_norm with its spikes (×) and learning-rate
+    spikes (▲), the mean power of the trace reads inside each step (gaps: steps with no read),
+    and the step's RLE with its collapses (×)."""
+    if steps.empty:
+        return empty("no training steps for this device")
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.4, 0.3, 0.3],
+                        subplot_titles=("grad_norm (before clipping)", "power per step (W)", "RLE per step"))
+    x = steps["step"]
+    fig.add_trace(go.Scatter(x=x, y=steps["grad_norm"], mode="lines", name="grad_norm",
+                             line=dict(color="#1f77b4", width=1.5)), 1, 1)
+    spikes = steps[steps["spike"].fillna(False).astype(bool)]
+    fig.add_trace(go.Scatter(x=spikes["step"], y=spikes["grad_norm"], mode="markers", name="grad_norm spike",
+                             marker=dict(color="#d62728", symbol="x", size=9)), 1, 1)
+    lr = steps[steps["lr_spike"].fillna(False).astype(bool)]
+    fig.add_trace(go.Scatter(x=lr["step"], y=lr["grad_norm"], mode="markers", name="learning-rate spike",
+                             marker=dict(color="#ff7f0e", symbol="triangle-up", size=10)), 1, 1)
+    fig.add_trace(go.Scatter(x=x, y=steps["power_w"], mode="lines", name="power", connectgaps=False,
+                             line=dict(color="#2ca02c", width=1.5)), 2, 1)
+    fig.add_trace(go.Scatter(x=x, y=steps["rle"], mode="lines", name="RLE", connectgaps=False,
+                             line=dict(color="#9467bd", width=1.5)), 3, 1)
+    collapsed = steps[steps["collapse"].fillna(False).astype(bool)]
+    fig.add_trace(go.Scatter(x=collapsed["step"], y=collapsed["rle"], mode="markers", name="RLE collapse",
+                             marker=dict(color="#d62728", symbol="x", size=9)), 3, 1)
+    fig.update_xaxes(title="step", row=3, col=1)
+    unaligned = int((~steps["aligned"].fillna(False).astype(bool)).sum())
+    return _layout(fig, f"{label}: {len(steps)} steps, {unaligned} without a trace read", height=620, legend_y=1.06)
+
+
+def rle_timeline(series: pd.DataFrame, label: str, t0_ns: int | None = None, t1_ns: int | None = None) -> go.Figure:
+    """RLE over the whole run with its collapses (×) and the training window shaded
+    (``t0_ns``..``t1_ns`` on the series' clock)."""
+    if series.empty:
+        return empty("no RLE series for this device (no trace, or the device's limits are unknown)")
+    fig = go.Figure(go.Scatter(x=series["t_s"], y=series["rle"], mode="lines", name="RLE",
+                               line=dict(color="#9467bd", width=1.5)))
+    hit = series[series["collapses"] > 0]
+    fig.add_trace(go.Scatter(x=hit["t_s"], y=hit["rle"], mode="markers", name="collapse starts",
+                             marker=dict(color="#d62728", symbol="x", size=11)))
+    if t0_ns is not None and t1_ns is not None:
+        offset_ns = int(series["t_ns"].iloc[0]) - float(series["t_s"].iloc[0]) * 1e9
+        fig.add_vrect(x0=(t0_ns - offset_ns) / 1e9, x1=(t1_ns - offset_ns) / 1e9, fillcolor="rgba(44,160,44,0.10)",
+                      line_width=0, annotation_text="training", annotation_position="top left")
+    fig.update_xaxes(title="seconds since the first trace read")
+    fig.update_yaxes(title="RLE")
+    return _layout(fig, f"{label}: RLE in 1 s bins, {int(series['collapses'].sum())} collapse(s)", height=360)
+
+
 # ---------------------------------------------------------------- drift
 
 

@@ -495,6 +495,50 @@ def joule(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     return points, fits
 
 
+def training_coupling(f: Filters) -> pd.DataFrame:
+    """One row per device and fingerprint: its latest run with a training-coupling result
+    within the filters (the experiment is not in every run), with its workload signature,
+    verdict and the peer medians of v_training_coupling_compare; labelled."""
+    cte, params = _selection(f, latest=False)
+    return add_labels(frame(f"""
+    WITH {cte}
+    SELECT sel.run_id, sel.device_uid, sel.fingerprint, sel.host, sel.gpu_name, sel.simulated, sel.started_wall_ns,
+           sel.run_quality, tc.* EXCLUDE (run_id, device_uid, simulated),
+           c.peers, c.peer_median_power_p95_w, c.peer_median_temp_p95_c, c.peer_median_collapse_rate_per_gated_h
+    FROM sel
+    JOIN training_coupling tc ON tc.run_id = sel.run_id AND tc.device_uid = sel.device_uid
+    LEFT JOIN v_training_coupling_compare c
+           ON c.run_id = sel.run_id AND c.device_uid = sel.device_uid AND c.fingerprint = sel.fingerprint
+    QUALIFY row_number() OVER (PARTITION BY sel.device_uid, sel.fingerprint
+                               ORDER BY sel.started_wall_ns DESC NULLS LAST, sel.run_id DESC) = 1
+    ORDER BY sel.simulated, sel.gpu_name, sel.host, sel.device_uid
+    """, params))
+
+
+def training_steps(run_id: str, device_uid: str) -> pd.DataFrame:
+    """Every training step of one run x device, in step order."""
+    return frame("""
+    SELECT step, t_start_ns, t_end_ns, loss, grad_norm, lr, lr_spike, energy_j, aligned, n_samples, power_w, temp_c,
+           temp_slope_c_per_s, rle, collapse, spike
+    FROM training_steps WHERE run_id = $run AND device_uid = $dev ORDER BY step
+    """, {"run": run_id, "dev": device_uid})
+
+
+def rle_timeline(run_id: str, device_uid: str) -> pd.DataFrame:
+    """One run x device's RLE series in at most SERIES_POINTS bins, each with its means and
+    whether a collapse started in it (so no collapse is lost to the binning)."""
+    return frame(f"""
+    WITH s AS (
+        SELECT *, greatest((max(t_s) OVER () - min(t_s) OVER ()) / {SERIES_POINTS}, 1.0) AS bin
+        FROM rle_series WHERE run_id = $run AND device_uid = $dev
+    )
+    SELECT min(t_s) AS t_s, min(t_ns) AS t_ns, avg(rle) AS rle, avg(power_w) AS power_w, avg(temp_c) AS temp_c,
+           avg(util_pct) AS util_pct, bool_or(collapse) AS collapse,
+           count(*) FILTER (WHERE collapse_start) AS collapses
+    FROM s GROUP BY floor(t_s / bin) ORDER BY t_s
+    """, {"run": run_id, "dev": device_uid})
+
+
 def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(instrument_response figures per field, step responses averaged over up to
     MAX_STEP_EDGES rising load edges of the instrument_response phase, in time buckets
@@ -682,6 +726,7 @@ VIEWS_HELP = (
     ("v_equilibrium_compare", "tau and T_inf against the peer median"),
     ("v_vram_cliff_compare", "max context at batch 1 against the peer median"),
     ("v_joule_compare", "J/token at batch 1 and the largest batch against the peer median"),
+    ("v_training_coupling_compare", "training coupling: verdict, p-value, workload signature against the peer median"),
     ("v_device_drift", "one device across runs and fingerprints, with changes since the previous run"),
     ("v_power_trace", "every poller row with run_id and device_uid (large: filter and LIMIT)"),
     ("v_run_quality", "run quality per run x device"),

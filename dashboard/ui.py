@@ -21,6 +21,7 @@ PAGES = (
     ("vram_cliff.py", "VRAM cliff", ":material/memory:", "vram-cliff"),
     ("joule_curve.py", "Joule curve", ":material/battery_charging_full:", "joule-curve"),
     ("sensor_response.py", "Sensor response", ":material/sensors:", "sensor-response"),
+    ("training_coupling.py", "Training coupling", ":material/model_training:", "training-coupling"),
     ("drift.py", "Drift", ":material/timeline:", "drift"),
     ("run_explorer.py", "Run explorer", ":material/query_stats:", "run-explorer"),
     ("sql.py", "SQL", ":material/database:", "sql"),

@@ -110,6 +110,8 @@ def _training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool) ->
     result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown))
     result.pop("per_step", None)
     figures = {k: v for k, v in result.items() if k not in ("figures", "quality")} | result.get("figures", {})
+    # The limits RLE was computed with: the warehouse repeats the per-step analysis with them.
+    figures |= {"rle_power_limit_w": float(limit), "rle_slowdown_temp_c": float(slowdown)}
     doc = report("training_coupling", figures, sim, checks={"end_reason": res.get("end_reason"),
                                                             "slowdown_temp_c_assumed": not info.get("slowdown_temp_c")},
                  extra={"steps": res["steps"]})

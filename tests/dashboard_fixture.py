@@ -3,8 +3,8 @@
 :func:`build_fleet_warehouse` runs the smoke fleet job (``cluster.job.run_fleet``: a local
 Ray, two simulated hosts, the whole suite, ingest by the driver) in a child process, so
 Ray's state never leaks into the test process. It runs the job twice: first baseline and
-instrument_response only, then the whole suite, so every device has two runs (the Drift
-page has something to draw) and its latest run has every experiment.
+instrument_response only, then the whole suite and training_coupling, so every device has
+two runs (the Drift page has something to draw) and its latest run has every experiment.
 
 When the fleet job cannot run (another part of the product mid-change), the fallback
 :func:`build_synthetic_warehouse` renders traces with ``agents.physics.render_trace`` and
@@ -36,10 +36,11 @@ REUSE_ENV = "FLEETPHYSICS_DASHBOARD_FIXTURE"
 _FLEET_SCRIPT = textwrap.dedent("""
     import json, sys
     from cluster.job import FleetOptions, run_fleet
+    from experiments.suite import EXPERIMENTS
     warehouse, out = sys.argv[1], sys.argv[2]
     profiles = tuple(sys.argv[3].split(","))
     summaries = []
-    for experiments in (("baseline", "instrument_response"), None):
+    for experiments in (("baseline", "instrument_response"), EXPERIMENTS + ("training_coupling",)):
         summaries.append(run_fleet(FleetOptions(address=None, profile="smoke", simulate_profiles=profiles,
                                                 warehouse=warehouse, out=out, experiments=experiments,
                                                 show_progress=False)))
@@ -99,7 +100,10 @@ def _missing(path: Path, runs: int) -> str:
     latest = query(path, "SELECT device_uid, idle_robust_w, power_instant_w_rise_ms, vram_max_context_batch1, "
                          "j_per_token_batch1, time_to_equilibrium_s FROM v_fleet_latest")
     empty = sorted({c for c in latest.columns[1:] if latest[c].isna().any()})
-    return f"v_fleet_latest lacks {', '.join(empty)}" if empty else ""
+    if empty:
+        return f"v_fleet_latest lacks {', '.join(empty)}"
+    trained = query(path, "SELECT count(DISTINCT device_uid) AS n FROM training_steps")["n"][0]
+    return "" if trained == len(PROFILES) else f"training_steps has {trained} of {len(PROFILES)} devices"
 
 
 def _describe(path: Path, builder: str, seconds: float) -> FleetWarehouse:
@@ -147,9 +151,11 @@ WALL0_NS = 1_790_000_000_000_000_000
 
 def build_synthetic_warehouse(path: Path) -> None:
     """Two runs of two simulated devices rendered by the physics model and ingested with
-    ingest_tables; experiment JSONs shaped like the suite's (figures computed from the trace)."""
+    ingest_tables; experiment JSONs shaped like the suite's (figures computed from the trace;
+    training_coupling's by the suite's own report code, see training_fixtures.py)."""
     from agents.physics import render_trace
     from agents.profiles import load_profile
+    from training_fixtures import add_counter_energy, synthetic_steps, trace_table, training_report
     from warehouse.ingest import ingest_tables
 
     for run_index, full in enumerate((False, True)):
@@ -160,9 +166,15 @@ def build_synthetic_warehouse(path: Path) -> None:
             device_uid = f"SIM-{name}-{host}-0"
             t_start = T0_NS + run_index * 10**12
             marks, edges = _timeline(t_start, full)
+            steps = []
+            if full:  # training after the heat soak has cooled for 2 s
+                steps, train_edges = synthetic_steps(t_start + 47 * 10**9, steps=60, seed=slot)
+                edges += train_edges
+                marks += [(steps[0]["t_start_ns"] - 1, "phase_start", {"phase": "training_coupling"}),
+                          (steps[-1]["t_end_ns"] + 1, "phase_end", {"phase": "training_coupling"})]
             t_ns = t_start + np.arange(int(marks[-1][0] - t_start) // PERIOD_NS + 50, dtype=np.int64) * PERIOD_NS
             out = render_trace(profile, edges, t_ns, seed=slot + 10 * run_index)
-            trace = _trace_table(out, t_ns, device_uid)
+            trace = trace_table(out, t_ns, device_uid, wall_offset_ns=WALL0_NS - T0_NS)
             markers = pa.table({
                 "t_ns": pa.array([m[0] for m in marks], pa.int64()),
                 "wall_ns": pa.array([m[0] - T0_NS + WALL0_NS for m in marks], pa.int64()),
@@ -178,7 +190,11 @@ def build_synthetic_warehouse(path: Path) -> None:
             stats = {"period_ms": PERIOD_NS / 1e6, "samples": len(t_ns), "expected_samples": len(t_ns),
                      "dropped_ticks": 0, "read_errors": int((~out["read_ok"]).sum()),
                      "scheduling_quality": "strict", "continuity_quality": "strict"}
-            ingest_tables(path, meta, fp, trace, markers, None, _experiments(profile, out, t_ns, marks, full), stats)
+            docs = _experiments(profile, out, t_ns, marks, full)
+            if steps:
+                add_counter_energy(steps, t_ns, out["energy_j"])
+                docs["training_coupling"] = training_report(steps, trace, profile)
+            ingest_tables(path, meta, fp, trace, markers, None, docs, stats)
 
 
 def _timeline(t0: int, full: bool) -> tuple[list[tuple], list]:
@@ -200,21 +216,6 @@ def _timeline(t0: int, full: bool) -> tuple[list[tuple], list]:
         edges += [LoadEdge(t0 + 25 * s + 1, 1.0), LoadEdge(t0 + 45 * s, 0.0)]
     marks.sort(key=lambda m: m[0])
     return marks, edges
-
-
-def _trace_table(out: dict, t_ns: np.ndarray, device_uuid: str) -> pa.Table:
-    from agents.trace_schema import TRACE_SCHEMA
-
-    n = len(t_ns)
-    ok = out["read_ok"]
-    cols = {"t_ns": t_ns, "wall_ns": t_ns - T0_NS + WALL0_NS, "device_uuid": [device_uuid] * n}
-    for name in ("power_w", "power_instant_w", "energy_j", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu",
-                 "util_mem", "vram_used_mb", "clocks_event_reasons", "pstate"):
-        values = out[name]
-        cols[name] = pa.array(values, mask=~ok if name.startswith("power") else None)
-    cols.update(read_ok=ok, dt_s=np.r_[np.nan, np.diff(t_ns) / 1e9], lateness_ms=np.zeros(n))
-    return pa.table({f.name: pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)
-                     else cols[f.name].cast(f.type) for f in TRACE_SCHEMA})
 
 
 def _experiments(profile, out: dict, t_ns: np.ndarray, marks: list, full: bool) -> dict:

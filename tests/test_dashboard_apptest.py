@@ -160,6 +160,48 @@ def test_joule_table_carries_energy_quality(fleet_app) -> None:
     assert (table["J/token"] > 0).all()
 
 
+def test_training_coupling_compares_signatures_and_draws_one_device(fleet_app, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
+    from warehouse.query import query
+
+    at = _page(fleet_app, "training_coupling.py")
+    _no_errors(at)
+    assert at.title[0].value == "Training coupling"
+    assert _simulated_badge(at)
+    table = at.dataframe[0].value
+    ref = query(fleet_warehouse.path, "SELECT host, verdict, p_value, steps, power_p05_w, power_p95_w "
+                                      "FROM v_training_coupling_compare ORDER BY host")
+    assert len(table) == len(ref) == len(fleet_warehouse.hosts)
+    for host in fleet_warehouse.hosts:
+        assert any(host in d for d in table["device"])
+    assert set(table["source"]) == {"SIMULATED"} and all("(simulated)" in d for d in table["device"])
+    assert sorted(table["verdict"]) == sorted(ref["verdict"])
+    assert set(table["verdict"]) <= {"coupled", "not coupled", "insufficient data"}
+    assert sorted(table["steps"]) == sorted(ref["steps"]) and (table["steps"] > 0).all()
+    assert table["power p5–p95 (W)"].str.fullmatch(r"\d+–\d+").all()
+    tested = table["verdict"] != "insufficient data"
+    assert table.loc[tested, "p-value"].between(0, 1).all()
+    text = _chart_text(at)
+    for needle in ("power p5–p95 (W)", "utilization p5–p95 (%)", "grad_norm (before clipping)", "RLE per step"):
+        assert needle in text
+    assert len(at.get("plotly_chart")) == 3 and len(at.download_button) >= 3
+    # The other device redraws the step charts.
+    box = at.selectbox(key="tc_device")
+    other = box.options[1]
+    at = box.set_value(other).run()
+    _no_errors(at)
+    host = query(fleet_warehouse.path, f"SELECT host FROM run_devices WHERE device_uid = '{other}' LIMIT 1")["host"][0]
+    assert host in at.get("plotly_chart")[1].proto.spec
+
+
+def test_training_coupling_without_results_says_how_to_get_them(monkeypatch, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
+    at = _page(_app(monkeypatch, fleet_warehouse.path, {"to": "2001-01-01"}), "training_coupling.py")
+    _no_errors(at)
+    assert any("No training-coupling results" in i.value for i in at.info)
+    code = "\n".join(c.value for c in at.code)
+    assert "fleetphysics suite --device" in code and "--experiments training_coupling" in code
+    assert not at.get("plotly_chart")
+
+
 def test_drift_follows_one_device_across_runs(fleet_app, monkeypatch, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
     at = _page(fleet_app, "drift.py")
     _no_errors(at)

@@ -32,6 +32,7 @@ PAGES = (
     ("vram-cliff", "VRAM cliff", "plotly"),
     ("joule-curve", "Joule curve", "plotly"),
     ("sensor-response", "Sensor response", "plotly"),
+    ("training-coupling", "Training coupling", "plotly"),
     ("drift", "Drift", "plotly"),
     ("run-explorer", "Run explorer", "plotly"),
     ("sql", "SQL", "dataframe"),

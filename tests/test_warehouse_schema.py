@@ -11,7 +11,8 @@ from warehouse import columns, migrations
 from warehouse.connection import connect_readonly, connect_writer
 
 VIEWS = ("v_power_trace", "v_run_quality", "v_run_constants", "v_fleet_latest", "v_baseline_compare",
-         "v_equilibrium_compare", "v_vram_cliff_compare", "v_joule_compare", "v_device_drift")
+         "v_equilibrium_compare", "v_vram_cliff_compare", "v_joule_compare", "v_device_drift",
+         "v_training_coupling_compare")
 
 
 def test_columns_mirror_the_trace_and_marker_contracts():
@@ -23,7 +24,7 @@ def test_columns_mirror_the_trace_and_marker_contracts():
 def test_migrations_are_numbered_without_gaps():
     found = migrations.available_migrations()
     assert [m.version for m in found] == list(range(1, len(found) + 1))
-    assert migrations.latest_version() >= 3
+    assert migrations.latest_version() >= 4
 
 
 def test_new_warehouse_has_every_table_and_view(tmp_path):
@@ -36,7 +37,8 @@ def test_new_warehouse_has_every_table_and_view(tmp_path):
     for table in ("hosts", "devices", "fingerprints", "runs", "run_devices", "power_trace", "markers", "events",
                   "poller_stats", "baselines", "instrument_response", "vram_cliff", "vram_cliff_points",
                   "vram_cliff_probes", "joule_curve", "joule_fit", "heat_soak", "heat_soak_series",
-                  "throttle_events", "experiment_results", "schema_version"):
+                  "throttle_events", "experiment_results", "schema_version", "training_steps", "rle_series",
+                  "training_coupling"):
         assert table in names
     for view in VIEWS:
         assert view in names
@@ -56,7 +58,7 @@ def test_opening_a_version_1_file_upgrades_it_and_keeps_its_rows(tmp_path):
         con.execute("SELECT clock FROM run_devices")  # added by 002
     con.close()
 
-    con = connect_writer(path)  # applies 002 and 003
+    con = connect_writer(path)  # applies 002 onwards
     try:
         assert migrations.current_version(con) == migrations.latest_version()
         assert con.execute("SELECT clock, source FROM run_devices").fetchall() == [("monotonic", "artifact")]

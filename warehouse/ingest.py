@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from agents.errors import ValidationError, WarehouseError
 
 from . import figures as _figures
+from . import training as _training
 from .columns import MARKER_FIELDS, SOURCES, THERMAL_MASK, THROTTLE_MASK
 from .connection import WRITER_LOCK_TIMEOUT_S, connect_writer
 from .validate import (
@@ -62,6 +63,9 @@ PER_DEVICE_TABLES = (
     "heat_soak",
     "heat_soak_series",
     "throttle_events",
+    "training_steps",
+    "rle_series",
+    "training_coupling",
     "run_devices",
 )
 
@@ -80,6 +84,7 @@ class DeviceBundle:
     poller_stats: dict | None
     source: str
     typed: dict[str, list[dict]] = field(default_factory=dict)
+    typed_arrow: dict[str, pa.Table] = field(default_factory=dict)  # typed tables built as Arrow
     throttle: pa.Table | None = None
     series: pa.Table | None = None
 
@@ -128,6 +133,7 @@ def prepare_bundle(
     for name, doc in docs.items():
         for table, rows in _figures.typed_rows(name, doc).items():
             bundle.typed.setdefault(table, []).extend(rows)
+    bundle.typed_arrow.update(_training.training_tables(docs, trace.table, meta["simulated"], fp["fields"]))
     bundle.throttle = throttle_stretches(trace.table)
     if any(_figures.EXPERIMENT_KINDS.get(n) == "heat_soak" for n in docs) and not bundle.typed.get("heat_soak_series"):
         bundle.series = downsample_series(trace.table)
@@ -352,6 +358,8 @@ def _write(con, b: DeviceBundle) -> int:
     ], run_id, device_uid)
     for table, rows in b.typed.items():
         _insert_rows(con, table, rows, run_id, device_uid)
+    for table, data in b.typed_arrow.items():
+        _insert_arrow(con, table, data, ids)
     if b.throttle is not None:
         _insert_arrow(con, "throttle_events", b.throttle, ids)
     if b.series is not None:
