@@ -141,3 +141,37 @@ def test_stats_are_a_pure_function():
     assert s["dt_ms"]["median"] == pytest.approx(10.0)
     assert s["scheduling_quality"] == "strict" and s["continuity_quality"] == "degraded"
     assert sum(s["dt_histogram"]["counts"]) == 99 + 97
+
+
+def test_a_stalled_disk_delays_writes_not_ticks(tmp_path, monkeypatch):
+    # Every part write stalls 0.4 s (8 periods): in the tick loop that dropped 8 ticks per
+    # flush; in the writer thread no tick is dropped and every row still lands on disk.
+    import agents.poller as poller_mod
+
+    real = poller_mod._write_part
+
+    def slow_write(*args):
+        time.sleep(0.4)
+        real(*args)
+
+    monkeypatch.setattr(poller_mod, "_write_part", slow_write)
+    dev = _SlowDevice(stall_at=-1, stall_s=0.0)
+    config = PollerConfig(out_dir=str(tmp_path), period_ms=50, seconds=2.5, flush_interval_s=0.3)
+    stats = run_poller([dev], config, tmp_path / "m.jsonl", _Stop())
+    assert stats["dropped_ticks"] == 0
+    parts = sorted((tmp_path / "SLOW-0" / "power_trace").glob("part-*.parquet"))
+    assert len(parts) >= 5  # several stalled writes happened during the run
+    assert len(_trace(tmp_path / "SLOW-0")) == stats["samples"] == stats["expected_samples"]
+
+
+def test_a_failed_write_stops_the_poller_with_a_clear_error(tmp_path, monkeypatch):
+    import agents.poller as poller_mod
+    from agents.errors import PollerError
+
+    def failing_write(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(poller_mod, "_write_part", failing_write)
+    config = PollerConfig(out_dir=str(tmp_path), period_ms=20, seconds=3.0, flush_interval_s=0.2)
+    with pytest.raises(PollerError, match="cannot write its trace.*No space left"):
+        run_poller([_SlowDevice(stall_at=-1, stall_s=0.0)], config, tmp_path / "m.jsonl", _Stop())
