@@ -202,3 +202,17 @@ def test_null_column_has_the_rows_all_null_and_the_type(rows):
     col = null_column(rows, pa.float64())
     assert len(col) == rows and col.null_count == rows and col.type == pa.float64()
     assert pa.table({"x": col}).to_pandas()["x"].isna().all()
+
+
+def test_any_bits_finds_a_bit_in_any_block():
+    import numpy as np
+
+    from warehouse.ingest import _any_bits
+
+    values = np.zeros(1000, dtype=np.int64)
+    assert not _any_bits(values, 0b1100, block=64)
+    values[999] = 0b0100  # in the last, partial block
+    assert _any_bits(values, 0b1100, block=64)
+    values[999] = 0b0001  # a bit outside the mask
+    assert not _any_bits(values, 0b1100, block=64)
+    assert not _any_bits(np.zeros(0, dtype=np.int64), 0b1100)
