@@ -394,10 +394,17 @@ class _LiveRows:
         self._rows[row["device_uuid"]] = row
         if len(self._rows) >= self.n_devices:  # one write per live tick, not one per device
             if self._writer is not None:
-                self._writer.put(self._write, self._rows)
+                self._writer.put(self._write_best_effort, self._rows)
             else:
-                self._write(self._rows)
+                self._write_best_effort(self._rows)
             self._rows = {}
+
+    def _write_best_effort(self, rows: dict) -> None:
+        # The live view is a convenience: failing to write it never stops the poller.
+        try:
+            self._write(rows)
+        except (OSError, TypeError, ValueError):
+            pass
 
 
 class _StopFlag:

@@ -175,3 +175,13 @@ def test_a_failed_write_stops_the_poller_with_a_clear_error(tmp_path, monkeypatc
     config = PollerConfig(out_dir=str(tmp_path), period_ms=20, seconds=3.0, flush_interval_s=0.2)
     with pytest.raises(PollerError, match="cannot write its trace.*No space left"):
         run_poller([_SlowDevice(stall_at=-1, stall_s=0.0)], config, tmp_path / "m.jsonl", _Stop())
+
+
+def test_a_failed_live_view_write_does_not_stop_the_poller(tmp_path):
+    from agents.poller import _LiveRows
+
+    live = _LiveRows(tmp_path / "no-such-dir" / "live.json", 1)  # every live write fails
+    config = PollerConfig(out_dir=str(tmp_path), period_ms=20, seconds=1.0, live_interval_s=0.05)
+    stats = run_poller([_SlowDevice(stall_at=-1, stall_s=0.0)], config, tmp_path / "m.jsonl", _Stop(), live=live)
+    assert stats["samples"] == stats["expected_samples"]
+    assert len(_trace(tmp_path / "SLOW-0")) == stats["samples"]
