@@ -161,10 +161,6 @@ def flags(values) -> pa.Array:
     return pa.array(np.where(missing, 0.0, number) != 0, pa.bool_(), mask=missing)
 
 
-def _null(n: int, dtype: pa.DataType) -> pa.Array:
-    return pa.nulls(n, dtype)
-
-
 def steps_table(steps: pd.DataFrame, per: pd.DataFrame | None) -> pa.Table:
     """training_steps rows: the runner's columns, then the analysed ones matched by step."""
     n = len(steps)
@@ -175,7 +171,7 @@ def steps_table(steps: pd.DataFrame, per: pd.DataFrame | None) -> pa.Table:
     has = set(merged.columns)
 
     def col(name, low=None, high=None):
-        return bounded(_number(merged, name), low, high) if name in has else _null(n, pa.float64())
+        return bounded(_number(merged, name), low, high) if name in has else pa.nulls(n, pa.float64())
 
     return pa.table({
         "step": pa.array(steps["step"].to_numpy(dtype=np.int64)),
@@ -184,19 +180,19 @@ def steps_table(steps: pd.DataFrame, per: pd.DataFrame | None) -> pa.Table:
         "loss": bounded(_number(steps, "loss")),
         "grad_norm": bounded(_number(steps, "grad_norm"), 0),
         "lr": bounded(_number(steps, "lr"), 0),
-        "lr_spike": flags(steps["lr_spike"]) if "lr_spike" in steps else _null(n, pa.bool_()),
+        "lr_spike": flags(steps["lr_spike"]) if "lr_spike" in steps else pa.nulls(n, pa.bool_()),
         "load_level": bounded(_number(steps, "load_level"), 0, 1),
         "energy_j": bounded(_number(steps, "energy_j"), 0),
         "energy_trace_j": col("energy_trace_j", 0),
-        "aligned": flags(merged["aligned"]) if "aligned" in has else _null(n, pa.bool_()),
+        "aligned": flags(merged["aligned"]) if "aligned" in has else pa.nulls(n, pa.bool_()),
         "n_samples": (pa.array(_number(merged, "n_samples"), pa.float64(), from_pandas=True).cast(pa.int64())
-                      if "n_samples" in has else _null(n, pa.int64())),
+                      if "n_samples" in has else pa.nulls(n, pa.int64())),
         "power_w": col("power_w", 0, 5000),
         "temp_c": col("temp_c", -40, 150),
         "temp_slope_c_per_s": col("temp_slope_c_per_s"),
         "rle": col("rle", 0),
-        "collapse": flags(merged["collapse"]) if "collapse" in has else _null(n, pa.bool_()),
-        "spike": flags(merged["spike"]) if "spike" in has else _null(n, pa.bool_()),
+        "collapse": flags(merged["collapse"]) if "collapse" in has else pa.nulls(n, pa.bool_()),
+        "spike": flags(merged["spike"]) if "spike" in has else pa.nulls(n, pa.bool_()),
     })
 
 
