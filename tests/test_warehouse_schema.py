@@ -69,6 +69,33 @@ def test_opening_a_version_1_file_upgrades_it_and_keeps_its_rows(tmp_path):
         con.close()
 
 
+def test_a_version_4_trace_keeps_its_rows_in_order_and_gains_the_power_avg_check(tmp_path):
+    path = tmp_path / "v4.duckdb"
+    con = duckdb.connect(str(path))
+    migrations.migrate(con, label=str(path), target=4)
+    # Out of t_ns order on purpose: the copy must keep the stored order, not sort it.
+    rows = [(1, 30, 50.0, None, True), (1, 10, None, 20.5, False), (2, 20, 60.25, 6000.0, True)]
+    con.executemany("INSERT INTO power_trace (trace_key, t_ns, power_w, power_avg_1s_w, read_ok) VALUES (?, ?, ?, ?, ?)",
+                    rows)  # 6000 W: version 4 had no CHECK on power_avg_1s_w
+    con.execute("DELETE FROM power_trace WHERE power_avg_1s_w > 5000")
+    con.close()
+
+    con = connect_writer(path)  # applies 005
+    try:
+        assert migrations.current_version(con) == migrations.latest_version() >= 5
+        got = con.execute("SELECT trace_key, t_ns, power_w, power_avg_1s_w, read_ok FROM power_trace").fetchall()
+        assert got == rows[:2]
+        with pytest.raises(duckdb.ConstraintException):
+            con.execute("INSERT INTO power_trace (trace_key, t_ns, power_avg_1s_w, read_ok) VALUES (3, 1, 6000, true)")
+        for column, bad in (("power_w", -1), ("temp_c", 151), ("util_gpu", 101), ("dt_s", -0.01), ("pstate", 33)):
+            with pytest.raises(duckdb.ConstraintException):
+                con.execute(f"INSERT INTO power_trace (trace_key, t_ns, {column}, read_ok) VALUES (3, 1, ?, true)", [bad])
+        con.execute("INSERT INTO power_trace (trace_key, t_ns, power_w, temp_c, read_ok) VALUES (3, 1, NULL, NULL, false)")
+        assert con.execute("SELECT count(*) FROM v_power_trace").fetchall() == [(0,)]  # no run_devices rows yet
+    finally:
+        con.close()
+
+
 def test_a_file_from_a_newer_fleetphysics_is_refused(tmp_path):
     path = tmp_path / "future.duckdb"
     connect_writer(path).close()
