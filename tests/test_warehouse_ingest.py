@@ -216,3 +216,19 @@ def test_any_bits_finds_a_bit_in_any_block():
     values[999] = 0b0001  # a bit outside the mask
     assert not _any_bits(values, 0b1100, block=64)
     assert not _any_bits(np.zeros(0, dtype=np.int64), 0b1100)
+
+
+def test_distinct_strings_reads_dictionaries_through_their_indices():
+    from warehouse.validate import distinct_strings
+
+    def dictionary(indices, values):
+        return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(values))
+
+    # An unused dictionary entry is not a device; nulls are not either.
+    one = pa.chunked_array([dictionary([1, 1, None], ["GPU-unused", "GPU-a"])])
+    assert distinct_strings(one) == ["GPU-a"]
+    two = pa.chunked_array([dictionary([0, 0], ["GPU-a", "GPU-b"]), dictionary([1, 0, 1], ["GPU-a", "GPU-b"])])
+    assert distinct_strings(two) == ["GPU-a", "GPU-b"]
+    plain = pa.chunked_array([pa.array(["GPU-b", None, "GPU-a", "GPU-b"])])
+    assert distinct_strings(plain) == ["GPU-b", "GPU-a"]
+    assert distinct_strings(pa.chunked_array([pa.array([None, None], pa.string())])) == []
