@@ -69,7 +69,7 @@ def test_opening_a_version_1_file_upgrades_it_and_keeps_its_rows(tmp_path):
         con.close()
 
 
-def test_a_version_4_trace_keeps_its_rows_in_order_and_gains_the_power_avg_check(tmp_path):
+def test_a_version_4_trace_keeps_its_rows_in_order_and_gains_the_power_avg_check(tmp_path, capsys):
     path = tmp_path / "v4.duckdb"
     con = duckdb.connect(str(path))
     migrations.migrate(con, label=str(path), target=4)
@@ -80,7 +80,10 @@ def test_a_version_4_trace_keeps_its_rows_in_order_and_gains_the_power_avg_check
     con.execute("DELETE FROM power_trace WHERE power_avg_1s_w > 5000")
     con.close()
 
+    capsys.readouterr()
     con = connect_writer(path)  # applies 005
+    err = capsys.readouterr().err
+    assert "upgrading" in err and "from schema version 4 to" in err and "005_power_trace_checks" in err
     try:
         assert migrations.current_version(con) == migrations.latest_version() >= 5
         got = con.execute("SELECT trace_key, t_ns, power_w, power_avg_1s_w, read_ok FROM power_trace").fetchall()

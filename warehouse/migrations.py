@@ -9,6 +9,7 @@ is a new file (``004_...sql``).
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from importlib import resources
 
@@ -74,6 +75,13 @@ def check_version(con, label: str) -> int:
 def migrate(con, label: str = "warehouse", target: int | None = None) -> list[int]:
     """Apply the pending migrations up to ``target`` (default: latest); return those applied."""
     version = check_version(con, label)
+    pending = [m for m in available_migrations()
+               if version < m.version and (target is None or m.version <= target)]
+    if version and pending:
+        # A rebuild (005 copies power_trace) takes as long as rewriting the trace once: say so.
+        print(f"fleetphysics: upgrading {label} from schema version {version} to {pending[-1].version} "
+              f"({', '.join(f'{m.version:03d}_{m.name}' for m in pending)}); a large trace takes a while",
+              file=sys.stderr, flush=True)
     applied = []
     for migration in available_migrations():
         if migration.version <= version or (target is not None and migration.version > target):
