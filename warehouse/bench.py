@@ -4,8 +4,8 @@
 file-backed warehouse in a temp dir (validation, the transaction, commit and close all
 counted; the median of a few repeats) and, in the same run, two baselines: DuckDB's own
 CREATE TABLE AS of the same columns (the floor for any DuckDB-backed ingest on this
-machine) and ``executemany`` on a sample of the same rows (the row-by-row way). ``bench views`` builds a warehouse of many runs and times
-``SELECT * FROM v_fleet_latest``.
+machine) and ``executemany`` on a sample of the same rows (the row-by-row way).
+``bench views`` builds a warehouse of many runs and times ``SELECT * FROM v_fleet_latest``.
 """
 
 from __future__ import annotations

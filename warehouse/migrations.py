@@ -83,9 +83,7 @@ def migrate(con, label: str = "warehouse", target: int | None = None) -> list[in
               f"({', '.join(f'{m.version:03d}_{m.name}' for m in pending)}); a large trace takes a while",
               file=sys.stderr, flush=True)
     applied = []
-    for migration in available_migrations():
-        if migration.version <= version or (target is not None and migration.version > target):
-            continue
+    for migration in pending:
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(migration.sql)
