@@ -14,12 +14,11 @@ those by the event's duration (the energy window).
 
 Events last at least the configured minimum: on a real GPU by repeating the pass (a
 decode pass replays from the same cache, rewound), never by idling, which would bill idle
-energy to tokens. On a simulated device the tiny model runs on the CPU as a stand-in and
-the declared load level (see :meth:`JouleCurveConfig.load_level`) holds the simulated GPU
-busy until the minimum duration; the load markers cover each event exactly. A simulated pass
-runs no model (its tokens are counted from the shapes): the declared load is the workload,
-as in every other experiment. ``cpu_stand_in`` runs the tiny model on the CPU in each pass
-to exercise the workload code; that costs a torch + transformers import (about 6 CPU-seconds
+energy to tokens. On a simulated device a pass runs no model (its tokens are counted from
+the shapes): the declared load level (see :meth:`JouleCurveConfig.load_level`) is the
+workload, as in every other experiment, and holds the simulated GPU busy until the minimum
+duration; the load markers cover each event exactly. ``cpu_stand_in`` also runs the tiny
+model on the CPU in each pass to exercise the workload code; that costs a torch + transformers import (about 6 CPU-seconds
 per host, which a fleet of simulated hosts on one machine pays many times) and changes nothing
 the simulated sensors see.
 """
