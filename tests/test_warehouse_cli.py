@@ -8,11 +8,13 @@ import sys
 import types
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import warehouse_fixtures as fx
 from agents.errors import ConfigError, FleetPhysicsError
 from warehouse import bench, cli
+from warehouse.connection import connect_writer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "warehouse"
 
@@ -141,6 +143,25 @@ def test_bench_ingest_reports_its_keys(capsys):
     assert result["repeats"] == 2 and len(result["seconds_each"]) == 2
     assert sorted(result["seconds_each"])[0] <= result["seconds"] <= sorted(result["seconds_each"])[1]
     assert result["duckdb_floor_rows_per_s"] > 0 and result["of_floor"] > 0
+
+
+def test_bench_ingest_unchecked_times_a_trace_table_without_its_checks(capsys, tmp_path):
+    code, out, _ = run(["bench", "ingest", "--rows", "20000", "--sample-rows", "200", "--repeats", "1",
+                        "--unchecked", "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0 and result["unchecked_rows_per_s"] > 0 and "checks_s" in result
+
+    checked, bare = tmp_path / "checked.duckdb", tmp_path / "bare.duckdb"
+    connect_writer(checked).close()
+    bench._drop_trace_constraints(bare)
+    columns = "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'power_trace' ORDER BY column_index"
+    checks = "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'power_trace' AND constraint_type = 'CHECK'"
+    with connect_writer(checked) as a, connect_writer(bare) as b:
+        assert a.execute(columns).fetchall() == b.execute(columns).fetchall()
+        assert a.execute(checks).fetchall()[0][0] >= 11 and b.execute(checks).fetchall()[0][0] == 0
+        b.execute("INSERT INTO power_trace (trace_key, t_ns, read_ok, power_w) VALUES (1, 0, true, 6000)")
+        with pytest.raises(duckdb.ConstraintException):
+            a.execute("INSERT INTO power_trace (trace_key, t_ns, read_ok, power_w) VALUES (1, 0, true, 6000)")
 
 
 def test_bench_views_reports_its_keys(capsys):

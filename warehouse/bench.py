@@ -4,7 +4,9 @@
 file-backed warehouse in a temp dir (validation, the transaction, commit and close all
 counted; the median of a few repeats) and, in the same run, two baselines: DuckDB's own
 CREATE TABLE AS of the same columns (the floor for any DuckDB-backed ingest on this
-machine) and ``executemany`` on a sample of the same rows (the row-by-row way).
+machine) and ``executemany`` on a sample of the same rows (the row-by-row way). With
+``--unchecked`` it also times the same ingest into a power_trace without its CHECKs, so the
+constraints' cost is measured rather than guessed.
 ``bench views`` builds a warehouse of many runs and times ``SELECT * FROM v_fleet_latest``.
 """
 
@@ -100,17 +102,31 @@ def _duckdb_floor_s(path: Path, stored: pa.Table) -> float:
     return time.perf_counter() - start
 
 
-def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: int = 3) -> dict:
+def _drop_trace_constraints(path: Path) -> None:
+    """Rebuild the (empty) power_trace of a fresh warehouse with the same columns and types
+    and no constraints: CREATE TABLE AS copies the types only."""
+    con = connect_writer(path)
+    try:
+        con.execute("CREATE TABLE power_trace_bare AS SELECT * FROM power_trace LIMIT 0")
+        con.execute("DROP TABLE power_trace")
+        con.execute("ALTER TABLE power_trace_bare RENAME TO power_trace")
+    finally:
+        con.close()
+
+
+def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: int = 3,
+                 unchecked: bool = False) -> dict:
     """Rows/s of ingest_tables into a file warehouse (median of ``repeats``), against two
     baselines measured in the same run: DuckDB's own CREATE TABLE AS of the same columns (the
     floor, taken between the repeats so both see the same machine) and executemany on a
-    sample (the row-by-row way)."""
+    sample (the row-by-row way). ``unchecked`` adds, in each repeat, the same ingest into a
+    power_trace without its CHECKs (``unchecked_rows_per_s``, ``checks_s``)."""
     tmp = Path(tempfile.mkdtemp(prefix="fleetphysics-bench-"))
     try:
         trace = synthetic_trace(rows)
         stored = trace.select([c for c in WAREHOUSE_TRACE_COLUMNS if c in trace.column_names])
         meta, fp = _metadata("bench-run", "bench-dev", "bench-host", T0_WALL_NS)
-        times, floors = [], []
+        times, floors, bare = [], [], []
         for i in range(max(1, repeats)):
             path = tmp / f"bench-{i}.duckdb"
             connect_writer(path).close()  # create and migrate first: time the ingest itself
@@ -118,6 +134,12 @@ def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: in
             ingest_tables(path, meta, fp, trace, _markers())
             times.append(time.perf_counter() - start)
             floors.append(_duckdb_floor_s(tmp / f"floor-{i}.duckdb", stored))
+            if unchecked:
+                bare_path = tmp / f"unchecked-{i}.duckdb"
+                _drop_trace_constraints(bare_path)
+                start = time.perf_counter()
+                ingest_tables(bare_path, meta, fp, trace, _markers())
+                bare.append(time.perf_counter() - start)
             for leftover in tmp.glob("*.duckdb*"):
                 leftover.unlink()
 
@@ -141,10 +163,14 @@ def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: in
     seconds, floor_s = statistics.median(times), statistics.median(floors)
     rows_per_s = rows / seconds
     many_per_s = len(values) / many_seconds
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows_per_s),
-            "executemany_rows_per_s": round(many_per_s), "ratio": round(rows_per_s / many_per_s, 1),
-            "repeats": len(times), "seconds_each": [round(t, 3) for t in times],
-            "duckdb_floor_rows_per_s": round(rows / floor_s), "of_floor": round(floor_s / seconds, 3)}
+    result = {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows_per_s),
+              "executemany_rows_per_s": round(many_per_s), "ratio": round(rows_per_s / many_per_s, 1),
+              "repeats": len(times), "seconds_each": [round(t, 3) for t in times],
+              "duckdb_floor_rows_per_s": round(rows / floor_s), "of_floor": round(floor_s / seconds, 3)}
+    if bare:
+        bare_s = statistics.median(bare)
+        result |= {"unchecked_rows_per_s": round(rows / bare_s), "checks_s": round(seconds - bare_s, 3)}
+    return result
 
 
 def bench_views(rows: int = 100_000_000, runs: int = 1000, devices: int = 100, repeats: int = 3) -> dict:
@@ -192,8 +218,10 @@ def register(bench_subparsers) -> None:
     p.add_argument("--rows", type=int, default=10_000_000, help="trace rows to ingest (default 10,000,000)")
     p.add_argument("--sample-rows", type=int, default=100_000, help="rows for the executemany baseline (default 100,000)")
     p.add_argument("--repeats", type=int, default=3, help="ingests to take the median of (default 3)")
+    p.add_argument("--unchecked", action="store_true",
+                   help="also time the same ingest into a power_trace without its CHECKs (their cost)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=lambda a: _print(bench_ingest(a.rows, a.sample_rows, a.repeats), a.json) or 0)
+    p.set_defaults(func=lambda a: _print(bench_ingest(a.rows, a.sample_rows, a.repeats, a.unchecked), a.json) or 0)
 
     p = bench_subparsers.add_parser("views", help="time SELECT * FROM v_fleet_latest over a large warehouse")
     p.add_argument("--rows", type=int, default=100_000_000, help="trace rows in all (default 100,000,000)")
