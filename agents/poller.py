@@ -17,7 +17,9 @@ import operator
 import os
 import queue
 import signal
+import subprocess
 import sys
+import threading
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
@@ -132,8 +134,6 @@ class _Writer:
     """
 
     def __init__(self) -> None:
-        import threading
-
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.cpu_s = 0.0  # the thread's CPU time, set when it ends
@@ -411,8 +411,6 @@ class _StopFlag:
     """Set by SIGTERM or by the parent's death; ``wait`` sleeps but wakes on a stop."""
 
     def __init__(self) -> None:
-        import threading
-
         self._event = threading.Event()
         self._parent = os.getppid()
 
@@ -506,9 +504,6 @@ class PollerProcess:
 
     def start(self, timeout_s: float = 60.0) -> dict:
         """Start the process and wait until its devices are open; raise a typed error."""
-        import subprocess
-        import threading
-
         job = {"config": asdict(self.config), "specs": [asdict(s) for s in self.specs], "marker_path": str(self.marker_path)}
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
