@@ -29,12 +29,10 @@ class _ProgressBar:
     """A rich progress bar (phase, elapsed, ETA) fed by the runners' progress callback."""
 
     def __init__(self, phases: list[str]) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from warehouse.progress import new_progress
 
         self.phases = phases
-        self.progress = Progress(TextColumn("[bold]{task.description:<20}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self.progress = new_progress()
         self.tasks = {}
 
     def __enter__(self):

@@ -164,6 +164,14 @@ def test_bench_ingest_unchecked_times_a_trace_table_without_its_checks(capsys, t
             a.execute("INSERT INTO power_trace (trace_key, t_ns, read_ok, power_w) VALUES (1, 0, true, 6000)")
 
 
+def test_bench_ingest_reports_its_repeats_and_the_executemany_sample():
+    calls = []
+    bench.bench_ingest(rows=3000, sample_rows=95, repeats=2, progress=lambda *call: calls.append(call))
+    assert [c for c in calls if c[0] == "ingest repeats"] == [("ingest repeats", i, 2) for i in range(3)]
+    sample = [c[1] for c in calls if c[0] == "executemany sample"]
+    assert sample[0] == 0 and sample[-1] == 95 and sample == sorted(sample) and len(sample) == 11
+
+
 def test_bench_views_reports_its_keys(capsys):
     code, out, _ = run(["bench", "views", "--rows", "3000", "--runs", "6", "--devices", "3", "--json"], capsys)
     result = json.loads(out)

@@ -62,6 +62,18 @@ def test_ingest_root_writes_every_table(artifacts, tmp_path):
     assert _one(wh, "SELECT count(*) FROM power_trace WHERE dt_s IS NULL") == [3]  # first rows: NaN stored as null
 
 
+def test_ingest_reports_each_device_dir_validated_then_written(artifacts, tmp_path):
+    calls = []
+    ingest_paths(tmp_path / "w.duckdb", [artifacts], progress=lambda *call: calls.append(call))
+    assert calls == [("validating", i, 3) for i in range(4)] + [("writing", i, 3) for i in range(4)]
+
+    (artifacts / "run-0002" / "host-b" / "dev-0" / "run_metadata.json").write_text("{not json")
+    calls.clear()
+    with pytest.raises(ValidationError, match="not valid JSON"):
+        ingest_paths(tmp_path / "w2.duckdb", [artifacts], progress=lambda *call: calls.append(call))
+    assert calls[-1] == ("validating", 2, 3) and not [c for c in calls if c[0] == "writing"]
+
+
 def test_three_ingests_give_the_same_warehouse(artifacts, tmp_path):
     wh = tmp_path / "w.duckdb"
     ingest_paths(wh, [artifacts])

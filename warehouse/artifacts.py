@@ -18,6 +18,7 @@ from agents.errors import ValidationError
 
 from .connection import WRITER_LOCK_TIMEOUT_S
 from .ingest import DeviceBundle, prepare_bundle, with_writer, write_bundle
+from .progress import Report, no_report
 from .validate import check_run_metadata, fail
 
 _RESERVED_JSON = {"run_metadata.json", "fingerprint.json", "poller_stats.json"}
@@ -122,21 +123,25 @@ KEEP_ROWS = 20_000_000  # keep validated bundles in memory up to this many trace
 
 
 def ingest_paths(
-    warehouse: str | os.PathLike, paths: list[str | os.PathLike], lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S
+    warehouse: str | os.PathLike, paths: list[str | os.PathLike], lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S,
+    progress: Report | None = None,
 ) -> list[dict]:
     """Ingest every device dir under ``paths``; returns one result dict per device.
 
     Every device dir is validated before anything is written, so a bad file anywhere
     leaves the warehouse unchanged. Each run x device is then written in its own
-    transaction, opening the file only for that write.
+    transaction, opening the file only for that write. ``progress(phase, done, total)``
+    hears of each device dir validated (``validating``), then of each written (``writing``).
     """
+    report = progress or no_report
     device_dirs: list[Path] = []
     for path in paths:
         device_dirs.extend(find_device_dirs(path))
     kept: dict[Path, DeviceBundle] = {}
     rows = 0
     seen: dict[tuple[str, str], Path] = {}
-    for d in device_dirs:
+    report("validating", 0, len(device_dirs))
+    for i, d in enumerate(device_dirs, 1):
         bundle = read_device_dir(d)
         if bundle.key in seen:
             raise ValidationError(
@@ -146,8 +151,11 @@ def ingest_paths(
         rows += bundle.trace.rows
         if rows <= KEEP_ROWS:
             kept[d] = bundle
+        report("validating", i, len(device_dirs))
     results = []
+    report("writing", 0, len(device_dirs))
     for d in device_dirs:
         bundle = kept.pop(d, None) or read_device_dir(d)
         results.append(with_writer(warehouse, lock_timeout_s, lambda con, b=bundle: write_bundle(con, b)))
+        report("writing", len(results), len(device_dirs))
     return results

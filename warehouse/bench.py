@@ -26,6 +26,7 @@ import pyarrow as pa
 from .columns import WAREHOUSE_TRACE_COLUMNS
 from .connection import connect_writer
 from .ingest import ROW_GROUP_ROWS, ingest_tables
+from .progress import Report, no_report, progress_bars
 
 T0_WALL_NS = 1_700_000_000_000_000_000
 
@@ -115,18 +116,20 @@ def _drop_trace_constraints(path: Path) -> None:
 
 
 def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: int = 3,
-                 unchecked: bool = False) -> dict:
+                 unchecked: bool = False, progress: Report = no_report) -> dict:
     """Rows/s of ingest_tables into a file warehouse (median of ``repeats``), against two
     baselines measured in the same run: DuckDB's own CREATE TABLE AS of the same columns (the
     floor, taken between the repeats so both see the same machine) and executemany on a
     sample (the row-by-row way). ``unchecked`` adds, in each repeat, the same ingest into a
-    power_trace without its CHECKs (``unchecked_rows_per_s``, ``checks_s``)."""
+    power_trace without its CHECKs (``unchecked_rows_per_s``, ``checks_s``). ``progress`` hears
+    of each repeat and of the executemany sample, in tenths."""
     tmp = Path(tempfile.mkdtemp(prefix="fleetphysics-bench-"))
     try:
         trace = synthetic_trace(rows)
         stored = trace.select([c for c in WAREHOUSE_TRACE_COLUMNS if c in trace.column_names])
         meta, fp = _metadata("bench-run", "bench-dev", "bench-host", T0_WALL_NS)
         times, floors, bare = [], [], []
+        progress("ingest repeats", 0, max(1, repeats))
         for i in range(max(1, repeats)):
             path = tmp / f"bench-{i}.duckdb"
             connect_writer(path).close()  # create and migrate first: time the ingest itself
@@ -142,18 +145,23 @@ def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: in
                 bare.append(time.perf_counter() - start)
             for leftover in tmp.glob("*.duckdb*"):
                 leftover.unlink()
+            progress("ingest repeats", i + 1, max(1, repeats))
 
         sample = stored.slice(0, min(sample_rows, rows))
         sample_path = tmp / "executemany.duckdb"
-        values = list(zip(*(sample.column(c).to_pylist() for c in sample.column_names)))
+        values = [(1, *row) for row in zip(*(sample.column(c).to_pylist() for c in sample.column_names))]
+        step = max(1, -(-len(values) // 10))  # at most ten executemany calls in one transaction, for the bar
         con = connect_writer(sample_path)
         try:
             columns = ", ".join(sample.column_names)
             marks = ", ".join("?" for _ in range(len(sample.column_names) + 1))
+            progress("executemany sample", 0, len(values))
             start = time.perf_counter()
             con.execute("BEGIN TRANSACTION")
-            con.executemany(f"INSERT INTO power_trace (trace_key, {columns}) VALUES ({marks})",
-                            [(1, *row) for row in values])
+            for first in range(0, len(values), step):
+                con.executemany(f"INSERT INTO power_trace (trace_key, {columns}) VALUES ({marks})",
+                                values[first:first + step])
+                progress("executemany sample", min(first + step, len(values)), len(values))
             con.execute("COMMIT")
             many_seconds = time.perf_counter() - start
         finally:
@@ -173,8 +181,10 @@ def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: in
     return result
 
 
-def bench_views(rows: int = 100_000_000, runs: int = 1000, devices: int = 100, repeats: int = 3) -> dict:
-    """Build ``rows`` trace rows over ``runs`` runs (``devices`` devices) and time v_fleet_latest."""
+def bench_views(rows: int = 100_000_000, runs: int = 1000, devices: int = 100, repeats: int = 3,
+                progress: Report = no_report) -> dict:
+    """Build ``rows`` trace rows over ``runs`` runs (``devices`` devices) and time v_fleet_latest;
+    ``progress`` hears of each run written."""
     tmp = Path(tempfile.mkdtemp(prefix="fleetphysics-bench-"))
     try:
         path = tmp / "views.duckdb"
@@ -183,11 +193,13 @@ def bench_views(rows: int = 100_000_000, runs: int = 1000, devices: int = 100, r
         start = time.perf_counter()
         con = connect_writer(path)
         try:
+            progress("building runs", 0, runs)
             for i in range(runs):
                 device = f"dev-{i % devices:04d}"
                 meta, fp = _metadata(f"run-{i:05d}", device, f"host-{(i % devices) // 8:03d}", T0_WALL_NS + i * 10**12)
                 ingest_tables(con, meta, fp, synthetic_trace(per_run, seed=i), _markers(),
                               experiments=_experiments(rng))
+                progress("building runs", i + 1, runs)
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -205,11 +217,18 @@ def bench_views(rows: int = 100_000_000, runs: int = 1000, devices: int = 100, r
             "query_s": round(best, 4)}
 
 
-def _print(result: dict, as_json: bool) -> None:
+def _watched(bench, *args) -> dict:
+    """Run a benchmark with progress bars on stderr (when it is a terminal)."""
+    with progress_bars() as report:
+        return bench(*args, progress=report)
+
+
+def _print(result: dict, as_json: bool) -> int:
     if as_json:
         print(json.dumps(result))
     else:
         print("  ".join(f"{k}={v}" for k, v in result.items()))
+    return 0
 
 
 def register(bench_subparsers) -> None:
@@ -221,11 +240,11 @@ def register(bench_subparsers) -> None:
     p.add_argument("--unchecked", action="store_true",
                    help="also time the same ingest into a power_trace without its CHECKs (their cost)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=lambda a: _print(bench_ingest(a.rows, a.sample_rows, a.repeats, a.unchecked), a.json) or 0)
+    p.set_defaults(func=lambda a: _print(_watched(bench_ingest, a.rows, a.sample_rows, a.repeats, a.unchecked), a.json))
 
     p = bench_subparsers.add_parser("views", help="time SELECT * FROM v_fleet_latest over a large warehouse")
     p.add_argument("--rows", type=int, default=100_000_000, help="trace rows in all (default 100,000,000)")
     p.add_argument("--runs", type=int, default=1000, help="runs to spread them over (default 1,000)")
     p.add_argument("--devices", type=int, default=100, help="distinct devices (default 100)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=lambda a: _print(bench_views(a.rows, a.runs, a.devices), a.json) or 0)
+    p.set_defaults(func=lambda a: _print(_watched(bench_views, a.rows, a.runs, a.devices), a.json))

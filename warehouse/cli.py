@@ -41,8 +41,11 @@ def _print_json(value, pretty: bool = False) -> None:
 def _ingest(args) -> int:
     from .artifacts import ingest_paths
     from .ingest import summarize
+    from .progress import progress_bars
 
-    runs = summarize(ingest_paths(args.warehouse, args.dirs, lock_timeout_s=args.lock_timeout_s))
+    with progress_bars() as report:
+        results = ingest_paths(args.warehouse, args.dirs, lock_timeout_s=args.lock_timeout_s, progress=report)
+    runs = summarize(results)
     _print_json(runs[0] if len(runs) == 1 else runs)
     return 0
 
