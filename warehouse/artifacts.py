@@ -124,7 +124,7 @@ KEEP_ROWS = 20_000_000  # keep validated bundles in memory up to this many trace
 
 def ingest_paths(
     warehouse: str | os.PathLike, paths: list[str | os.PathLike], lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S,
-    progress: Report | None = None,
+    progress: Report = no_report,
 ) -> list[dict]:
     """Ingest every device dir under ``paths``; returns one result dict per device.
 
@@ -133,14 +133,13 @@ def ingest_paths(
     transaction, opening the file only for that write. ``progress(phase, done, total)``
     hears of each device dir validated (``validating``), then of each written (``writing``).
     """
-    report = progress or no_report
     device_dirs: list[Path] = []
     for path in paths:
         device_dirs.extend(find_device_dirs(path))
     kept: dict[Path, DeviceBundle] = {}
     rows = 0
     seen: dict[tuple[str, str], Path] = {}
-    report("validating", 0, len(device_dirs))
+    progress("validating", 0, len(device_dirs))
     for i, d in enumerate(device_dirs, 1):
         bundle = read_device_dir(d)
         if bundle.key in seen:
@@ -151,11 +150,11 @@ def ingest_paths(
         rows += bundle.trace.rows
         if rows <= KEEP_ROWS:
             kept[d] = bundle
-        report("validating", i, len(device_dirs))
+        progress("validating", i, len(device_dirs))
     results = []
-    report("writing", 0, len(device_dirs))
+    progress("writing", 0, len(device_dirs))
     for d in device_dirs:
         bundle = kept.pop(d, None) or read_device_dir(d)
         results.append(with_writer(warehouse, lock_timeout_s, lambda con, b=bundle: write_bundle(con, b)))
-        report("writing", len(results), len(device_dirs))
+        progress("writing", len(results), len(device_dirs))
     return results
