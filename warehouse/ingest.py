@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from agents.errors import ValidationError, WarehouseError
 

@@ -18,9 +18,9 @@ energy to tokens. On a simulated device a pass runs no model (its tokens are cou
 the shapes): the declared load level (see :meth:`JouleCurveConfig.load_level`) is the
 workload, as in every other experiment, and holds the simulated GPU busy until the minimum
 duration; the load markers cover each event exactly. ``cpu_stand_in`` also runs the tiny
-model on the CPU in each pass to exercise the workload code; that costs a torch + transformers import (about 6 CPU-seconds
-per host, which a fleet of simulated hosts on one machine pays many times) and changes nothing
-the simulated sensors see.
+model on the CPU in each pass to exercise the workload code; that costs a torch +
+transformers import (about 6 CPU-seconds per host, which a fleet of simulated hosts on one
+machine pays many times) and changes nothing the simulated sensors see.
 """
 
 from __future__ import annotations
