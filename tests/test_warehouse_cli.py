@@ -156,8 +156,12 @@ def test_bench_ingest_unchecked_times_a_trace_table_without_its_checks(capsys, t
     bench._drop_trace_constraints(bare)
     columns = "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'power_trace' ORDER BY column_index"
     checks = "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'power_trace' AND constraint_type = 'CHECK'"
+    stored_sql = "SELECT sql FROM duckdb_tables() WHERE table_name = 'power_trace'"
     with connect_writer(checked) as a, connect_writer(bare) as b:
         assert a.execute(columns).fetchall() == b.execute(columns).fetchall()
+        # the same storage: each column keeps its named compression, only the CHECKs go
+        assert "USING COMPRESSION RLE" in b.execute(stored_sql).fetchall()[0][0]
+        assert bench.bare_trace_ddl(a) == bench.bare_trace_ddl(b) == b.execute(stored_sql).fetchall()[0][0]
         assert a.execute(checks).fetchall()[0][0] >= 11 and b.execute(checks).fetchall()[0][0] == 0
         b.execute("INSERT INTO power_trace (trace_key, t_ns, read_ok, power_w) VALUES (1, 0, true, 6000)")
         with pytest.raises(duckdb.ConstraintException):

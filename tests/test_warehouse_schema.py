@@ -69,7 +69,7 @@ def test_opening_a_version_1_file_upgrades_it_and_keeps_its_rows(tmp_path):
         con.close()
 
 
-def test_a_version_4_trace_keeps_its_rows_in_order_and_gains_the_power_avg_check(tmp_path, capsys):
+def test_a_version_4_trace_keeps_its_rows_in_order_gains_the_power_avg_check_and_named_compression(tmp_path, capsys):
     path = tmp_path / "v4.duckdb"
     con = duckdb.connect(str(path))
     migrations.migrate(con, label=str(path), target=4)
@@ -81,11 +81,15 @@ def test_a_version_4_trace_keeps_its_rows_in_order_and_gains_the_power_avg_check
     con.close()
 
     capsys.readouterr()
-    con = connect_writer(path)  # applies 005
+    con = connect_writer(path)  # applies 005 and 006
     err = capsys.readouterr().err
     assert "upgrading" in err and "from schema version 4 to" in err and "005_power_trace_checks" in err
+    assert "006_power_trace_compression" in err
     try:
-        assert migrations.current_version(con) == migrations.latest_version() >= 5
+        assert migrations.current_version(con) == migrations.latest_version() >= 6
+        table_sql = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'power_trace'").fetchall()[0][0]
+        assert "t_ns BIGINT USING COMPRESSION BitPacking NOT NULL" in table_sql  # 006 names each method
+        assert "power_w DOUBLE USING COMPRESSION RLE" in table_sql and "energy_j DOUBLE," in table_sql
         got = con.execute("SELECT trace_key, t_ns, power_w, power_avg_1s_w, read_ok FROM power_trace").fetchall()
         assert got == rows[:2]
         with pytest.raises(duckdb.ConstraintException):

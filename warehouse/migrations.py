@@ -78,7 +78,7 @@ def migrate(con, label: str = "warehouse", target: int | None = None) -> list[in
     pending = [m for m in available_migrations()
                if version < m.version and (target is None or m.version <= target)]
     if version and pending:
-        # A rebuild (005 copies power_trace) takes as long as rewriting the trace once: say so.
+        # A rebuild (005 and 006 copy power_trace) takes as long as rewriting the trace once: say so.
         print(f"fleetphysics: upgrading {label} from schema version {version} to {pending[-1].version} "
               f"({', '.join(f'{m.version:03d}_{m.name}' for m in pending)}); a large trace takes a while",
               file=sys.stderr, flush=True)
