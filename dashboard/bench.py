@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from warehouse.progress import Report, no_report, progress_bars
+
 APP = Path(__file__).resolve().parent / "app.py"
 TARGET_S = 2.0
 GPUS = (("H100 SXM (bench)", 81559.0, 700.0), ("A100 SXM (bench)", 40960.0, 400.0), ("RTX 4090 (bench)", 24564.0, 450.0))
@@ -152,8 +154,9 @@ def _training(rng: np.random.Generator, gpu: tuple, t0: int, t1: int, steps: int
             "quality": {"quality": "ok", "alpha": 0.01}, "checks": {}}
 
 
-def build_warehouse(path: Path, rows: int, runs: int, devices: int) -> dict:
-    """Write the bench warehouse; returns what it holds and how long it took."""
+def build_warehouse(path: Path, rows: int, runs: int, devices: int, progress: Report = no_report) -> dict:
+    """Write the bench warehouse; returns what it holds and how long it took. ``progress``
+    hears of each run written."""
     from warehouse.bench import synthetic_trace
     from warehouse.connection import connect_writer
     from warehouse.ingest import ingest_tables
@@ -163,6 +166,7 @@ def build_warehouse(path: Path, rows: int, runs: int, devices: int) -> dict:
     start = time.perf_counter()
     con = connect_writer(path)
     try:
+        progress("building runs", 0, runs)
         for i in range(runs):
             d = i % devices
             gpu = GPUS[d % len(GPUS)]
@@ -189,6 +193,7 @@ def build_warehouse(path: Path, rows: int, runs: int, devices: int) -> dict:
             if i % 2 == 0:  # half the runs: ingest repeats the training analysis, ~0.6 s per million rows
                 docs["training_coupling"] = _training(rng, gpu, *spans["heat"])
             ingest_tables(con, meta, fp, trace, markers, _events(spans["events"]), docs, stats)
+            progress("building runs", i + 1, runs)
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -196,8 +201,9 @@ def build_warehouse(path: Path, rows: int, runs: int, devices: int) -> dict:
             "file_mb": round(path.stat().st_size / 2**20, 1)}
 
 
-def render_pages(path: Path, timeout_s: float = 600.0) -> dict:
-    """Seconds per page through AppTest: cold (cache cleared) and warm."""
+def render_pages(path: Path, timeout_s: float = 600.0, progress: Report = no_report) -> dict:
+    """Seconds per page through AppTest: cold (cache cleared) and warm. ``progress`` hears of
+    each page rendered, outside the timed runs."""
     import streamlit as st
     from streamlit import config
     from streamlit.testing.v1 import AppTest
@@ -225,6 +231,7 @@ def render_pages(path: Path, timeout_s: float = 600.0) -> dict:
         at.run()
         first_s = time.perf_counter() - t
         pages = {}
+        progress("rendering pages", 0, len(ui.PAGES))
         for file, title, _icon, _url in ui.PAGES:
             clear_cache()
             at.switch_page(f"{ui.PAGES_DIR}/{file}")
@@ -239,6 +246,7 @@ def render_pages(path: Path, timeout_s: float = 600.0) -> dict:
                             "charts": len(at.get("plotly_chart")), "tables": len(at.dataframe)}
             if errors:
                 pages[title]["errors"] = [str(x)[:300] for x in errors]
+            progress("rendering pages", len(pages), len(ui.PAGES))
     finally:
         if saved is None:
             os.environ.pop("FLEETPHYSICS_WAREHOUSE", None)
@@ -247,8 +255,10 @@ def render_pages(path: Path, timeout_s: float = 600.0) -> dict:
     return {"first_run_s": round(first_s, 3), "pages": pages}
 
 
-def bench_dashboard(rows: int = 100_000_000, runs: int = 100, devices: int = 20, warehouse: str | None = None) -> dict:
-    """Build (or reuse ``warehouse``) and render; the benchmark's JSON document."""
+def bench_dashboard(rows: int = 100_000_000, runs: int = 100, devices: int = 20, warehouse: str | None = None,
+                    progress: Report = no_report) -> dict:
+    """Build (or reuse ``warehouse``) and render; the benchmark's JSON document. ``progress``
+    hears of the runs built and the pages rendered."""
     tmp = None
     try:
         if warehouse:
@@ -256,8 +266,8 @@ def bench_dashboard(rows: int = 100_000_000, runs: int = 100, devices: int = 20,
         else:
             tmp = Path(tempfile.mkdtemp(prefix="fleetphysics-bench-dashboard-"))
             path = tmp / "dashboard.duckdb"
-            built = build_warehouse(path, rows, runs, devices)
-        rendered = render_pages(path)
+            built = build_warehouse(path, rows, runs, devices, progress)
+        rendered = render_pages(path, progress=progress)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -285,4 +295,12 @@ def register(bench_subparsers) -> None:
     p.add_argument("--devices", type=int, default=20, help="distinct devices (default 20)")
     p.add_argument("--warehouse", metavar="PATH", help="render over this existing warehouse instead of building one")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=lambda a: _print(bench_dashboard(a.rows, a.runs, a.devices, a.warehouse), a.json) or 0)
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    """The command: bars on stderr (when it is a terminal) while it builds and renders."""
+    with progress_bars() as report:
+        doc = bench_dashboard(args.rows, args.runs, args.devices, args.warehouse, progress=report)
+    _print(doc, args.json)
+    return 0

@@ -315,8 +315,13 @@ def test_bench_dashboard_renders_every_page(tmp_path) -> None:
     from dashboard.bench import bench_dashboard
     from dashboard.ui import PAGES
 
-    doc = bench_dashboard(rows=40_000, runs=8, devices=4)
+    calls = []
+    doc = bench_dashboard(rows=40_000, runs=8, devices=4, progress=lambda *call: calls.append(call))
     assert doc["warehouse"]["rows"] == 40_000
+    assert [c for c in calls if c[0] == "building runs"] == [("building runs", i, 8) for i in range(9)]
+    assert [c for c in calls if c[0] == "rendering pages"] == [("rendering pages", i, len(PAGES))
+                                                               for i in range(len(PAGES) + 1)]
+    assert calls.index(("building runs", 8, 8)) < calls.index(("rendering pages", 0, len(PAGES)))
     assert set(doc["pages"]) == {title for _f, title, _i, _u in PAGES}
     for title, page in doc["pages"].items():
         assert "errors" not in page, (title, page)
