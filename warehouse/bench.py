@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from .columns import WAREHOUSE_TRACE_COLUMNS
-from .connection import connect_writer
+from .connection import WRITER_CONFIG, connect_writer
 from .ingest import ROW_GROUP_ROWS, ingest_tables
 from .progress import Report, no_report, progress_bars
 
@@ -107,7 +107,7 @@ def _duckdb_floor_s(path: Path, stored: pa.Table, ddl: str) -> float:
     no other table. No ingest that keeps the trace in DuckDB can beat it on this machine."""
     table = pa.Table.from_batches(stored.to_batches(max_chunksize=ROW_GROUP_ROWS), schema=stored.schema)
     start = time.perf_counter()
-    con = duckdb.connect(str(path))
+    con = duckdb.connect(str(path), config=dict(WRITER_CONFIG))
     try:
         con.execute(ddl)
         con.register("trace", table)

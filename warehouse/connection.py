@@ -34,6 +34,14 @@ READONLY_CONFIG = {
     "autoinstall_known_extensions": False,
 }
 
+# The on-disk format a writer creates new warehouse files in. DuckDB 2.0 writes its newest
+# format by default, which every DuckDB 1.x client (the 1.4 LTS CLI, JDBC in DBeaver, ...)
+# refuses to open ("database file with version number 999"). This one opens in DuckDB 1.1
+# and newer (1.1.3, 1.4.5 and 2.0.1 checked); ingest into it is as fast as into the newest.
+# It only applies when the file is created: `fleetphysics compact` rewrites an older file.
+STORAGE_COMPATIBILITY = "v1.1.0"
+WRITER_CONFIG = {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+
 _LOCK_HINTS = ("could not set lock", "conflicting lock")
 _PID = re.compile(r"PID (\d+)")
 
@@ -83,7 +91,7 @@ def connect_writer(path: str | os.PathLike, timeout_s: float = WRITER_LOCK_TIMEO
     path = str(path)
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    con = _connect_with_retry(path, False, {}, timeout_s, "writer")
+    con = _connect_with_retry(path, False, WRITER_CONFIG, timeout_s, "writer")
     try:
         con.execute("SET enable_progress_bar = false")
         if migrate:
