@@ -1,4 +1,4 @@
-"""The warehouse's `fleetphysics` subcommands: ingest, import, sql, export, analyze.
+"""The warehouse's `fleetphysics` subcommands: ingest, import, sql, export, analyze, compact.
 
 Each takes ``--warehouse PATH`` (default: $FLEETPHYSICS_WAREHOUSE, else ./fleet.duckdb)
 and ``--json``. Handlers return an exit code and raise agents.errors exceptions, which
@@ -99,6 +99,21 @@ def _export(args) -> int:
     return 0
 
 
+def _compact(args) -> int:
+    from .compact import compact
+    from .progress import progress_bars
+
+    with progress_bars() as report:
+        result = compact(args.warehouse, lock_timeout_s=args.lock_timeout_s, progress=report)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"compacted {result['warehouse']}: {result['bytes_before'] / 1e6:,.1f} MB -> "
+              f"{result['bytes_after'] / 1e6:,.1f} MB, on-disk format {result['storage_version_before']} -> "
+              f"{result['storage_version_after']}, {result['rows']:,} rows in {result['tables']} tables")
+    return 0
+
+
 # ---------------------------------------------------------------- analyze
 
 
@@ -173,7 +188,7 @@ def _analyze(args) -> int:
 
 
 def register(subparsers) -> None:
-    """Add ingest, import (tr122, nvidia-smi), sql, export and analyze to the CLI."""
+    """Add ingest, import (tr122, nvidia-smi), sql, export, analyze and compact to the CLI."""
     p = subparsers.add_parser("ingest", help="ingest artifact dirs (device, run or root dirs) into the warehouse")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="device dir, run dir or a root holding run dirs")
     _common(p, WRITER_LOCK_TIMEOUT_S)
@@ -220,3 +235,8 @@ def register(subparsers) -> None:
                    help="analysis to run (default instrument_response)")
     _common(p, READER_LOCK_TIMEOUT_S)
     p.set_defaults(func=_analyze)
+
+    p = subparsers.add_parser("compact", help="rewrite the warehouse into a fresh file: reclaims free space, "
+                                              "and older DuckDB clients can open it")
+    _common(p, WRITER_LOCK_TIMEOUT_S)
+    p.set_defaults(func=_compact)
