@@ -6,6 +6,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -19,6 +26,26 @@ from warehouse.connection import connect_readonly, connect_writer
 from warehouse.ingest import ingest_tables
 
 PINNED = "v1.0.0+"  # the storage tag DuckDB gives files written for v1.0.0 to v1.1.x readers
+REPO = Path(__file__).resolve().parents[1]
+
+# Compacts, and once the copy is written (before it is checked and swapped in) signals and
+# waits to be killed.
+KILLED_CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path[:0] = [{repo!r}]
+    from warehouse import compact as compact_module
+
+    path, sentinel = sys.argv[1:3]
+    real_copy = compact_module._copy
+
+    def copy_then_wait(*args):
+        real_copy(*args)
+        open(sentinel, "w").write("copied")
+        time.sleep(120)
+
+    compact_module._copy = copy_then_wait
+    compact_module.compact(path)
+""")
 
 
 def _ingest(path, run_id: str, rows: int, seed: int = 0) -> None:
@@ -52,7 +79,7 @@ def _snapshot(path) -> dict:
             "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall()]
         return {
             "counts": {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in tables},
-            "trace": con.execute("SELECT sum(t_ns), sum(power_w), count(dt_s), bit_xor(hash(energy_j)) "
+            "trace": con.execute("SELECT sum(t_ns), bit_xor(hash(power_w)), count(dt_s), bit_xor(hash(energy_j)) "
                                  "FROM power_trace").fetchall(),
             "fleet": con.execute("SELECT * FROM v_fleet_latest ORDER BY ALL").fetchall(),
             "ddl": con.execute("SELECT table_name, sql FROM duckdb_tables() ORDER BY 1").fetchall(),
@@ -149,6 +176,35 @@ def test_compact_removes_what_a_killed_compact_left_behind(tmp_path):
 
     compact(path)
 
+    assert _snapshot(path) == before
+    assert not list(tmp_path.glob("*" + TEMP_SUFFIX + "*"))
+
+
+def test_a_compact_killed_after_its_copy_leaves_the_warehouse_as_it_was(tmp_path):
+    path = tmp_path / "w.duckdb"
+    _ingest(path, "run-a", 200_000)
+    before, digest = _snapshot(path), _sha256(path)
+    sentinel, script = tmp_path / "copied", tmp_path / "child.py"
+    script.write_text(KILLED_CHILD.format(repo=str(REPO)))
+    child = subprocess.Popen([sys.executable, str(script), str(path), str(sentinel)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not sentinel.exists():
+            assert child.poll() is None, child.stdout.read().decode()
+            assert time.monotonic() < deadline, "the child never finished its copy"
+            time.sleep(0.05)
+        assert (tmp_path / ("w.duckdb" + TEMP_SUFFIX)).stat().st_size > 0
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    assert _sha256(path) == digest and _snapshot(path) == before
+    compact(path)  # the next compact clears the half-done one and completes
     assert _snapshot(path) == before
     assert not list(tmp_path.glob("*" + TEMP_SUFFIX + "*"))
 
