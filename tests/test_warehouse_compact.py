@@ -6,12 +6,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import duckdb
@@ -188,20 +185,11 @@ def test_a_compact_killed_after_its_copy_leaves_the_warehouse_as_it_was(tmp_path
     script.write_text(KILLED_CHILD.format(repo=str(REPO)))
     child = subprocess.Popen([sys.executable, str(script), str(path), str(sentinel)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not sentinel.exists():
-            assert child.poll() is None, child.stdout.read().decode()
-            assert time.monotonic() < deadline, "the child never finished its copy"
-            time.sleep(0.05)
+
+    def the_copy_is_on_disk():
         assert (tmp_path / ("w.duckdb" + TEMP_SUFFIX)).stat().st_size > 0
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
+
+    fx.kill_when_paused(child, sentinel, the_copy_is_on_disk)
 
     assert _sha256(path) == digest and _snapshot(path) == before
     compact(path)  # the next compact clears the half-done one and completes

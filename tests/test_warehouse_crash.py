@@ -3,12 +3,9 @@ before that ingest, and ingesting again completes it."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -69,21 +66,12 @@ def test_killed_ingest_leaves_the_warehouse_consistent(tmp_path, pause_after):
     script.write_text(CHILD.format(repo=str(REPO), tests=str(REPO / "tests"), rows=BIG_ROWS))
     child = subprocess.Popen([sys.executable, str(script), str(wh), str(sentinel), pause_after],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not sentinel.exists():
-            assert child.poll() is None, child.stdout.read().decode()
-            assert time.monotonic() < deadline, "the child never reached the pause point"
-            time.sleep(0.05)
+
+    def uncommitted_rows_reached_the_file():
         if pause_after.startswith("INSERT"):
-            assert wh.stat().st_size > size_before  # the uncommitted rows already reached the file
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
+            assert wh.stat().st_size > size_before
+
+    fx.kill_when_paused(child, sentinel, uncommitted_rows_reached_the_file)
 
     # Nothing of the killed transaction is visible: the old run-big is still whole.
     assert fx.table_fingerprint(wh) == before

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -212,3 +217,23 @@ def table_fingerprint(path) -> dict:
         return state
     finally:
         con.close()
+
+
+def kill_when_paused(child: subprocess.Popen, sentinel: Path, while_paused: Callable[[], None] = lambda: None,
+                     timeout_s: float = 60) -> None:
+    """Wait for ``child`` to write ``sentinel`` (it then sleeps at its pause point), run
+    ``while_paused``, then SIGKILL it; asserts that it died of that kill."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not sentinel.exists():
+            assert child.poll() is None, child.stdout.read().decode() if child.stdout else "the child exited"
+            assert time.monotonic() < deadline, "the child never reached its pause point"
+            time.sleep(0.05)
+        while_paused()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
