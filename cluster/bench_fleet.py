@@ -10,6 +10,7 @@ import tempfile
 import time
 
 from agents.profiles import builtin_profile_names
+from warehouse.progress import Report, no_report, progress_bars
 
 
 def register(bench_sub) -> None:
@@ -31,8 +32,10 @@ def _timed_run(tmp: str, tag: str, profile: str, experiments) -> tuple[float, di
     return time.monotonic() - start, summary
 
 
-def run_bench(hosts: int, profile: str, experiments) -> dict:
-    """Time one host, then ``hosts`` hosts, on one local multi-node cluster."""
+def run_bench(hosts: int, profile: str, experiments, progress: Report = no_report) -> dict:
+    """Time one host, then ``hosts`` hosts, on one local multi-node cluster. ``progress``
+    hears of the hosts started and the two runs (the fleet's live table stays off: it polls
+    every agent, which would be timed too)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray.cluster_utils import Cluster
@@ -41,17 +44,21 @@ def run_bench(hosts: int, profile: str, experiments) -> dict:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         def add(i):
-            return cluster.add_node(num_cpus=1, num_gpus=1, env_vars={
+            cluster.add_node(num_cpus=1, num_gpus=1, env_vars={
                 "FLEETPHYSICS_SIMULATE": profiles[i % len(profiles)], "FLEETPHYSICS_HOST_ID": f"bench-host-{i:02d}"})
+            progress("hosts started", i + 1, hosts)
 
+        progress("runs (1, then all)", 0, 2)
         add(0)
         ray.init(address=cluster.address, log_to_driver=False)
         with tempfile.TemporaryDirectory(prefix="fleetphysics-bench-fleet-") as tmp:
             single_s, single = _timed_run(tmp, "single", profile, experiments)
+            progress("runs (1, then all)", 1, 2)
             for i in range(1, hosts):
                 add(i)
             cluster.wait_for_nodes()
             fleet_s, fleet = _timed_run(tmp, "fleet", profile, experiments)
+            progress("runs (1, then all)", 2, 2)
         return {"hosts": len(fleet["devices"]), "wall_s": round(fleet_s, 2), "single_host_wall_s": round(single_s, 2),
                 "ratio": round(fleet_s / single_s, 3), "run_state": fleet["run_state"],
                 "single_run_state": single["run_state"]}
@@ -66,6 +73,8 @@ def cmd_bench_fleet(args) -> int:
     from experiments.suite import parse_experiments
 
     check_profile(args.profile)
-    doc = run_bench(args.hosts, args.profile, parse_experiments(args.experiments) if args.experiments else None)
+    with progress_bars() as report:
+        doc = run_bench(args.hosts, args.profile, parse_experiments(args.experiments) if args.experiments else None,
+                        progress=report)
     print(json.dumps(doc, indent=2) if args.json else doc)
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agents.factory import DeviceSpec, open_device, parse_device_specs
 from agents.poller import PollerConfig, PollerProcess, run_poller
+from warehouse.progress import Report, no_report, progress_bars, ticking
 
 BENCH_KEYS = ("period_ms", "seconds", "devices", "samples", "expected_samples", "dropped_ticks", "read_errors",
               "lateness_ms", "dt_ms", "max_gap_ms", "cpu_pct")
@@ -110,13 +111,17 @@ def bench_inprocess(specs: list[DeviceSpec], period_ms: float, seconds: float, l
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_bench(device: str | None, devices: int, period_ms: float, seconds: float, load: str) -> dict:
-    """Both measurements; returns the benchmark's JSON document."""
+def run_bench(device: str | None, devices: int, period_ms: float, seconds: float, load: str,
+              progress: Report = no_report) -> dict:
+    """Both measurements; returns the benchmark's JSON document. ``progress`` hears of each
+    design's run in seconds (from this process, which only waits meanwhile)."""
     text = device or ",".join(["sim:h100-sxm"] * devices)
     specs = parse_device_specs(text, host="bench")
     with tempfile.TemporaryDirectory(prefix="fleetphysics-bench-") as tmp:
-        ours = bench_process(specs, period_ms, seconds, load, Path(tmp) / "process")
-        naive = bench_inprocess(specs, period_ms, seconds, load, Path(tmp) / "thread")
+        with ticking(progress, "poller process", seconds):
+            ours = bench_process(specs, period_ms, seconds, load, Path(tmp) / "process")
+        with ticking(progress, "in-process thread", seconds):
+            naive = bench_inprocess(specs, period_ms, seconds, load, Path(tmp) / "thread")
     doc = _pick(ours)
     doc["in_process_thread"] = _pick(naive)
     return doc
@@ -127,7 +132,8 @@ def cmd_bench_poller(args) -> int:
     from agents.poller import PollerConfig as _C
 
     _C(out_dir=tempfile.gettempdir(), period_ms=args.period_ms, seconds=args.seconds).validate()
-    doc = run_bench(args.device, args.devices, args.period_ms, args.seconds, args.load)
+    with progress_bars() as report:
+        doc = run_bench(args.device, args.devices, args.period_ms, args.seconds, args.load, progress=report)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -1,4 +1,5 @@
-"""bench poller runs both designs and prints exactly the documented keys (no timing asserted)."""
+"""bench poller runs both designs, reports their progress and prints exactly the documented keys
+(no timing asserted)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ pytestmark = pytest.mark.realtime
 
 
 def test_bench_poller_reports_both_designs_with_the_documented_keys():
-    doc = run_bench(None, devices=2, period_ms=20.0, seconds=1.5, load="none")
+    heard = []
+    doc = run_bench(None, devices=2, period_ms=20.0, seconds=1.5, load="none", progress=lambda *r: heard.append(r))
     assert list(doc) == list(BENCH_KEYS) + ["in_process_thread"]
     assert list(doc["in_process_thread"]) == list(BENCH_KEYS)
     for part in (doc, doc["in_process_thread"]):
         assert part["devices"] == 2 and part["samples"] > 0
         assert set(part["lateness_ms"]) == {"p50", "p99", "max"} and set(part["dt_ms"]) == {"median", "p95", "p99"}
+    # Each design's run is reported in seconds, ours first, each ending done.
+    phases = list(dict.fromkeys(phase for phase, _, _ in heard))
+    assert phases == ["poller process", "in-process thread"]
+    for phase in phases:
+        assert [r for r in heard if r[0] == phase][-1] == (phase, 2, 2)

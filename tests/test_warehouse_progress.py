@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import warehouse_fixtures as fx
 from warehouse import progress
@@ -32,3 +34,19 @@ def test_ingest_command_prints_only_its_json_when_piped(tmp_path, capsys):
     assert _ingest(args) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == {"run_id": "run-0001", "devices": ["dev-0"], "rows": 2000} and err == ""
+
+
+def test_a_wait_of_known_length_is_reported_in_seconds_as_it_passes():
+    heard = []
+    with progress.ticking(lambda *r: heard.append(r), "poller process", 1.0, every_s=0.05):
+        time.sleep(1.3)
+    assert heard[0] == ("poller process", 0, 1) and heard[-1] == ("poller process", 1, 1)
+    done = [d for _, d, _ in heard]
+    assert done == sorted(done) and done.count(0) > 5  # ticked while the wait ran, never backwards
+    assert all(t.name != "progress-poller process" for t in threading.enumerate())  # the ticker is gone
+
+
+def test_a_wait_nobody_watches_starts_no_thread():
+    before = threading.active_count()
+    with progress.ticking(progress.no_report, "poller process", 1.0):
+        assert threading.active_count() == before

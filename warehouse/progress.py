@@ -8,6 +8,8 @@ no bar at all.
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -48,3 +50,29 @@ def progress_bars(enabled: bool | None = None) -> Iterator[Report]:
             progress.update(tasks[phase], completed=done, total=total)
 
         yield report
+
+
+@contextmanager
+def ticking(report: Report, phase: str, seconds: float, every_s: float = 0.5) -> Iterator[None]:
+    """Report ``phase``, a wait of about ``seconds``, in whole seconds as they pass (a thread
+    ticks every ``every_s``) and as done when the block ends; nothing when nobody watches."""
+    if report is no_report:
+        yield
+        return
+    total = max(1, round(seconds))
+    start = time.monotonic()
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every_s):
+            report(phase, min(total, int(time.monotonic() - start)), total)
+
+    report(phase, 0, total)
+    ticker = threading.Thread(target=tick, name=f"progress-{phase}", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        ticker.join()
+        report(phase, total, total)
