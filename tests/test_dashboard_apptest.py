@@ -312,11 +312,30 @@ def test_cli_rejects_a_bad_port(capsys) -> None:
 
 def test_bench_dashboard_renders_every_page(tmp_path) -> None:
     """The benchmark's plumbing on a small warehouse (the 100 M-row figure is in the report)."""
-    from dashboard.bench import bench_dashboard
+    import logging
+
+    from dashboard.bench import _BARE_MODE_LOGGERS, bench_dashboard
     from dashboard.ui import PAGES
 
+    class Heard(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    heard = Heard()
+    for name in _BARE_MODE_LOGGERS:
+        logging.getLogger(name).addHandler(heard)
     calls = []
-    doc = bench_dashboard(rows=40_000, runs=8, devices=4, progress=lambda *call: calls.append(call))
+    try:
+        doc = bench_dashboard(rows=40_000, runs=8, devices=4, progress=lambda *call: calls.append(call))
+    finally:
+        for name in _BARE_MODE_LOGGERS:
+            logging.getLogger(name).removeHandler(heard)
+    # Streamlit's "No runtime found" / "missing ScriptRunContext", once per cache clear, stay off stderr.
+    assert not [m for m in heard.messages if "No runtime found" in m or "ScriptRunContext" in m], heard.messages
     assert doc["warehouse"]["rows"] == 40_000
     assert [c for c in calls if c[0] == "building runs"] == [("building runs", i, 8) for i in range(9)]
     assert [c for c in calls if c[0] == "rendering pages"] == [("rendering pages", i, len(PAGES))
