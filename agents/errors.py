@@ -10,6 +10,13 @@ The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``:
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none), to quote a
+    library's error inside our one-line messages."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class FleetPhysicsError(Exception):
     """Base of every error fleetphysics raises on purpose."""
 

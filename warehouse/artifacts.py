@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from agents.errors import ValidationError
+from agents.errors import ValidationError, first_line
 
 from .connection import WRITER_LOCK_TIMEOUT_S
 from .ingest import DeviceBundle, prepare_bundle, with_writer, write_bundle
@@ -72,9 +72,8 @@ def _read_parquet(path: Path) -> pa.Table:
         dictionary = [n for n in ("device_uuid",) if n in names]  # constant per file: keep it encoded
         return pq.read_table(path, memory_map=True, read_dictionary=dictionary)
     except (pa.ArrowException, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValidationError(
-            f"{path}: not a readable Parquet file ({first}); it is truncated or not Parquet: re-collect it from the host"
+            f"{path}: not a readable Parquet file ({first_line(exc)}); it is truncated or not Parquet: re-collect it from the host"
         ) from exc
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from agents.errors import WarehouseError
+from agents.errors import WarehouseError, first_line
 
 from .connection import STORAGE_COMPATIBILITY, WRITER_LOCK_TIMEOUT_S, connect_writer
 from .progress import Report, no_report
@@ -137,8 +137,7 @@ def compact(path: str | os.PathLike, lock_timeout_s: float = WRITER_LOCK_TIMEOUT
             os.replace(temp, path)
             _fsync(path.parent)
         except duckdb.Error as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise WarehouseError(f"{path}: compact failed ({first}); the warehouse is unchanged") from exc
+            raise WarehouseError(f"{path}: compact failed ({first_line(exc)}); the warehouse is unchanged") from exc
     except BaseException:
         _remove(temp)
         raise

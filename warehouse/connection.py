@@ -17,7 +17,7 @@ from typing import Iterator
 
 import duckdb
 
-from agents.errors import WarehouseError
+from agents.errors import WarehouseError, first_line
 
 from . import migrations
 
@@ -68,9 +68,8 @@ def _connect_with_retry(path: str, read_only: bool, config: dict, timeout_s: flo
             return duckdb.connect(path, read_only=read_only, config=dict(config))
         except duckdb.Error as exc:
             if not _is_lock_error(exc):
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise WarehouseError(
-                    f"{path}: cannot open the warehouse ({first}); check that it is a "
+                    f"{path}: cannot open the warehouse ({first_line(exc)}); check that it is a "
                     "fleetphysics DuckDB file and that you may read it"
                 ) from exc
             if time.monotonic() >= deadline:

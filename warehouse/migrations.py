@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 
-from agents.errors import WarehouseError
+from agents.errors import WarehouseError, first_line
 
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
@@ -94,10 +94,9 @@ def migrate(con, label: str = "warehouse", target: int | None = None) -> list[in
             con.execute("COMMIT")
         except Exception as exc:
             con.execute("ROLLBACK")
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise WarehouseError(
                 f"{label}: migration {migration.version:03d}_{migration.name}.sql failed "
-                f"({first_line}); the warehouse stays at version {version}: report this bug"
+                f"({first_line(exc)}); the warehouse stays at version {version}: report this bug"
             ) from exc
         applied.append(migration.version)
         version = migration.version
