@@ -66,20 +66,19 @@ def _trace_slices(con, source: str) -> list[tuple[int, int, int]]:
 
 def _copy(con, source: str, counts: dict[str, int], progress: Report) -> None:
     """Schema first (tables with their constraints and compression, views), then the rows."""
-    total = sum(counts.values())
-    done = 0
+    total, done = sum(counts.values()), 0
     progress("compact", 0, total)
     con.execute(f"COPY FROM DATABASE {_quote(source)} TO {_DEST} (SCHEMA)")
     for table, rows in counts.items():
-        src, dst = f"{_quote(source)}.main.{_quote(table)}", f"{_DEST}.main.{_quote(table)}"
+        insert = f"INSERT INTO {_DEST}.main.{_quote(table)} SELECT * FROM {_quote(source)}.main.{_quote(table)}"
         if table == "power_trace":
-            for first, last, slice_rows in _trace_slices(con, source):
-                con.execute(f"INSERT INTO {dst} SELECT * FROM {src} WHERE trace_key BETWEEN ? AND ?", [first, last])
-                done += slice_rows
-                progress("compact", done, total)
+            pieces = [(f"{insert} WHERE trace_key BETWEEN ? AND ?", [first, last], n)
+                      for first, last, n in _trace_slices(con, source)]
         else:
-            con.execute(f"INSERT INTO {dst} SELECT * FROM {src}")
-            done += rows
+            pieces = [(insert, [], rows)]
+        for sql, params, n in pieces:
+            con.execute(sql, params)
+            done += n
             progress("compact", done, total)
 
 
