@@ -92,6 +92,19 @@ def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _temp_files(path) -> list:
+    """What a compact of ``path`` writes beside it (the copy and its WAL)."""
+    return list(path.parent.glob(path.name + TEMP_SUFFIX + "*"))
+
+
+def _refused_leaving_it_as_it_was(path, match: str) -> None:
+    digest = _sha256(path)
+    with pytest.raises(WarehouseError, match=match):
+        compact(path)
+    assert _sha256(path) == digest
+    assert not _temp_files(path)
+
+
 def test_a_new_warehouse_is_written_in_a_format_duckdb_1x_clients_open(tmp_path):
     connect_writer(tmp_path / "w.duckdb").close()
     assert _storage(tmp_path / "w.duckdb") == PINNED
@@ -131,7 +144,6 @@ def test_compact_gives_back_the_space_of_a_replaced_run(tmp_path):
 def test_a_copy_that_fails_leaves_the_warehouse_as_it_was(tmp_path, monkeypatch):
     path = tmp_path / "w.duckdb"
     _ingest(path, "run-a", 3_000)
-    digest = _sha256(path)
     real_copy = compact_module._copy
 
     def copy_then_fail(con, source, counts, progress):
@@ -139,16 +151,12 @@ def test_a_copy_that_fails_leaves_the_warehouse_as_it_was(tmp_path, monkeypatch)
         raise duckdb.IOException("could not write block: No space left on device")
 
     monkeypatch.setattr(compact_module, "_copy", copy_then_fail)
-    with pytest.raises(WarehouseError, match="compact failed .*No space left.*the warehouse is unchanged"):
-        compact(path)
-    assert _sha256(path) == digest
-    assert not list(tmp_path.glob("*" + TEMP_SUFFIX + "*"))
+    _refused_leaving_it_as_it_was(path, "compact failed .*No space left.*the warehouse is unchanged")
 
 
 def test_a_copy_with_different_row_counts_is_not_swapped_in(tmp_path, monkeypatch):
     path = tmp_path / "w.duckdb"
     _ingest(path, "run-a", 3_000)
-    digest = _sha256(path)
     real_counts = compact_module._row_counts
 
     def one_row_short(con, database):
@@ -158,10 +166,7 @@ def test_a_copy_with_different_row_counts_is_not_swapped_in(tmp_path, monkeypatc
         return counts
 
     monkeypatch.setattr(compact_module, "_row_counts", one_row_short)
-    with pytest.raises(WarehouseError, match=r"does not match the warehouse \(row counts of power_trace\)"):
-        compact(path)
-    assert _sha256(path) == digest
-    assert not list(tmp_path.glob("*" + TEMP_SUFFIX + "*"))
+    _refused_leaving_it_as_it_was(path, r"does not match the warehouse \(row counts of power_trace\)")
 
 
 def test_compact_removes_what_a_killed_compact_left_behind(tmp_path):
@@ -174,7 +179,7 @@ def test_compact_removes_what_a_killed_compact_left_behind(tmp_path):
     compact(path)
 
     assert _snapshot(path) == before
-    assert not list(tmp_path.glob("*" + TEMP_SUFFIX + "*"))
+    assert not _temp_files(path)
 
 
 def test_a_compact_killed_after_its_copy_leaves_the_warehouse_as_it_was(tmp_path):
@@ -194,7 +199,7 @@ def test_a_compact_killed_after_its_copy_leaves_the_warehouse_as_it_was(tmp_path
     assert _sha256(path) == digest and _snapshot(path) == before
     compact(path)  # the next compact clears the half-done one and completes
     assert _snapshot(path) == before
-    assert not list(tmp_path.glob("*" + TEMP_SUFFIX + "*"))
+    assert not _temp_files(path)
 
 
 def test_compact_of_a_missing_warehouse_says_so_and_creates_nothing(tmp_path):
@@ -218,3 +223,20 @@ def test_compact_command_prints_what_it_did(tmp_path, capsys):
     args = parser.parse_args(["compact", "--warehouse", str(path)])
     assert args.func(args) == 0
     assert capsys.readouterr().out.startswith(f"compacted {path}: ")
+
+
+def test_power_trace_copied_in_several_slices_keeps_every_row(tmp_path, monkeypatch):
+    path = tmp_path / "w.duckdb"
+    for i, rows in enumerate((3_000, 2_000, 2_500)):
+        _ingest(path, f"run-{i}", rows, seed=i)
+    before = _snapshot(path)
+    monkeypatch.setattr(compact_module, "SLICE_ROWS", 2_000)
+    heard = []
+
+    compact(path, progress=lambda *r: heard.append(r))
+
+    assert _snapshot(path) == before
+    total = sum(before["counts"].values())
+    assert heard[0] == ("compact", 0, total) and heard[-1] == ("compact", total, total)
+    done = [d for _, d, _ in heard]
+    assert done == sorted(done)
