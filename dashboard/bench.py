@@ -227,33 +227,27 @@ def _quiet_bare_mode() -> Iterator[None]:
             log.removeFilter(_not_bare_mode_noise)
 
 
+@_quiet_bare_mode()
 def render_pages(path: Path, timeout_s: float = 600.0, progress: Report = no_report) -> dict:
     """Seconds per page through AppTest: cold (cache cleared) and warm. ``progress`` hears of
     each page rendered, outside the timed runs."""
-    with _quiet_bare_mode():
-        return _render_pages(path, timeout_s, progress)
-
-
-def _render_pages(path: Path, timeout_s: float, progress: Report) -> dict:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     from . import ui
 
-    clear_cache = st.cache_data.clear
-
     saved = os.environ.get("FLEETPHYSICS_WAREHOUSE")
     os.environ["FLEETPHYSICS_WAREHOUSE"] = str(path)
     try:
         at = AppTest.from_file(str(APP), default_timeout=timeout_s)
-        clear_cache()
+        st.cache_data.clear()
         t = time.perf_counter()
         at.run()
         first_s = time.perf_counter() - t
         pages = {}
         progress("rendering pages", 0, len(ui.PAGES))
         for file, title, _icon, _url in ui.PAGES:
-            clear_cache()
+            st.cache_data.clear()
             at.switch_page(f"{ui.PAGES_DIR}/{file}")
             t = time.perf_counter()
             at.run()
