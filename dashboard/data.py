@@ -32,6 +32,7 @@ from agents.errors import WarehouseError
 from warehouse import migrations
 from warehouse.connection import connect_readonly, default_warehouse
 from warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly
+from warehouse.sql_text import sql_literal
 
 TTL_S = 60
 INTERNAL_MAX_ROWS = 500_000
@@ -408,17 +409,13 @@ def baseline_distribution(f: Filters) -> pd.DataFrame:
         # out of the quantiles, as the robust mean leaves them out.
         floor = f"AND {column} > {float(w.floor_w) + 1e-6!r}" if pd.notna(w.floor_w) else ""
         parts.append(f"""
-        SELECT '{_sql_text(w.run_id)}' AS run_id, '{_sql_text(w.device_uid)}' AS device_uid, '{column}' AS field,
+        SELECT {sql_literal(w.run_id)} AS run_id, {sql_literal(w.device_uid)} AS device_uid, '{column}' AS field,
                count({column}) AS n, quantile_cont({column}, 0.05) AS q05, quantile_cont({column}, 0.25) AS q25,
                quantile_cont({column}, 0.5) AS q50, quantile_cont({column}, 0.75) AS q75,
                quantile_cont({column}, 0.95) AS q95, avg({column}) AS mean, min({column}) AS lo, max({column}) AS hi
         FROM power_trace
         WHERE trace_key = {int(w.trace_key)} AND t_ns BETWEEN {int(w.t0)} AND {int(w.t1)} {floor}""")
     return frame(_union(parts))
-
-
-def _sql_text(value) -> str:
-    return str(value).replace("'", "''")
 
 
 def heat_soak(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -590,7 +587,7 @@ def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
         bucket_ns = int(max(10.0, float(e.period_ms)) * 1e6)
         edge = int(e.edge_ns)
         parts.append(f"""
-        SELECT '{_sql_text(e.run_id)}' AS run_id, '{_sql_text(e.device_uid)}' AS device_uid, {edge} AS edge_ns,
+        SELECT {sql_literal(e.run_id)} AS run_id, {sql_literal(e.device_uid)} AS device_uid, {edge} AS edge_ns,
                CAST({post / 1e6} AS DOUBLE) AS on_ms,
                CAST(round((t_ns - {edge}) / {bucket_ns}) * {bucket_ns / 1e6} AS DOUBLE) AS rel_ms,
                avg(power_w) AS power_w, avg(power_instant_w) AS power_instant_w, avg(power_avg_1s_w) AS power_avg_1s_w

@@ -24,16 +24,13 @@ from agents.errors import WarehouseError, first_line
 
 from .connection import STORAGE_COMPATIBILITY, WRITER_LOCK_TIMEOUT_S, connect_writer
 from .progress import Report, no_report
+from .sql_text import sql_identifier, sql_literal
 
 TEMP_SUFFIX = ".compact-tmp"
 _DEST = "fleetphysics_compact_dest"
 # power_trace is copied in slices of whole run x device traces of about this many rows, so
 # the bar moves during the one table that holds nearly all of the file.
 SLICE_ROWS = 5_000_000
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _storage_version(con, database: str) -> str | None:
@@ -46,14 +43,14 @@ def _row_counts(con, database: str) -> dict[str, int]:
     tables = [r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' ORDER BY table_name",
         [database]).fetchall()]
-    return {t: con.execute(f"SELECT count(*) FROM {_quote(database)}.main.{_quote(t)}").fetchall()[0][0]
+    return {t: con.execute(f"SELECT count(*) FROM {sql_identifier(database)}.main.{sql_identifier(t)}").fetchall()[0][0]
             for t in tables}
 
 
 def _trace_slices(con, source: str) -> list[tuple[int, int, int]]:
     """(first, last, rows): trace_key ranges of about SLICE_ROWS rows each, in key order."""
     counts = con.execute(
-        f"SELECT trace_key, count(*) FROM {_quote(source)}.main.power_trace GROUP BY 1 ORDER BY 1").fetchall()
+        f"SELECT trace_key, count(*) FROM {sql_identifier(source)}.main.power_trace GROUP BY 1 ORDER BY 1").fetchall()
     slices, first, rows = [], None, 0
     for key, n in counts:
         first = key if first is None else first
@@ -68,9 +65,10 @@ def _copy(con, source: str, counts: dict[str, int], progress: Report) -> None:
     """Schema first (tables with their constraints and compression, views), then the rows."""
     total, done = sum(counts.values()), 0
     progress("compact", 0, total)
-    con.execute(f"COPY FROM DATABASE {_quote(source)} TO {_DEST} (SCHEMA)")
+    con.execute(f"COPY FROM DATABASE {sql_identifier(source)} TO {_DEST} (SCHEMA)")
     for table, rows in counts.items():
-        insert = f"INSERT INTO {_DEST}.main.{_quote(table)} SELECT * FROM {_quote(source)}.main.{_quote(table)}"
+        name = sql_identifier(table)
+        insert = f"INSERT INTO {_DEST}.main.{name} SELECT * FROM {sql_identifier(source)}.main.{name}"
         if table == "power_trace":
             pieces = [(f"{insert} WHERE trace_key BETWEEN ? AND ?", [first, last], n)
                       for first, last, n in _trace_slices(con, source)]
@@ -116,9 +114,8 @@ def compact(path: str | os.PathLike, lock_timeout_s: float = WRITER_LOCK_TIMEOUT
                 f"{path.parent} has {free:,} free; free some space and retry")
         storage_before = _storage_version(con, source)
         counts = _row_counts(con, source)
-        temp_literal = str(temp).replace("'", "''")
         try:
-            con.execute(f"ATTACH '{temp_literal}' AS {_DEST} (STORAGE_VERSION '{STORAGE_COMPATIBILITY}')")
+            con.execute(f"ATTACH {sql_literal(temp)} AS {_DEST} (STORAGE_VERSION '{STORAGE_COMPATIBILITY}')")
             try:
                 _copy(con, source, counts, progress)
                 copied = _row_counts(con, _DEST)

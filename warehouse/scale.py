@@ -20,13 +20,10 @@ from pathlib import Path
 
 from agents.errors import ConfigError
 
+from .sql_text import sql_literal
 from .validate import safe_name
 
 _PATH_PARTS = r"([^/\\]+)[/\\]([^/\\]+)[/\\]([^/\\]+)[/\\]"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def attach_parquet_runs(con, root: str | os.PathLike, prefix: str = "parquet", temporary: bool = True) -> list[str]:
@@ -56,11 +53,11 @@ def attach_parquet_runs(con, root: str | os.PathLike, prefix: str = "parquet", t
         con.execute(f"""
             CREATE OR REPLACE {kind} {view} AS
             SELECT
-                regexp_extract(filename, {_literal(regex)}, 1) AS run_id,
-                regexp_extract(filename, {_literal(regex)}, 2) AS host,
-                regexp_extract(filename, {_literal(regex)}, 3) AS device_uid,
+                regexp_extract(filename, {sql_literal(regex)}, 1) AS run_id,
+                regexp_extract(filename, {sql_literal(regex)}, 2) AS host,
+                regexp_extract(filename, {sql_literal(regex)}, 3) AS device_uid,
                 * EXCLUDE (filename)
-            FROM read_parquet({_literal(pattern)}, hive_partitioning = false, union_by_name = true,
+            FROM read_parquet({sql_literal(pattern)}, hive_partitioning = false, union_by_name = true,
                               filename = true)
         """)
         views.append(view)
