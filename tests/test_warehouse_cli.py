@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -143,6 +144,11 @@ def test_bench_ingest_reports_its_keys(capsys):
     assert result["repeats"] == 2 and len(result["seconds_each"]) == 2
     assert sorted(result["seconds_each"])[0] <= result["seconds"] <= sorted(result["seconds_each"])[1]
     assert result["duckdb_floor_rows_per_s"] > 0 and result["of_floor"] > 0
+    machine = result["machine"]
+    assert machine["cpu_cores"] == os.cpu_count() and machine["duckdb"] == duckdb.__version__
+    assert isinstance(machine["cpu_model"], str)
+    # this ingest's own CPU time, not the process's since it started: no more than every core for the whole median
+    assert 0 <= result["cpu_s"] <= max(result["seconds_each"]) * machine["cpu_cores"] + 0.02
 
 
 def test_bench_ingest_unchecked_times_a_trace_table_without_its_checks(capsys, tmp_path):
@@ -180,4 +186,4 @@ def test_bench_views_reports_its_keys(capsys):
     code, out, _ = run(["bench", "views", "--rows", "3000", "--runs", "6", "--devices", "3", "--json"], capsys)
     result = json.loads(out)
     assert code == 0 and result["rows"] == 3000 and result["runs"] == 6 and result["latest_rows"] == 3
-    assert {"build_s", "query_s"} <= set(result)
+    assert {"build_s", "query_s"} <= set(result) and result["machine"]["duckdb"] == duckdb.__version__

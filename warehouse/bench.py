@@ -13,6 +13,7 @@ constraints' cost is measured rather than guessed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import statistics
@@ -23,6 +24,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+
+from agents.nvml import host_platform
 
 from .columns import WAREHOUSE_TRACE_COLUMNS
 from .connection import WRITER_CONFIG, connect_writer
@@ -100,6 +103,18 @@ def bare_trace_ddl(con) -> str:
     return _CHECK_CLAUSE.sub("", sql)
 
 
+def _cpu_s() -> float:
+    """CPU seconds this process has used so far, every thread (DuckDB's and Arrow's) included."""
+    used = os.times()
+    return used.user + used.system
+
+
+def bench_machine() -> dict:
+    """What a rows/s figure depends on besides the code: the CPU, how many cores, and DuckDB."""
+    host = host_platform()
+    return {"cpu_model": host["cpu_model"], "cpu_cores": host["cpu_cores"], "duckdb": duckdb.__version__}
+
+
 def _duckdb_floor_s(path: Path, stored: pa.Table, ddl: str) -> float:
     """Seconds DuckDB alone takes to store the trace's warehouse columns (``stored``) in a
     fresh file, in a table made by ``ddl`` (:func:`bare_trace_ddl`: the same types and
@@ -135,22 +150,26 @@ def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: in
     baselines measured in the same run: DuckDB's own INSERT of the same columns, stored the
     same way (the floor, taken between the repeats so both see the same machine) and executemany on a
     sample (the row-by-row way). ``unchecked`` adds, in each repeat, the same ingest into a
-    power_trace without its CHECKs (``unchecked_rows_per_s``, ``checks_s``). ``progress`` hears
-    of each repeat and of the executemany sample, in tenths."""
+    power_trace without its CHECKs (``unchecked_rows_per_s``, ``checks_s``). ``cpu_s`` is the
+    median ingest's CPU seconds, every thread counted (over ``seconds`` it is the cores kept
+    busy), and ``machine`` names the CPU, its cores and the DuckDB version, so figures from
+    different machines are not mistaken for a change in the code. ``progress`` hears of each
+    repeat and of the executemany sample, in tenths."""
     tmp = Path(tempfile.mkdtemp(prefix="fleetphysics-bench-"))
     try:
         trace = synthetic_trace(rows)
         stored = trace.select([c for c in WAREHOUSE_TRACE_COLUMNS if c in trace.column_names])
         meta, fp = _metadata("bench-run", "bench-dev", "bench-host", T0_WALL_NS)
-        times, floors, bare = [], [], []
+        times, cpu, floors, bare = [], [], [], []
         progress("ingest repeats", 0, max(1, repeats))
         for i in range(max(1, repeats)):
             path = tmp / f"bench-{i}.duckdb"
             with connect_writer(path) as con:  # create and migrate first: time the ingest itself
                 ddl = bare_trace_ddl(con)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), _cpu_s()
             ingest_tables(path, meta, fp, trace, _markers())
             times.append(time.perf_counter() - start)
+            cpu.append(_cpu_s() - start_cpu)
             floors.append(_duckdb_floor_s(tmp / f"floor-{i}.duckdb", stored, ddl))
             if unchecked:
                 bare_path = tmp / f"unchecked-{i}.duckdb"
@@ -189,7 +208,8 @@ def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: in
     result = {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows_per_s),
               "executemany_rows_per_s": round(many_per_s), "ratio": round(rows_per_s / many_per_s, 1),
               "repeats": len(times), "seconds_each": [round(t, 3) for t in times],
-              "duckdb_floor_rows_per_s": round(rows / floor_s), "of_floor": round(floor_s / seconds, 3)}
+              "duckdb_floor_rows_per_s": round(rows / floor_s), "of_floor": round(floor_s / seconds, 3),
+              "cpu_s": round(statistics.median(cpu), 3), "machine": bench_machine()}
     if bare:
         bare_s = statistics.median(bare)
         result |= {"unchecked_rows_per_s": round(rows / bare_s), "checks_s": round(seconds - bare_s, 3)}
@@ -229,7 +249,7 @@ def bench_views(rows: int = 100_000_000, runs: int = 1000, devices: int = 100, r
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"rows": per_run * runs, "runs": runs, "latest_rows": len(df), "build_s": round(build_s, 2),
-            "query_s": round(best, 4)}
+            "query_s": round(best, 4), "machine": bench_machine()}
 
 
 def _watched(bench, *args) -> dict:
