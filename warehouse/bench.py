@@ -13,7 +13,6 @@ constraints' cost is measured rather than guessed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import statistics
@@ -103,12 +102,6 @@ def bare_trace_ddl(con) -> str:
     return _CHECK_CLAUSE.sub("", sql)
 
 
-def _cpu_s() -> float:
-    """CPU seconds this process has used so far, every thread (DuckDB's and Arrow's) included."""
-    used = os.times()
-    return used.user + used.system
-
-
 def bench_machine() -> dict:
     """What a rows/s figure depends on besides the code: the CPU, how many cores, and DuckDB."""
     host = host_platform()
@@ -166,10 +159,10 @@ def bench_ingest(rows: int = 10_000_000, sample_rows: int = 100_000, repeats: in
             path = tmp / f"bench-{i}.duckdb"
             with connect_writer(path) as con:  # create and migrate first: time the ingest itself
                 ddl = bare_trace_ddl(con)
-            start, start_cpu = time.perf_counter(), _cpu_s()
+            start, start_cpu = time.perf_counter(), time.process_time()  # every thread, DuckDB's included
             ingest_tables(path, meta, fp, trace, _markers())
             times.append(time.perf_counter() - start)
-            cpu.append(_cpu_s() - start_cpu)
+            cpu.append(time.process_time() - start_cpu)
             floors.append(_duckdb_floor_s(tmp / f"floor-{i}.duckdb", stored, ddl))
             if unchecked:
                 bare_path = tmp / f"unchecked-{i}.duckdb"
