@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import duckdb
 import pytest
 
 from agents.errors import WarehouseError
 from agents.trace_schema import MARKER_SCHEMA, THERMAL_MASK, THROTTLE_MASK, TRACE_SCHEMA
 from warehouse import columns, migrations
-from warehouse.connection import connect_readonly, connect_writer
+from warehouse.connection import MIN_DUCKDB, connect_readonly, connect_writer, require_duckdb
 
 VIEWS = ("v_power_trace", "v_run_quality", "v_run_constants", "v_fleet_latest", "v_baseline_compare",
          "v_equilibrium_compare", "v_vram_cliff_compare", "v_joule_compare", "v_device_drift",
@@ -128,3 +131,35 @@ def test_check_constraints_hold_the_physics(tmp_path):
                 con.execute(bad)
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("version, ok", [("1.1.3", False), ("1.4.5", False), ("1.5.6", False), ("2.0.0", True),
+                                         ("2.0.1", True), ("2.1.0-dev42", True), ("10.0.0", True)])
+def test_duckdb_older_than_the_minimum_is_named_with_its_fix(version, ok):
+    if ok:
+        require_duckdb("w.duckdb", version)
+        return
+    with pytest.raises(WarehouseError) as err:
+        require_duckdb("w.duckdb", version)
+    message = str(err.value)
+    assert message.startswith("w.duckdb: ") and f"DuckDB {version}" in message and "pip install 'duckdb>=2.0'" in message
+    assert "\n" not in message
+
+
+def test_openers_refuse_an_old_duckdb_before_touching_the_file(tmp_path, monkeypatch):
+    existing = tmp_path / "w.duckdb"
+    connect_writer(existing).close()
+    before = existing.read_bytes()
+    monkeypatch.setattr(duckdb, "__version__", "1.4.5")
+    with pytest.raises(WarehouseError, match="DuckDB 1.4.5"):
+        connect_writer(tmp_path / "new.duckdb")
+    assert not (tmp_path / "new.duckdb").exists()
+    for opener in (connect_writer, connect_readonly):
+        with pytest.raises(WarehouseError, match="needs DuckDB 2.0 or newer"):
+            opener(existing)
+    assert existing.read_bytes() == before
+
+
+def test_pyproject_asks_for_the_duckdb_the_warehouse_needs():
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()  # tomllib is 3.11+, we run on 3.10
+    assert re.findall(r'"(duckdb[^"]*)"', pyproject) == ["duckdb>=" + ".".join(map(str, MIN_DUCKDB))]

@@ -42,6 +42,13 @@ READONLY_CONFIG = {
 STORAGE_COMPATIBILITY = "v1.1.0"
 WRITER_CONFIG = {"storage_compatibility_version": STORAGE_COMPATIBILITY}
 
+# The oldest DuckDB this package opens a warehouse with (pyproject asks for the same). Older
+# ones break on the schema itself: DuckDB 1.5 cannot add a NOT NULL column (migration 002),
+# 1.4 also leaks a named WINDOW from one view into the next (003), ignores USING COMPRESSION
+# (006) and fails to commit some ingests (primary-key index and checkpoint errors). Reading
+# the file from other clients is a different matter: see STORAGE_COMPATIBILITY.
+MIN_DUCKDB = (2, 0)
+
 _LOCK_HINTS = ("could not set lock", "conflicting lock")
 _PID = re.compile(r"PID (\d+)")
 
@@ -60,7 +67,21 @@ def _holder(exc: Exception) -> str:
     return f"process {match.group(1)}" if match else "another process"
 
 
+def require_duckdb(path: str, version: str | None = None) -> None:
+    """Raise a WarehouseError naming the fix when ``version`` (default: the DuckDB this
+    Python imports) is older than MIN_DUCKDB."""
+    version = version or duckdb.__version__
+    found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if found < MIN_DUCKDB:
+        need = ".".join(map(str, MIN_DUCKDB))
+        raise WarehouseError(
+            f"{path}: this Python has DuckDB {version}, and the warehouse needs DuckDB {need} or newer; "
+            f"run `pip install 'duckdb>={need}'` (files it writes still open in DuckDB 1.1+ clients)"
+        )
+
+
 def _connect_with_retry(path: str, read_only: bool, config: dict, timeout_s: float, role: str):
+    require_duckdb(path)
     deadline = time.monotonic() + timeout_s
     delay_s = 0.02
     while True:
