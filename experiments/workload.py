@@ -12,6 +12,7 @@ dimensions (the simulated VRAM cliff) stays light.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,18 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _cache_keyword(model) -> str:
+    """The keyword the model's forward takes its KV cache by: ``cache`` in transformers 5.x,
+    which deprecates ``past_key_values`` (removal announced for 5.40), and
+    ``past_key_values`` before that."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(out):
+    """The KV cache a forward returned, under either name (see :func:`_cache_keyword`)."""
+    return out["cache"] if "cache" in out else out.past_key_values
+
+
 @torch.inference_mode()
 def prefill(model, ids: torch.Tensor) -> PrefillResult:
     """Run the prompt ``ids`` [batch, seq] through ``model`` with a KV cache; timed."""
@@ -209,7 +222,7 @@ def prefill(model, ids: torch.Tensor) -> PrefillResult:
     next_ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
     synchronize(device)
     t1 = time.monotonic_ns()
-    return PrefillResult(out.past_key_values, next_ids, int(ids.numel()), t0, t1)
+    return PrefillResult(_cache_of(out), next_ids, int(ids.numel()), t0, t1)
 
 
 @torch.inference_mode()
@@ -228,11 +241,12 @@ def decode(model, past, n_tokens: int, next_ids: torch.Tensor | None = None) -> 
         raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
     device = _device_of(model)
     ids = next_ids.to(device)
+    keyword = _cache_keyword(model)
     synchronize(device)
     t0 = time.monotonic_ns()
     for _ in range(int(n_tokens)):
-        out = model(input_ids=ids, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=ids, use_cache=True, **{keyword: past})
+        past = _cache_of(out)
         ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
     synchronize(device)
     t1 = time.monotonic_ns()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported anywhere
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -94,6 +95,23 @@ def test_prefill_and_decode_on_cpu(tiny):
     assert torch.equal(again.next_ids, dec.next_ids)
     with pytest.raises(ValueError):
         workload.decode(tiny, pre.past, 1)  # a bare cache needs next_ids
+
+
+def test_cached_decode_matches_greedy_without_cache_and_uses_no_deprecated_keyword(tiny):
+    ids = workload.synthetic_batch(2, 12, 1000, seed=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dec = workload.decode(tiny, workload.prefill(tiny, ids), 6)
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert deprecated == []
+    # The same greedy tokens from full forwards over the growing sequence, no cache at all.
+    seq = ids
+    with torch.inference_mode():
+        for _ in range(7):
+            nxt = tiny(input_ids=seq, use_cache=False).logits[:, -1, :].argmax(dim=-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+    assert torch.equal(dec.next_ids, seq[:, -1:])
+    assert workload.cache_length(dec.past) == 12 + 6
 
 
 def test_local_path_loads_offline_and_extends_positions(tiny, tmp_path):
