@@ -91,9 +91,7 @@ def run_readonly(con, sql: str, params=None, max_rows: int = DEFAULT_MAX_ROWS,
     try:
         batch_rows = min(max(max_rows, 1) + 1, 100_000)
         relation = con.sql(sql, params=params or None)
-        # duckdb >= 1.4 calls it to_arrow_reader; older releases record_batch.
-        to_reader = getattr(relation, "to_arrow_reader", None) or relation.record_batch
-        reader = to_reader(batch_rows)
+        reader = relation.to_arrow_reader(batch_rows)
         batches, rows = [], 0
         for batch in reader:
             batches.append(batch)
