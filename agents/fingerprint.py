@@ -76,7 +76,7 @@ def torch_version() -> str | None:
 def fingerprint_fields(device: Device, host: dict | None = None) -> dict:
     """The documented fields for one device (host facts are read when not given)."""
     if host is None:
-        from agents.nvml import host_platform
+        from agents.host import host_platform
 
         host = host_platform()
     info = device.info

@@ -9,7 +9,6 @@ NVML through the UUID, so ``CUDA_VISIBLE_DEVICES`` cannot mislabel a trace.
 from __future__ import annotations
 
 import os
-import platform
 import threading
 from typing import Any, Callable
 
@@ -322,23 +321,3 @@ def _safe(fn: Callable[[], Any]) -> Any:
     except DeviceError:
         return None
 
-
-def host_platform() -> dict:
-    """Host facts that change the physics of a run (part of the fingerprint)."""
-    import psutil
-
-    cpu_model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu_model,
-        "cpu_cores": os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "os_kernel": platform.release(),
-    }

@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from agents.nvml import host_platform
+from agents.host import host_platform
 
 from .columns import WAREHOUSE_TRACE_COLUMNS
 from .connection import WRITER_CONFIG, connect_writer
