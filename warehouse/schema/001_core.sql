@@ -89,7 +89,8 @@ CREATE TABLE run_devices (
 
 -- The poller's rows. The one big table: run_id and device_uid are folded into an integer
 -- trace_key (run_devices.trace_key) and device_uuid, constant per device, lives in
--- run_devices; this keeps ingest above 5 M rows/s. v_power_trace joins them back.
+-- run_devices: three strings repeated on every row cost ingest time and file space for
+-- nothing. v_power_trace joins them back.
 -- No primary key (an index over billions of rows costs more than it guards): ingest checks
 -- that t_ns is monotonic per device before writing. Rows are stored in t_ns order.
 CREATE TABLE power_trace (
