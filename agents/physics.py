@@ -43,6 +43,9 @@ MS = 1_000_000
 BIT_IDLE = 0x1
 BIT_POWER_CAP = 0x4
 BIT_THERMAL = 0x20
+# Memory clock when idle, as a fraction of the loaded one. Readings are whole MHz, whole
+# percent, whole degrees and whole milliwatts, as NVML reports them.
+IDLE_MEM_CLOCK_FRACTION = 0.2
 
 _STREAM_PHASE, _STREAM_FLOOR, _STREAM_NOISE, _STREAM_ERROR = 1, 2, 3, 4
 
@@ -342,8 +345,8 @@ class SensorModel:
             "energy_j": ecached[1],
             "temp_c": float(round(temp)),
             "sm_clock_mhz": float(round(prof.sm_clock_max_mhz * scale)) if busy else float(round(prof.sm_clock_idle_mhz)),
-            "mem_clock_mhz": prof.mem_clock_mhz if busy else prof.mem_clock_mhz * 0.2,
-            "util_gpu": float(round(100 * level)) if busy else prof.idle_util_pct,
+            "mem_clock_mhz": prof.mem_clock_mhz if busy else float(round(prof.mem_clock_mhz * IDLE_MEM_CLOCK_FRACTION)),
+            "util_gpu": float(round(100 * level)) if busy else float(round(prof.idle_util_pct)),
             "util_mem": float(round(60 * level)) if busy else 0.0,
             "vram_used_mb": prof.vram_base_mb + tl.vram_mb[i],
             "clocks_event_reasons": reasons,
@@ -391,8 +394,8 @@ class SensorModel:
             "energy_j": np.round(energy, 3),  # NVML reports whole millijoules
             "temp_c": np.round(truth["temp_c"]),
             "sm_clock_mhz": np.round(sm_clock),
-            "mem_clock_mhz": np.where(busy, prof.mem_clock_mhz, prof.mem_clock_mhz * 0.2),
-            "util_gpu": np.where(busy, np.round(100 * level), prof.idle_util_pct),
+            "mem_clock_mhz": np.where(busy, prof.mem_clock_mhz, np.round(prof.mem_clock_mhz * IDLE_MEM_CLOCK_FRACTION)),
+            "util_gpu": np.where(busy, np.round(100 * level), np.round(prof.idle_util_pct)),
             "util_mem": np.where(busy, np.round(60 * level), 0.0),
             "vram_used_mb": prof.vram_base_mb + truth["vram_mb"],
             "clocks_event_reasons": reasons.astype(np.int64),
