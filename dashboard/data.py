@@ -31,7 +31,7 @@ import streamlit as st
 from agents.errors import WarehouseError
 from warehouse import migrations
 from warehouse.connection import connect_readonly, default_warehouse
-from warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly
+from warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly, to_frame
 from warehouse.sql_text import sql_literal
 
 TTL_S = 60
@@ -122,7 +122,7 @@ class Reader:
             table, truncated = run_readonly(cursor, sql, params or None, max_rows=max_rows, timeout_s=timeout_s)
         finally:
             cursor.close()
-        df = table.to_pandas()
+        df = to_frame(table)
         df.attrs["truncated"] = truncated
         return df
 
@@ -413,7 +413,7 @@ def baseline_distribution(f: Filters) -> pd.DataFrame:
                count({column}) AS n, quantile_cont({column}, 0.05) AS q05, quantile_cont({column}, 0.25) AS q25,
                quantile_cont({column}, 0.5) AS q50, quantile_cont({column}, 0.75) AS q75,
                quantile_cont({column}, 0.95) AS q95, avg({column}) AS mean, min({column}) AS lo, max({column}) AS hi
-        FROM power_trace
+        FROM v_power_trace_values
         WHERE trace_key = {int(w.trace_key)} AND t_ns BETWEEN {int(w.t0)} AND {int(w.t1)} {floor}""")
     return frame(_union(parts))
 
@@ -591,7 +591,7 @@ def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
                CAST({post / 1e6} AS DOUBLE) AS on_ms,
                CAST(round((t_ns - {edge}) / {bucket_ns}) * {bucket_ns / 1e6} AS DOUBLE) AS rel_ms,
                avg(power_w) AS power_w, avg(power_instant_w) AS power_instant_w, avg(power_avg_1s_w) AS power_avg_1s_w
-        FROM power_trace
+        FROM v_power_trace_values
         WHERE trace_key = {int(e.trace_key)} AND t_ns BETWEEN {edge - pre} AND {edge + post}
         GROUP BY rel_ms""")
     raw = frame(f"""
@@ -683,7 +683,7 @@ def trace_buckets(trace_key: int, t0_ns: int, t1_ns: int, points: int = TRACE_PO
            avg(temp_c) AS temp_c, avg(sm_clock_mhz) AS sm_clock_mhz, avg(util_gpu) AS util_gpu,
            max(vram_used_mb) AS vram_used_mb, count(*) AS samples,
            count(*) FILTER (WHERE NOT read_ok) AS failed_reads
-    FROM power_trace
+    FROM v_power_trace_values
     WHERE trace_key = {int(trace_key)} AND t_ns BETWEEN {int(t0_ns)} AND {int(t1_ns)}
     GROUP BY 1 ORDER BY 1
     """)

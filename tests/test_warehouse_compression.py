@@ -28,7 +28,7 @@ STORED = ("SELECT column_name, lower(compression) FROM pragma_storage_info('{tab
 def declared(con) -> dict[str, str]:
     """column -> the compression its DDL names (lower case), from DuckDB's stored CREATE TABLE."""
     sql = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'power_trace'").fetchall()[0][0]
-    return {m.group(1): m.group(2).lower() for m in re.finditer(r"(\w+) \w+ USING COMPRESSION (\w+)", sql)}
+    return {m.group(1): m.group(2).lower() for m in re.finditer(r"(\w+) \w+(?:\(\d+, ?\d+\))? USING COMPRESSION (\w+)", sql)}
 
 
 def stored(con, table: str) -> dict[str, set[str]]:

@@ -16,7 +16,7 @@ from warehouse.ingest import ingest_tables
 from warehouse.query import query
 
 REPO = Path(__file__).resolve().parents[1]
-BIG_ROWS = 600_000  # several DuckDB row groups: rows reach the file before the commit
+BIG_ROWS = 1_200_000  # several DuckDB row groups: rows reach the file before the commit
 
 CHILD = textwrap.dedent("""
     import sys, time

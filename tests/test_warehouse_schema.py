@@ -13,7 +13,7 @@ from agents.trace_schema import MARKER_SCHEMA, THERMAL_MASK, THROTTLE_MASK, TRAC
 from warehouse import columns, migrations
 from warehouse.connection import MIN_DUCKDB, connect_readonly, connect_writer, require_duckdb
 
-VIEWS = ("v_power_trace", "v_run_quality", "v_run_constants", "v_fleet_latest", "v_baseline_compare",
+VIEWS = ("v_power_trace", "v_power_trace_values", "v_run_quality", "v_run_constants", "v_fleet_latest", "v_baseline_compare",
          "v_equilibrium_compare", "v_vram_cliff_compare", "v_joule_compare", "v_device_drift",
          "v_training_coupling_compare")
 
@@ -92,7 +92,7 @@ def test_a_version_4_trace_keeps_its_rows_in_order_gains_the_power_avg_check_and
         assert migrations.current_version(con) == migrations.latest_version() >= 6
         table_sql = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'power_trace'").fetchall()[0][0]
         assert "t_ns BIGINT USING COMPRESSION BitPacking NOT NULL" in table_sql  # 006 names each method
-        assert "power_w DOUBLE USING COMPRESSION RLE" in table_sql and "energy_j DOUBLE," in table_sql
+        assert "power_w DECIMAL(8,3) USING COMPRESSION RLE" in table_sql and "energy_j DOUBLE," in table_sql  # 007
         got = con.execute("SELECT trace_key, t_ns, power_w, power_avg_1s_w, read_ok FROM power_trace").fetchall()
         assert got == rows[:2]
         with pytest.raises(duckdb.ConstraintException):
@@ -123,12 +123,15 @@ def test_check_constraints_hold_the_physics(tmp_path):
         for bad in ("INSERT INTO power_trace (trace_key, t_ns, power_w, read_ok) VALUES (1, 1, -1.0, true)",
                     "INSERT INTO power_trace (trace_key, t_ns, temp_c, read_ok) VALUES (1, 1, 400.0, true)",
                     "INSERT INTO power_trace (trace_key, t_ns, dt_s, read_ok) VALUES (1, 1, -0.01, true)",
-                    "INSERT INTO power_trace (trace_key, t_ns, power_w, read_ok) VALUES (1, 1, 'nan'::DOUBLE, true)",
                     """INSERT INTO run_devices (run_id, device_uid, trace_key, host, fingerprint, simulated,
                        run_state, end_reason, trace_rows, metadata_json, ingested_at)
                        VALUES ('r', 'd', 1, 'h', 'f', true, 'finished', 'completed', 0, '{}', now())"""):
             with pytest.raises(duckdb.ConstraintException):
                 con.execute(bad)
+        # NaN has no DECIMAL: the sensor columns' types refuse it before any CHECK (007)
+        for column in ("power_w", "temp_c", "util_gpu", "sm_clock_mhz"):
+            with pytest.raises(duckdb.ConversionException):
+                con.execute(f"INSERT INTO power_trace (trace_key, t_ns, {column}, read_ok) VALUES (1, 1, 'nan'::DOUBLE, true)")
     finally:
         con.close()
 

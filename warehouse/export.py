@@ -74,7 +74,7 @@ def export_tr122(warehouse, run_id: str, out_dir, device_uid: str | None = None,
         device = _pick_device(con, run_id, device_uid)
         key = device["trace_key"]
         trace = fetch_arrow(
-            con, f"SELECT {', '.join(TR122_TRACE_COLUMNS)} FROM power_trace WHERE trace_key = ? ORDER BY t_ns", [key]
+            con, f"SELECT {', '.join(TR122_TRACE_COLUMNS)} FROM v_power_trace_values WHERE trace_key = ? ORDER BY t_ns", [key]
         )
         events = _records(con, f"""
             SELECT {', '.join(f'{sql} AS {name}' for name, sql in _EVENT_COLUMNS.items())}

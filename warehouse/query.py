@@ -63,6 +63,18 @@ def fetch_arrow(con, sql: str, params=None) -> pa.Table:
     return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
 
 
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """``table`` as a DataFrame, DECIMAL columns as float64.
+
+    power_trace keeps its sensor columns as DECIMAL (migration 007); pandas would hold those
+    as Python Decimal objects, which ``to_json`` writes as strings and plots cannot scale.
+    """
+    decimal = [i for i, f in enumerate(table.schema) if pa.types.is_decimal(f.type)]
+    for i in decimal:
+        table = table.set_column(i, table.field(i).name, table.column(i).cast(pa.float64()))
+    return table.to_pandas()
+
+
 def run_readonly(con, sql: str, params=None, max_rows: int = DEFAULT_MAX_ROWS,
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[pa.Table, bool]:
     """Run one SELECT on a read-only connection; return (at most max_rows rows, truncated).
@@ -129,7 +141,7 @@ def query(path: str | os.PathLike, sql: str, params=None, max_rows: int = DEFAUL
         table, truncated = run_readonly(con, sql, params, max_rows=max_rows, timeout_s=timeout_s)
     finally:
         con.close()
-    df = table.to_pandas()
+    df = to_frame(table)
     df.attrs["truncated"] = truncated
     df.attrs["max_rows"] = max_rows
     return df
