@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 import warehouse_fixtures as fx
+from cluster.cli import main
 from training_fixtures import trace_table
 from warehouse import migrations
 from warehouse.connection import connect_readonly, connect_writer
@@ -118,13 +119,12 @@ def test_ingest_rounds_a_value_finer_than_the_sensor_resolution(tmp_path):
 
 
 def test_sql_gives_the_stored_decimals_as_numbers(tmp_path, capsys):
-    from test_warehouse_cli import run
-
     trace = fx.make_trace(rows=50)
     warehouse = tmp_path / "w.duckdb"
     ingest_tables(warehouse, fx.run_metadata(), fx.fingerprint(), trace, fx.make_markers(trace))
     sql = "SELECT power_w, temp_c, util_gpu FROM power_trace ORDER BY t_ns LIMIT 1"  # the table, not the view
-    code, out, _ = run(["sql", sql, "--warehouse", str(warehouse), "--json"], capsys)
-    row = json.loads(out)[0]
+    capsys.readouterr()
+    code = main(["sql", sql, "--warehouse", str(warehouse), "--json"])
+    row = json.loads(capsys.readouterr().out)[0]
     assert code == 0 and all(isinstance(v, (int, float)) for v in row.values()), row
     assert row["power_w"] == trace.column("power_w")[0].as_py()
