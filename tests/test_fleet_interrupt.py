@@ -37,7 +37,10 @@ def test_ctrl_c_stops_gracefully_and_ingests_what_exists(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "cluster.cli", "run", "--simulate-profiles", "rtx4090", "--profile", "smoke",
          "--warehouse", str(warehouse), "--out", str(out), "--json"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # A terminal's driver takes SIGINT; under `cmd &` the shell has it ignored, and an
+        # ignored SIGINT is inherited, so Python would never see the Ctrl-C this test sends.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_trace_parts(out, 180)
         time.sleep(5)  # into the suite: the baseline is running or done

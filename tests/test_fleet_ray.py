@@ -40,7 +40,7 @@ def test_every_device_lands_with_its_own_fingerprint(cluster, tmp_path):
     from cluster.job import run_fleet
 
     summary = run_fleet(_opts(tmp_path))
-    assert summary["run_state"] == "completed"
+    assert summary["run_state"] == "completed", summary["hosts"]  # each host's state and why, when it fails
     assert sorted(d["host"] for d in summary["devices"]) == ["host0", "host1", "host2"]  # the CPU-only head is skipped
     con = duckdb.connect(str(tmp_path / "fleet.duckdb"), read_only=True)
     rows = con.sql("SELECT device_uid, fingerprint, simulated, run_state FROM run_devices ORDER BY device_uid").fetchall()
