@@ -16,6 +16,7 @@ import json
 import operator
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -408,22 +409,38 @@ class _LiveRows:
 
 
 class _StopFlag:
-    """Set by SIGTERM or by the parent's death; ``wait`` sleeps but wakes on a stop."""
+    """Set by SIGTERM or by the parent's death; ``wait`` sleeps but wakes on a stop.
+
+    ``set`` runs inside the SIGTERM handler, which Python runs in the main thread between
+    two bytecodes, possibly in the middle of ``wait``. So it takes no lock: with a
+    ``threading.Event`` a SIGTERM landing while ``Event.wait`` held the Event's lock made
+    the handler's ``set`` wait for that lock forever, and the poller never stopped. A bool
+    and a self-pipe need no lock: a byte in the pipe ends a ``select`` in progress, and a
+    select retried after the handler (PEP 475) sees the byte at once.
+    """
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._set = False
         self._parent = os.getppid()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
 
     def set(self) -> None:
-        self._event.set()
+        self._set = True
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # the pipe is full of earlier wake-ups: already awake
+            pass
 
     def is_set(self) -> bool:
-        if os.getppid() != self._parent:  # orphaned: the parent died, stop and flush
-            self._event.set()
-        return self._event.is_set()
+        if not self._set and os.getppid() != self._parent:  # orphaned: the parent died, stop and flush
+            self.set()
+        return self._set
 
     def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout) or self.is_set()
+        if not self.is_set():
+            select.select([self._wake_r], [], [], max(0.0, timeout))
+        return self.is_set()
 
 
 def _emit(kind: str, payload) -> None:
