@@ -165,18 +165,9 @@ def _drive(opts: FleetOptions, run_id: str, agents: dict) -> dict:
                 done = []
             for ref in done:
                 host = refs.pop(ref)
-                try:
-                    result = ray.get(ref)
-                    devices.extend(_ingest_host(opts, result, host))
-                    status = status.with_host(HostStatus(host, "done"))
-                except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError) as exc:
-                    status = status.with_host(HostStatus(host, "lost", reason=_cause(exc)))
-                    devices.extend(_salvage(opts, run_id, host, agents[host][1], "lost", _cause(exc)))
-                except FleetPhysicsError as exc:
-                    status = status.with_host(HostStatus(host, "failed", reason=str(exc)))
-                except ray.exceptions.RayTaskError as exc:
-                    status = status.with_host(HostStatus(host, "failed", reason=_cause(exc)))
-                    devices.extend(_salvage(opts, run_id, host, agents[host][1], "aborted", _cause(exc)))
+                host_status, rows = finish_host(opts, run_id, host, lambda r=ref: ray.get(r))
+                status = status.with_host(host_status)
+                devices.extend(rows)
             progress.refresh(status)
             status = replace(status, now_s=time.monotonic())
             decision = decide(status)
@@ -185,7 +176,7 @@ def _drive(opts: FleetOptions, run_id: str, agents: dict) -> dict:
                 refs.pop(ref)
                 ray.kill(agents[host][0])
                 status = status.with_host(HostStatus(host, "lost", reason="silent past its deadline"))
-                devices.extend(_salvage(opts, run_id, host, agents[host][1], "lost", "silent past its deadline"))
+                devices.extend(_salvage(opts, run_id, host, "lost", "silent past its deadline"))
             if decision.action == "abort" and refs:
                 for ref, host in list(refs.items()):
                     agents[host][0].stop.remote("interrupted")
@@ -195,7 +186,7 @@ def _drive(opts: FleetOptions, run_id: str, agents: dict) -> dict:
                     refs.pop(ref)
                     ray.kill(agents[host][0])
                     status = status.with_host(HostStatus(host, "lost", reason=decision.reason))
-                    devices.extend(_salvage(opts, run_id, host, agents[host][1], "aborted", decision.reason))
+                    devices.extend(_salvage(opts, run_id, host, "aborted", decision.reason))
     final = decide(replace(status, now_s=time.monotonic()))
     run_state = final.run_state or "partial"
     if interrupted:
@@ -222,22 +213,56 @@ def _headline(experiments: dict) -> dict:
     }
 
 
+def finish_host(opts: FleetOptions, run_id: str, host: str, get_result) -> tuple[HostStatus, list[dict]]:
+    """A host whose run returned: its status and one row per device.
+
+    ``get_result`` fetches the agent's answer (``ray.get`` of its run). What the host sent
+    is ingested; when its run raised or its node died, what it flushed is ingested instead
+    (``_salvage``). A device the driver cannot ingest is reported with its error and the
+    host counts as failed; the other devices of the host are kept.
+    """
+    import ray
+
+    try:
+        result = get_result()
+    except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError) as exc:
+        reason = _cause(exc)
+        return HostStatus(host, "lost", reason=reason), _salvage(opts, run_id, host, "lost", reason)
+    except ray.exceptions.RayTaskError as exc:
+        # The agent's run raised (a FleetPhysicsError such as a poller that would not stop
+        # among them): its devices measured until then, and their flushed trace is kept.
+        reason = _cause(exc)
+        return HostStatus(host, "failed", reason=reason), _salvage(opts, run_id, host, "aborted", reason)
+    except ray.exceptions.RayError as exc:  # the answer itself is gone (its node died after the run)
+        reason = _cause(exc)
+        return HostStatus(host, "lost", reason=reason), _salvage(opts, run_id, host, "lost", reason)
+    rows = _ingest_host(opts, result, host)
+    errors = [f"{r['device_uid']}: {r['error']}" for r in rows if r.get("error")]
+    if errors:
+        return HostStatus(host, "failed", reason="not ingested: " + "; ".join(errors)), rows
+    return HostStatus(host, "done"), rows
+
+
 def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
     from warehouse.ingest import ingest_tables
 
     rows = []
     for d in result["devices"]:
         meta = d["run_metadata"]
-        ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], d.get("events"),
-                      d["experiments"], d.get("poller_stats"))
-        rows.append({"host": host, "device_uid": meta["device_uid"], "fingerprint": meta["fingerprint"],
-                     "simulated": meta["simulated"], "run_state": meta["run_state"], "end_reason": meta["end_reason"],
-                     **_headline(d["experiments"])})
+        row = {"host": host, "device_uid": meta["device_uid"], "fingerprint": meta["fingerprint"],
+               "simulated": meta["simulated"], "run_state": meta["run_state"], "end_reason": meta["end_reason"]}
+        try:
+            ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], d.get("events"),
+                          d["experiments"], d.get("poller_stats"))
+        except FleetPhysicsError as exc:  # one device's bad artifacts never cost the others theirs
+            rows.append({**row, "error": str(exc), "note": "not in the warehouse"})
+            continue
+        rows.append({**row, **_headline(d["experiments"])})
     return rows
 
 
-def _salvage(opts: FleetOptions, run_id: str, host: str, info: dict, run_state: str, reason: str) -> list[dict]:
-    """A lost host: ingest what it flushed, when the driver can reach its artifact dir."""
+def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason: str) -> list[dict]:
+    """A lost or failed host: ingest what it flushed, when the driver can reach its artifact dir."""
     import json as _json
 
     from agents.host_agent import collect_device_artifacts
@@ -253,11 +278,15 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, info: dict, run_state: 
         meta = dict(d.get("run_metadata") or _json.loads(meta_path.read_text()))
         meta.update(run_state=run_state, end_reason="lost" if run_state == "lost" else "error")
         meta.setdefault("checks", {})["lost_reason"] = reason
+        row = {"host": host, "device_uid": meta["device_uid"], "fingerprint": meta.get("fingerprint"),
+               "simulated": meta.get("simulated"), "run_state": meta["run_state"], "end_reason": meta["end_reason"],
+               "rows": 0 if d["trace"] is None else d["trace"].num_rows}
         if d["trace"] is not None and d.get("fingerprint"):
-            ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], None, {}, None)
-        rows.append({"host": host, "device_uid": meta["device_uid"], "fingerprint": meta.get("fingerprint"),
-                     "simulated": meta.get("simulated"), "run_state": meta["run_state"],
-                     "end_reason": meta["end_reason"], "rows": 0 if d["trace"] is None else d["trace"].num_rows})
+            try:
+                ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], None, {}, None)
+            except FleetPhysicsError as exc:  # a torn part must not stop the other hosts' ingest
+                row.update(rows=0, error=str(exc), note="not in the warehouse")
+        rows.append(row)
     return rows
 
 

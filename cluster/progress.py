@@ -71,6 +71,7 @@ def _f(v, fmt="{:.1f}") -> str:
 def print_comparison(summary: dict) -> None:
     """The comparison table of a fleet run, simulated devices labelled, and next steps."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     c = Console()
@@ -89,4 +90,12 @@ def print_comparison(summary: dict) -> None:
                   "-" if eq is None else ("reached" if eq else "predicted"),
                   f"{d.get('run_state')} ({d.get('end_reason')})")
     c.print(t)
+    for host, h in (summary.get("hosts") or {}).items():
+        if h.get("state") != "done":  # why a run is partial: each host that did not finish, and the cause
+            c.print(f"[red]{escape(host)}: {h.get('state')}[/] - {escape(h.get('reason') or 'no reason given')}",
+                    highlight=False, soft_wrap=True)
+    for d in summary["devices"]:
+        if d.get("error"):
+            c.print(f"[red]{escape(str(d.get('host')))} {escape(str(d.get('device_uid')))}: "
+                    f"{d.get('note') or 'error'}[/] - {escape(d['error'])}", highlight=False, soft_wrap=True)
     c.print(f"warehouse: {summary['warehouse']}   dashboard: fleetphysics dashboard --warehouse {summary['warehouse']}")
