@@ -225,15 +225,12 @@ def finish_host(opts: FleetOptions, run_id: str, host: str, get_result) -> tuple
 
     try:
         result = get_result()
-    except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError) as exc:
-        reason = _cause(exc)
-        return HostStatus(host, "lost", reason=reason), _salvage(opts, run_id, host, "lost", reason)
     except ray.exceptions.RayTaskError as exc:
         # The agent's run raised (a FleetPhysicsError such as a poller that would not stop
         # among them): its devices measured until then, and their flushed trace is kept.
         reason = _cause(exc)
         return HostStatus(host, "failed", reason=reason), _salvage(opts, run_id, host, "aborted", reason)
-    except ray.exceptions.RayError as exc:  # the answer itself is gone (its node died after the run)
+    except ray.exceptions.RayError as exc:  # its actor, worker or node died, or its answer went with the node
         reason = _cause(exc)
         return HostStatus(host, "lost", reason=reason), _salvage(opts, run_id, host, "lost", reason)
     rows = _ingest_host(opts, result, host)
@@ -243,14 +240,19 @@ def finish_host(opts: FleetOptions, run_id: str, host: str, get_result) -> tuple
     return HostStatus(host, "done"), rows
 
 
+def _device_row(host: str, meta: dict) -> dict:
+    """A device's row of the run summary, from its run_metadata."""
+    return {"host": host, "device_uid": meta["device_uid"], "fingerprint": meta.get("fingerprint"),
+            "simulated": meta.get("simulated"), "run_state": meta["run_state"], "end_reason": meta["end_reason"]}
+
+
 def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
     from warehouse.ingest import ingest_tables
 
     rows = []
     for d in result["devices"]:
         meta = d["run_metadata"]
-        row = {"host": host, "device_uid": meta["device_uid"], "fingerprint": meta["fingerprint"],
-               "simulated": meta["simulated"], "run_state": meta["run_state"], "end_reason": meta["end_reason"]}
+        row = _device_row(host, meta)
         try:
             ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], d.get("events"),
                           d["experiments"], d.get("poller_stats"))
@@ -278,9 +280,7 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason:
         meta = dict(d.get("run_metadata") or _json.loads(meta_path.read_text()))
         meta.update(run_state=run_state, end_reason="lost" if run_state == "lost" else "error")
         meta.setdefault("checks", {})["lost_reason"] = reason
-        row = {"host": host, "device_uid": meta["device_uid"], "fingerprint": meta.get("fingerprint"),
-               "simulated": meta.get("simulated"), "run_state": meta["run_state"], "end_reason": meta["end_reason"],
-               "rows": 0 if d["trace"] is None else d["trace"].num_rows}
+        row = _device_row(host, meta) | {"rows": 0 if d["trace"] is None else d["trace"].num_rows}
         if d["trace"] is not None and d.get("fingerprint"):
             try:
                 ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], None, {}, None)

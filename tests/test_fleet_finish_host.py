@@ -63,6 +63,22 @@ def test_a_host_whose_actor_died_is_lost_and_salvaged(tmp_path):
     assert _run_devices(tmp_path) == [("dev-0", "lost", "lost", 800)]
 
 
+def test_a_host_whose_device_worker_died_answered_and_is_failed_not_lost(tmp_path):
+    """The agent is alive and its run raised because one of its DeviceWorker actors died:
+    Ray's error is then both a task error and an actor error. The host answered, so it is
+    failed (what it flushed is kept as aborted), not lost."""
+    import ray.exceptions
+
+    write_device_dir(tmp_path / "runs", RUN, "host-a", "dev-0", rows=600, with_events=False, with_experiments=False)
+    exc = ray.exceptions.RayTaskError(
+        "HostAgent.run", "Traceback (most recent call last):\nray.exceptions.ActorDiedError: The actor died unexpectedly",
+        ray.exceptions.ActorDiedError()).as_instanceof_cause()
+    assert isinstance(exc, ray.exceptions.RayActorError)
+    status, _ = finish_host(_opts(tmp_path), RUN, "host-a", _raises(exc))
+    assert status.state == "failed" and "ActorDiedError" in status.reason
+    assert _run_devices(tmp_path) == [("dev-0", "aborted", "error", 600)]
+
+
 def test_a_device_the_driver_cannot_ingest_fails_its_host_and_spares_the_others(tmp_path):
     """Two devices answer; the second's trace runs backwards. The first is ingested with its
     figures, the second is reported with the validation error, the host is failed with it."""
