@@ -19,10 +19,39 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+# Ports a Ray head binds by default whatever it is given: 44227 (the dashboard's metrics
+# server) and 52365 (the dashboard agent) lie in Linux's ephemeral range, so a "free" port
+# picked below can be one of them. Once the test handed 44227 to --dashboard-port, the
+# metrics server took it first, the dashboard never started and `ray job submit` hung.
+RAY_DEFAULT_PORTS = {6379, 8265, 10001, 44217, 44227, 52365}
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS:
+            return port
+
+
+def _wait_for_dashboard(url: str, log_dir: Path, timeout_s: float = 120.0) -> None:
+    """Fail with the dashboard's own error when it does not answer, instead of a hung submit."""
+    import urllib.error
+    import urllib.request
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+                return
+        except urllib.error.HTTPError:  # it answers (401 without the cluster's token): it is up
+            return
+        except OSError:
+            time.sleep(1.0)
+    logs = sorted(log_dir.glob("session_*/logs/dashboard.log"))
+    tail = logs[-1].read_text()[-2000:] if logs else "(no dashboard.log)"
+    pytest.fail(f"the Ray dashboard at {url} did not answer within {timeout_s:g} s; dashboard.log ends:\n{tail}")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +69,7 @@ def head(tmp_path_factory):
     if start.returncode != 0:
         pytest.fail(f"ray start failed: {start.stderr[-2000:]}")
     try:
+        _wait_for_dashboard(f"http://127.0.0.1:{dash}", tmp)
         yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "tmp": tmp}
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
