@@ -19,11 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-# Ports a Ray head binds by default whatever it is given: 44227 (the dashboard's metrics
-# server) and 52365 (the dashboard agent) lie in Linux's ephemeral range, so a "free" port
-# picked below can be one of them. Once the test handed 44227 to --dashboard-port, the
-# metrics server took it first, the dashboard never started and `ray job submit` hung.
-RAY_DEFAULT_PORTS = {6379, 8265, 10001, 44217, 44227, 52365}
+# Ports a Ray head binds by default (ray_constants, dashboard/consts.py, `ray start`):
+# 44227 (the dashboard's metrics server) and 52365 (the dashboard agent) lie in Linux's
+# ephemeral range, so a "free" port picked below can be one of them. Once the test handed
+# 44227 to --dashboard-port, the metrics server took it first, the dashboard never started
+# and `ray job submit` hung.
+RAY_DEFAULT_PORTS = {6379, 8265, 10001, 44227, 52365}
 
 
 def _free_port() -> int:
