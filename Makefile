@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fleetphysics-installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test clean browser
+.PHONY: install run test test-fast clean browser
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ browser:
 
 test: install browser
 	$(PY) -m pytest -q
+
+# The fast tier for your own feedback (under 90 s on 2 cores): no Ray, browser, real-time
+# poller or fleet-job fixture. `make test` still runs everything; CI runs `make test`.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not realtime"
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -24,3 +24,15 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real recordings not found at ../shared/realdata (looked in {REALDATA}); they ship beside the repo")
     return REALDATA
+
+
+# Fixtures that run the real fleet job on a local Ray (a minute or more on 2 cores): a test
+# that asks for one is slow whatever module it lives in, so `make test-fast` leaves it out.
+_FLEET_FIXTURES = {"fleet_warehouse", "fleet_app"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test that needs the fleet-job fixture as slow."""
+    for item in items:
+        if _FLEET_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
