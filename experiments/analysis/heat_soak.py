@@ -320,8 +320,10 @@ def analyze_heat_soak(trace: pd.DataFrame, t_start_ns: int | None = None, t_end_
     assessable = float(t[-1]) >= 2 * window_s
     k = margin_rule(slopes, ses) if assessable else None
     measured = float(ends[k]) if k is not None else None
-    predicted = predict_equilibrium_s(fit, window_s, step_s, _typical_se(fit, float(t[-1]), quantised, window_s)) \
-        if fit else None
+    # The prediction is of the physics: when TR122's rule (5-minute windows) fires on the fitted
+    # curve, whatever window a short preset measures with.
+    predicted = predict_equilibrium_s(fit, TR122_WINDOW_S, TR122_WINDOW_S * step_s / window_s,
+                                      _typical_se(fit, float(t[-1]), quantised, TR122_WINDOW_S)) if fit else None
     kind = "measured" if measured is not None else ("predicted" if predicted is not None else None)
     status = ("equilibrium" if measured is not None else "not assessable" if not assessable
               else "predicted" if predicted is not None else "not reached")
