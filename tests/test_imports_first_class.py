@@ -80,6 +80,16 @@ def test_analyze_stores_an_imported_gpu_onto_every_page(tmp_path, capsys):
     soak = query(wh, "SELECT quality FROM heat_soak").iloc[0]
     assert soak["quality"] == "insufficient"  # 16 s of a board at rest is no heat soak
 
+    # every timing and fitted figure with its interval, through the read-only surface
+    iv = query(wh, "SELECT * FROM v_figure_intervals WHERE device_uid = ?", [device])
+    window = iv[(iv.figure == "window") & (iv.field == "power_instant_w")].iloc[0]
+    assert window.resolved and window.ci_low < window.value < window.ci_high
+    assert window.value == pytest.approx(100, rel=0.25)  # SC'24: about 100 ms
+    tau = iv[iv.figure == "tau"].iloc[0]
+    assert not tau.resolved and tau.ci_low < 0 < tau.ci_high and tau.quality == "insufficient"
+    idle = iv[(iv.figure == "idle") & (iv.field == "power_w")].iloc[0]
+    assert idle.ci_low < idle.value < idle.ci_high and idle.resolved
+
     from dashboard import data
 
     with data.reading(wh):
