@@ -553,8 +553,14 @@ def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     figures = frame(f"""
     WITH {cte}
     SELECT ir.run_id, ir.device_uid, ir.field, ir.update_period_ms, ir.rise_ms, ir.delay_ms, ir.window_ms,
-           ir.idle_w, ir.load_w, ir.n_steps, ir.quality
+           ir.idle_w, ir.load_w, ir.n_steps, ir.quality,
+           rise.ci_low AS rise_ci_low_ms, rise.ci_high AS rise_ci_high_ms,
+           win.ci_low AS window_ci_low_ms, win.ci_high AS window_ci_high_ms, win.resolved AS window_resolved
     FROM instrument_response ir JOIN sel ON sel.run_id = ir.run_id AND sel.device_uid = ir.device_uid
+    LEFT JOIN v_figure_intervals rise ON rise.run_id = ir.run_id AND rise.device_uid = ir.device_uid
+          AND rise.field = ir.field AND rise.figure = 'rise'
+    LEFT JOIN v_figure_intervals win ON win.run_id = ir.run_id AND win.device_uid = ir.device_uid
+          AND win.field = ir.field AND win.figure = 'window'
     ORDER BY ir.run_id, ir.device_uid, ir.field
     """, params)
     edges = frame(f"""

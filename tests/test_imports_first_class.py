@@ -99,3 +99,5 @@ def test_analyze_stores_an_imported_gpu_onto_every_page(tmp_path, capsys):
         assert dist["q50"].iloc[0] == pytest.approx(127.1, abs=1.0)  # the idle stretch, not the load
         figures, steps = data.sensor_response(f)
         assert set(figures["field"]) == fields and not steps.empty and steps["edges"].max() == 1
+        inst = figures[figures["field"] == "power_instant_w"].iloc[0]
+        assert inst["window_resolved"] and inst["window_ci_low_ms"] < inst["window_ms"] < inst["window_ci_high_ms"]
