@@ -389,14 +389,23 @@ def baseline_distribution(f: Filters) -> pd.DataFrame:
         WHERE m.name IN ('window_start', 'window_end', 'phase_start', 'phase_end')
           AND json_extract_string(m.attrs_json, '$.phase') = 'baseline'
         GROUP BY m.run_id, m.device_uid
+    ),
+    -- without baseline markers (an imported recording): the idle stretch the analysis found
+    found AS (
+        SELECT er.run_id, er.device_uid,
+               TRY_CAST(json_extract_string(er.payload_json, '$.figures.idle_t_start_ns') AS BIGINT) AS t0,
+               TRY_CAST(json_extract_string(er.payload_json, '$.figures.idle_t_end_ns') AS BIGINT) AS t1
+        FROM experiment_results er JOIN sel ON sel.run_id = er.run_id AND sel.device_uid = er.device_uid
+        WHERE er.experiment = 'baseline'
     )
     SELECT sel.run_id, sel.device_uid, rd.trace_key, coalesce(sel.idle_field, 'power_w') AS field,
-           coalesce(win.t0, win.p0) AS t0, coalesce(win.t1, win.p1) AS t1, b.floor_w
-    FROM sel JOIN win ON win.run_id = sel.run_id AND win.device_uid = sel.device_uid
+           coalesce(win.t0, win.p0, found.t0) AS t0, coalesce(win.t1, win.p1, found.t1) AS t1, b.floor_w
+    FROM sel LEFT JOIN win ON win.run_id = sel.run_id AND win.device_uid = sel.device_uid
+    LEFT JOIN found ON found.run_id = sel.run_id AND found.device_uid = sel.device_uid
     JOIN run_devices rd ON rd.run_id = sel.run_id AND rd.device_uid = sel.device_uid
     LEFT JOIN baselines b
            ON b.run_id = sel.run_id AND b.device_uid = sel.device_uid AND b.field = coalesce(sel.idle_field, 'power_w')
-    WHERE coalesce(win.t0, win.p0) IS NOT NULL AND coalesce(win.t1, win.p1) IS NOT NULL
+    WHERE coalesce(win.t0, win.p0, found.t0) IS NOT NULL AND coalesce(win.t1, win.p1, found.t1) IS NOT NULL
     """, params)
     if windows.empty:
         return pd.DataFrame(columns=["run_id", "device_uid", "field", "n", "q05", "q25", "q50", "q75", "q95",
@@ -544,8 +553,14 @@ def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     figures = frame(f"""
     WITH {cte}
     SELECT ir.run_id, ir.device_uid, ir.field, ir.update_period_ms, ir.rise_ms, ir.delay_ms, ir.window_ms,
-           ir.idle_w, ir.load_w, ir.n_steps, ir.quality
+           ir.idle_w, ir.load_w, ir.n_steps, ir.quality,
+           rise.ci_low AS rise_ci_low_ms, rise.ci_high AS rise_ci_high_ms,
+           win.ci_low AS window_ci_low_ms, win.ci_high AS window_ci_high_ms, win.resolved AS window_resolved
     FROM instrument_response ir JOIN sel ON sel.run_id = ir.run_id AND sel.device_uid = ir.device_uid
+    LEFT JOIN v_figure_intervals rise ON rise.run_id = ir.run_id AND rise.device_uid = ir.device_uid
+          AND rise.field = ir.field AND rise.figure = 'rise'
+    LEFT JOIN v_figure_intervals win ON win.run_id = ir.run_id AND win.device_uid = ir.device_uid
+          AND win.field = ir.field AND win.figure = 'window'
     ORDER BY ir.run_id, ir.device_uid, ir.field
     """, params)
     edges = frame(f"""
@@ -559,11 +574,22 @@ def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
           AND json_extract_string(m.attrs_json, '$.phase') = 'instrument_response'
         GROUP BY m.run_id, m.device_uid
     ),
+    analysed AS (  -- an imported recording analysed by `fleetphysics analyze`: no phase, all its loads
+        SELECT er.run_id, er.device_uid FROM experiment_results er
+        JOIN sel ON sel.run_id = er.run_id AND sel.device_uid = er.device_uid
+        WHERE er.experiment = 'instrument_response'
+    ),
     loads AS (
         SELECT m.run_id, m.device_uid, m.t_ns,
                TRY_CAST(json_extract_string(m.attrs_json, '$.level') AS DOUBLE) AS level, ph.p1
         FROM markers m JOIN ph ON ph.run_id = m.run_id AND ph.device_uid = m.device_uid
         WHERE m.name = 'load' AND m.t_ns >= ph.p0 AND (ph.p1 IS NULL OR m.t_ns <= ph.p1)
+        UNION ALL
+        SELECT m.run_id, m.device_uid, m.t_ns,
+               TRY_CAST(json_extract_string(m.attrs_json, '$.level') AS DOUBLE) AS level, NULL AS p1
+        FROM markers m JOIN analysed a ON a.run_id = m.run_id AND a.device_uid = m.device_uid
+        ANTI JOIN ph ON ph.run_id = m.run_id AND ph.device_uid = m.device_uid
+        WHERE m.name = 'load'
     ),
     steps AS (
         SELECT *, lag(level) OVER w AS prev_level, lag(t_ns) OVER w AS prev_t_ns, lead(t_ns) OVER w AS next_t_ns

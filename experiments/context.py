@@ -10,6 +10,10 @@ Marker conventions (names and attrs) are the contract with the analyses:
 * ``event_start`` / ``event_end``: attrs ``event_id``, ``phase`` (prefill|decode|...),
   ``batch_size``, ``input_tokens``, ``output_tokens``, ``energy_counter_j`` (the device's
   counter read at that boundary, when it has one).
+* ``thermal_pause`` / ``thermal_resume``: the context's thermal guard (TR122's trip with
+  hysteresis: trip at the slowdown threshold minus a margin, else 83 C; resume at 80 C)
+  took the load off while the board cooled, during any experiment that waits through
+  :meth:`RunContext.sleep`; attrs ``temp_c``, ``trip_c``, ``resume_c``.
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ class RunContext:
     torch_device: str = "cpu"  # "cuda:N" on an NVML device, "cpu" on a simulated one
     progress: Callable[[str, float], None] = field(default=lambda phase, fraction: None)
     should_stop: Callable[[], bool] = field(default=lambda: False)  # Ctrl-C or thermal trip
+    guard: object | None = None  # a heat_soak.ThermalGuard: checked while the runner sleeps
+    guard_period_s: float = 0.1
+    _level: float = 0.0
+    _vram_mb: float | None = None
 
     @property
     def simulated(self) -> bool:
@@ -83,6 +91,10 @@ class RunContext:
 
     def set_load(self, level: float, vram_mb: float | None = None) -> int:
         """Declare the load level (drives a simulated device; a marker on a real one)."""
+        self._level, self._vram_mb = level, vram_mb
+        return self._declare(level, vram_mb)
+
+    def _declare(self, level: float, vram_mb: float | None = None) -> int:
         set_load = getattr(self.device, "set_load", None)
         if set_load is not None:
             return set_load(level, vram_mb=vram_mb)
@@ -115,12 +127,46 @@ class RunContext:
         return None
 
     def sleep(self, seconds: float, phase: str | None = None) -> bool:
-        """Sleep in small steps, reporting progress; returns False if asked to stop."""
+        """Sleep in small steps, reporting progress; returns False if asked to stop.
+
+        With a thermal guard, the temperature is read every ``guard_period_s``: a trip takes
+        the load off until the board has cooled to the resume point, then restores it; the
+        pause does not count toward ``seconds``.
+        """
         end = time.monotonic() + seconds
+        step = min(0.2, self.guard_period_s) if self.guard is not None else 0.2
         while (left := end - time.monotonic()) > 0:
             if self.should_stop():
                 return False
-            time.sleep(min(0.2, left))
+            time.sleep(min(step, left))
+            if self.guard is not None:
+                paused = self._thermal_pause()
+                if paused is None:
+                    return False
+                end += paused
             if phase:
                 self.progress(phase, 1.0 - max(0.0, end - time.monotonic()) / seconds if seconds else 1.0)
         return not self.should_stop()
+
+    def _temp_c(self) -> float | None:
+        try:
+            return self.device.read_sample(time.monotonic_ns()).temp_c
+        except Exception:  # noqa: BLE001 - a failed read is no reading: the guard keeps its state
+            return None
+
+    def _thermal_pause(self) -> float | None:
+        """Seconds spent paused by the guard (0 when it did not trip); None if asked to stop."""
+        if not self.guard.update(time.monotonic_ns(), self._temp_c()):
+            return 0.0
+        start = time.monotonic()
+        temp = self._temp_c()
+        self.mark("thermal_pause", temp_c=temp, trip_c=self.guard.trip_c, resume_c=self.guard.resume_c)
+        self._declare(0.0)
+        while self.guard.update(time.monotonic_ns(), temp):
+            if self.should_stop():
+                return None
+            time.sleep(self.guard_period_s)
+            temp = self._temp_c()
+        self.mark("thermal_resume", temp_c=temp, trip_c=self.guard.trip_c, resume_c=self.guard.resume_c)
+        self._declare(self._level, self._vram_mb)
+        return time.monotonic() - start

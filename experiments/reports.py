@@ -17,7 +17,8 @@ import pandas as pd
 from experiments.analysis.tables import window
 
 SCHEMA_VERSION = 1
-QUALITY_KEYS = ("quality", "fake_idle", "fake_idle_reasons", "equilibrium", "predicted", "throttled", "passed",
+QUALITY_KEYS = ("quality", "quality_reason", "fake_idle", "fake_idle_reasons", "equilibrium", "equilibrium_status",
+                "predicted", "throttled", "passed",
                 "criterion", "energy_quality", "limiting_cause", "quality_counts")
 
 
@@ -75,7 +76,8 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
         elif name == "heat_soak":
             from experiments.analysis import heat_soak as a_soak
 
-            fig = a_soak.analyze_heat_soak(trace, res["t_start_ns"], res["t_end_ns"], window_s=configs[name].window_s)
+            fig = a_soak.analyze_heat_soak(trace, res["t_start_ns"], res["t_end_ns"], window_s=configs[name].window_s,
+                                           window_note=configs[name].window_note)
             fig["end_reason"] = res["end_reason"]
             if res.get("trip"):
                 fig["thermal_trip"] = res["trip"]

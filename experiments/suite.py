@@ -110,9 +110,14 @@ class DeviceRunner:
         self.device = open_device(spec, marker_writer=self.markers) if spec.kind == "sim" else open_device(spec)
         self.stop = _Stop()
         self.device_dir = Path(out_dir) / self.device.uuid
+        from experiments.analysis.heat_soak import ThermalGuard
+
+        # TR122's thermal guard watches every experiment that waits through ctx.sleep (the
+        # heat soak keeps its own, which ends the soak on a trip).
+        guard = ThermalGuard(slowdown_temp_c=self.device.info.slowdown_temp_c)
         self.ctx = RunContext(device=self.device, markers=self.markers, artifacts=ArtifactWriter(self.device_dir),
                               run_id=run_id, torch_device=_torch_device_for(spec, self.device),
-                              progress=progress or (lambda p, f: None), should_stop=self.stop)
+                              progress=progress or (lambda p, f: None), should_stop=self.stop, guard=guard)
         self.phase = "starting"
 
     def describe(self) -> dict:

@@ -106,5 +106,44 @@ def test_analyze_uses_the_baseline_phase_markers():
     pw = res["fields"]["power_w"]
     assert pw["fake_idle"] is False and pw["mean_robust_w"] == pytest.approx(prof.idle_power_w, abs=0.1)
     assert "power_instant_w" in res["fields"]
-    whole = analyze(frame(r, t), None)
-    assert whole["source"] == "whole trace" and whole["fields"]["power_w"]["fake_idle"] is True
+    # without markers: the idle stretch before the load edge, with its bounds; never the load
+    auto = analyze(frame(r, t), None)
+    assert auto["source"] == "idle stretch" and auto["idle_t_end_ns"] < 30 * NS
+    assert auto["idle_window_s"] > 25 and "utilisation" in auto["idle_reason"]
+    pw = auto["fields"]["power_w"]
+    assert pw["fake_idle"] is False and pw["mean_robust_w"] == pytest.approx(prof.idle_power_w, abs=0.1)
+
+
+def test_a_trace_loaded_from_the_start_has_no_idle_baseline():
+    """A load-contaminated recording: no idle stretch, so no_data, not a mean over the load."""
+    prof = load_profile("h100-sxm")
+    t = grid(20)
+    r = render_trace(prof, [LoadEdge(0, 1.0)], t, seed=5)
+    res = analyze(frame(r, t), None)
+    assert res["quality"] == "no_data" and res["fields"] == {} and res["source"] == "no idle stretch"
+    assert "before the first load edge" in res["idle_reason"]
+
+
+def test_idle_stretch_from_the_power_step_alone():
+    prof = load_profile("a100-sxm")
+    t = grid(30)
+    df = frame(render_trace(prof, [LoadEdge(12 * NS, 1.0)], t, seed=6), t).drop(columns=["util_gpu"])
+    res = analyze(df, None)
+    assert res["source"] == "idle stretch" and "power step" in res["idle_reason"]
+    assert 10 <= res["idle_window_s"] <= 12.5
+    assert res["fields"]["power_w"]["mean_robust_w"] == pytest.approx(prof.idle_power_w, abs=0.2)
+
+
+@pytest.mark.parametrize("folder,idle_w", [("transient_response_3090_TR", 127.0), ("transient_response_4090_TR", 52.0)])
+def test_real_recordings_idle_is_found_automatically(folder, idle_w):
+    """The SC'24 step recordings: idle about 127 W (3090) and 52 W (4090) before the step,
+    found with no markers and no load edges given; every power field present is analysed."""
+    from realdata_loader import load_recording
+
+    trace, _ = load_recording(folder)
+    res = analyze(trace, None)
+    assert res["source"] == "idle stretch" and res["quality"] == "good"
+    assert res["idle_window_s"] >= 1.0 and res["idle_t_end_ns"] < trace.t_ns.iloc[0] + 1.5 * NS  # the step is at 1.24 s
+    for field, fig in res["fields"].items():
+        assert fig["mean_robust_w"] == pytest.approx(idle_w, abs=1.5), field
+        assert fig["fake_idle"] is False

@@ -66,7 +66,7 @@ def test_import_commands(tmp_path, capsys):
                         str(FIXTURES / "smi_edges.csv"), "--tz", "+01:00", "--gpu-name", "Test GPU",
                         "--warehouse", wh, "--json"], capsys)
     result = json.loads(out)
-    assert code == 0 and result["rows"] == 40 and result["devices"][0].startswith("test-gpu-")
+    assert code == 0 and result["rows"] == 40 and result["devices"] == ["GPU-1234-abcd"]  # the log's uuid
     code, _, err = run(["import", "nvidia-smi", str(FIXTURES / "smi_mixed_units.csv"), "--tz", "+1",
                         "--warehouse", wh], capsys)
     assert code == 2 and err.startswith("fleetphysics: --tz: '+1'") and err.count("\n") == 1

@@ -174,12 +174,27 @@ def _plain(value):
     return value
 
 
+def analysis_report(experiment: str, figures: dict) -> dict:
+    """An analysis result as an experiment report (the shape a suite run's ingest stores)."""
+    quality = {k: figures[k] for k in ("quality", "quality_reason", "equilibrium", "equilibrium_status")
+               if k in figures}
+    return {"experiment": experiment, "schema_version": 1, "figures": figures, "quality": quality,
+            "checks": {}, "source": "analyze"}
+
+
 def _analyze(args) -> int:
+    from .results import store_experiment
+
     module = _analysis_module(args.experiment)
     results = []
     for device, trace, markers in load_run_frames(args.warehouse, args.run, args.device, args.lock_timeout_s):
         results.append({"run_id": args.run, "device_uid": device, "experiment": args.experiment,
-                        "result": _plain(module.analyze(trace, markers))})
+                        "result": _plain(module.analyze(trace, markers)), "stored": False})
+    if not args.no_store:  # after every device is computed: a failure stores nothing half-way
+        for res in results:
+            store_experiment(args.warehouse, res["run_id"], res["device_uid"],
+                             analysis_report(args.experiment, res["result"]), lock_timeout_s=args.lock_timeout_s)
+            res["stored"] = True
     _print_json(results[0] if len(results) == 1 else results, pretty=not args.json)
     return 0
 
@@ -228,12 +243,14 @@ def register(subparsers) -> None:
     _common(p, READER_LOCK_TIMEOUT_S)
     p.set_defaults(func=_export)
 
-    p = subparsers.add_parser("analyze", help="run an analysis on a run's trace and markers from the warehouse")
+    p = subparsers.add_parser("analyze", help="run an analysis on a run's trace and markers from the warehouse "
+                                              "and store its figures (the tables a suite run fills)")
     p.add_argument("--run", required=True, metavar="RUN_ID")
     p.add_argument("--device", metavar="DEVICE_UID", help="one device of the run (default: every device)")
     p.add_argument("--experiment", choices=ANALYSES, default="instrument_response",
                    help="analysis to run (default instrument_response)")
-    _common(p, READER_LOCK_TIMEOUT_S)
+    p.add_argument("--no-store", action="store_true", help="print the figures only; leave the warehouse as it is")
+    _common(p, WRITER_LOCK_TIMEOUT_S)
     p.set_defaults(func=_analyze)
 
     p = subparsers.add_parser("compact", help="rewrite the warehouse into a fresh file: reclaims free space, "

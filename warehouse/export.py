@@ -3,6 +3,12 @@
 The pack (power_trace.csv, generation_events.jsonl, baseline.json, run_metadata.json) is
 written into a temporary sibling folder and renamed into place, so ``--out`` either
 holds a whole pack or nothing. Reads go through the read-only connection.
+
+The files carry TR122's own keys (section 3), as the report writes them: events with
+lower-case ``energy_quality`` and ``power_samples`` (rows of the trace with t_start_ns <=
+t_ns <= t_end_ns), baseline.json with idle_watts_mean_robust, fake_idle_flag and the rest
+(this project's keys beside them), run_metadata.json with run_state, end_reason, poller,
+baseline and git.hash.
 """
 
 from __future__ import annotations
@@ -26,8 +32,19 @@ _EVENT_COLUMNS = {  # TR122 field -> SQL over the events table
     "input_tokens": "input_tokens", "output_tokens": "output_tokens", "batch_size": "batch_size",
     "tokens_per_second": "tokens_per_second",
     "energy_joules": "coalesce(energy_integrated_j, energy_counter_j)",
-    "operational_joules": "energy_net_j", "energy_quality": "energy_quality", "gap_fraction": "gap_fraction",
+    "operational_joules": "energy_net_j", "energy_quality": "lower(energy_quality)", "gap_fraction": "gap_fraction",
+    "power_samples": "(SELECT count(*) FROM power_trace p WHERE p.trace_key = ? "
+                     "AND p.t_ns BETWEEN events.t_start_ns AND events.t_end_ns)",
 }
+# baseline.json: TR122's key -> the baseline figure it holds (section 3.3)
+_TR122_BASELINE = {
+    "idle_watts_mean": "idle_mean_w", "idle_watts_std": "idle_std_w", "idle_watts_mean_robust": "idle_robust_w",
+    "floor_fraction": "floor_fraction", "idle_temp_c": "idle_temp_c", "fake_idle_flag": "fake_idle",
+    "idle_gpu_util_p95": "util_p95", "idle_watts_min": "min_w", "idle_watts_max": "max_w",
+}
+# figures of the baseline experiment's JSON that the typed table does not hold (first key found)
+_BASELINE_FIGURES = {"idle_temp_c": ("idle_temp_c",), "util_p95": ("util_p95", "idle_gpu_util_p95"),
+                     "min_w": ("min_w", "idle_watts_min"), "max_w": ("max_w", "idle_watts_max")}
 _BASELINE_COLUMNS = ("field", "idle_robust_w", "idle_sem_w", "idle_mean_w", "idle_median_w", "idle_std_w",
                      "floor_w", "floor_fraction", "fake_idle", "n_samples", "window_s", "quality")
 
@@ -38,10 +55,51 @@ def _records(con, sql: str, params: list) -> list[dict]:
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
+def _baseline_figures(payload_json: str | None, field: str | None) -> dict:
+    """idle_temp_c, util_p95, min_w and max_w from the baseline experiment's JSON (the
+    field's own figures when the report has one per field)."""
+    try:
+        doc = json.loads(payload_json) if payload_json else {}
+    except ValueError:
+        return {}
+    figures = doc.get("figures") if isinstance(doc, dict) and isinstance(doc.get("figures"), dict) else {}
+    per_field = figures.get("fields")
+    if isinstance(per_field, dict) and isinstance(per_field.get(field or "power_w"), dict):
+        figures = per_field[field or "power_w"]
+    out = {}
+    for name, keys in _BASELINE_FIGURES.items():
+        out[name] = next((figures[k] for k in keys if isinstance(figures.get(k), (int, float))
+                          and not isinstance(figures.get(k), bool)), None)
+    return out
+
+
+def _pack_metadata(metadata_json: str | None) -> dict:
+    """The run_metadata.json of the pack this run was imported from ({} when none)."""
+    try:
+        doc = json.loads(metadata_json) if metadata_json else {}
+    except ValueError:
+        return {}
+    pack = (doc.get("config") or {}).get("pack_metadata") if isinstance(doc, dict) else None
+    return pack if isinstance(pack, dict) else {}
+
+
+def _poller(row: dict | None) -> dict | None:
+    """TR122's poller block (section 3.4) from the poller_stats row."""
+    if row is None:
+        return None
+    degraded = "degraded" in (row.get("scheduling_quality"), row.get("continuity_quality"))
+    quality = None if row.get("scheduling_quality") is None and row.get("continuity_quality") is None \
+        else ("degraded" if degraded else "strict")
+    return {"median_dt_ms": row.get("dt_median_ms"), "p95_dt_ms": row.get("dt_p95_ms"),
+            "max_gap_ms": row.get("max_gap_ms"), "gap_count": row.get("gap_count"),
+            "dropped_ticks": row.get("dropped_ticks"), "read_errors": row.get("read_errors"), "quality": quality}
+
+
 def _pick_device(con, run_id: str, device_uid: str | None) -> dict:
     rows = _records(con, """
-        SELECT rd.*, f.gpu_name, f.comparability_key, f.fields_json
+        SELECT rd.*, f.gpu_name, f.comparability_key, f.fields_json, r.git_hash
         FROM run_devices rd LEFT JOIN fingerprints f ON f.fingerprint = rd.fingerprint
+        LEFT JOIN runs r ON r.run_id = rd.run_id
         WHERE rd.run_id = ? ORDER BY rd.device_uid""", [run_id])
     if not rows:
         raise ValidationError(f"export: run {run_id!r} is not in the warehouse; list runs with "
@@ -79,15 +137,26 @@ def export_tr122(warehouse, run_id: str, out_dir, device_uid: str | None = None,
         events = _records(con, f"""
             SELECT {', '.join(f'{sql} AS {name}' for name, sql in _EVENT_COLUMNS.items())}
             FROM events WHERE run_id = ? AND device_uid = ? ORDER BY t_start_ns, event_id""",
-            [run_id, device["device_uid"]])
+            [key, run_id, device["device_uid"]])
         baselines = _records(con, f"""
             SELECT {', '.join(_BASELINE_COLUMNS)} FROM baselines WHERE run_id = ? AND device_uid = ?
             ORDER BY (field = 'power_w') DESC, field LIMIT 1""", [run_id, device["device_uid"]])
+        payloads = _records(con, "SELECT payload_json FROM experiment_results WHERE run_id = ? AND device_uid = ? "
+                                 "AND experiment = 'baseline'", [run_id, device["device_uid"]])
+        poller = _records(con, "SELECT dt_median_ms, dt_p95_ms, max_gap_ms, gap_count, dropped_ticks, read_errors, "
+                               "scheduling_quality, continuity_quality FROM poller_stats WHERE run_id = ? "
+                               "AND device_uid = ?", [run_id, device["device_uid"]])
     finally:
         con.close()
 
     baseline = baselines[0] if baselines else {name: None for name in _BASELINE_COLUMNS}
+    baseline |= _baseline_figures(payloads[0]["payload_json"] if payloads else None, baseline.get("field"))
     baseline["idle_w"] = baseline.get("idle_robust_w")
+    if isinstance(baseline.get("quality"), str):
+        baseline["quality"] = baseline["quality"].lower()
+    tr122_baseline = {key: baseline.get(figure) for key, figure in _TR122_BASELINE.items()}
+    baseline = tr122_baseline | {k: v for k, v in baseline.items() if k not in _BASELINE_FIGURES}
+    pack_meta = _pack_metadata(device.get("metadata_json"))
     fields = json.loads(device["fields_json"]) if device.get("fields_json") else {}
     metadata = {
         "schema_version": 1, "run_id": run_id, "host": device["host"], "device_uid": device["device_uid"],
@@ -97,6 +166,9 @@ def export_tr122(warehouse, run_id: str, out_dir, device_uid: str | None = None,
         "end_reason": device["end_reason"], "started_wall_ns": device["started_wall_ns"],
         "ended_wall_ns": device["ended_wall_ns"], "clock": device["clock"], "source": device["source"],
         "trace_rows": trace.num_rows, "exported_by": "fleetphysics warehouse export",
+        "poller": pack_meta.get("poller") or _poller(poller[0] if poller else None),
+        "baseline": tr122_baseline,
+        "git": {"hash": device.get("git_hash") or (pack_meta.get("git") or {}).get("hash")},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -23,9 +23,19 @@ ui.simulated_note(figures if not figures.empty else steps)
 ui.chart(charts.sensor_steps(steps, fleet["label"]), steps, "sensor-steps",
          "Trace rows bucketed in SQL around each edge (one bucket per poller period, at least 10 ms).")
 ui.chart(charts.sensor_rise(figures, fleet["label"]), figures, "sensor-rise")
+def _interval(low: pd.Series, high: pd.Series) -> pd.Series:
+    """'low – high' of a 95 % interval, blank where the result has none."""
+    return pd.Series([f"{a:.0f} – {b:.0f}" if pd.notna(a) and pd.notna(b) else "" for a, b in zip(low, high)],
+                     index=low.index)
+
+
 st.dataframe(pd.DataFrame({
     "device": figures["label"], "source": ui.source_column(figures["simulated"]), "field": figures["field"],
     "update period (ms)": figures["update_period_ms"], "rise 10–90 % (ms)": figures["rise_ms"],
-    "delay (ms)": figures["delay_ms"], "window (ms)": figures["window_ms"], "idle (W)": figures["idle_w"],
-    "load (W)": figures["load_w"], "steps": figures["n_steps"], "quality": figures["quality"],
+    "rise 95 % (ms)": _interval(figures["rise_ci_low_ms"], figures["rise_ci_high_ms"]),
+    "delay (ms)": figures["delay_ms"], "window (ms)": figures["window_ms"],
+    "window 95 % (ms)": _interval(figures["window_ci_low_ms"], figures["window_ci_high_ms"]),
+    "window resolved": figures["window_resolved"].map({True: "yes", False: "NOT RESOLVED"}),
+    "idle (W)": figures["idle_w"], "load (W)": figures["load_w"], "steps": figures["n_steps"],
+    "quality": figures["quality"],
 }), hide_index=True, width="stretch")

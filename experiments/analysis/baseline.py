@@ -24,6 +24,10 @@ OUTLIER_FRACTION_LIMIT = 0.01  # more readings than this above median + k MAD: l
 CLOCK_CHANGE_FRACTION = 0.10  # an SM clock move larger than this is a clock-state change
 GAP_FACTOR = 3.0  # an interval longer than this many median intervals is a gap
 GAPPY_LIMIT = 0.05  # read errors or gap time above this fraction: gappy
+DELTA_P_W = 10.0  # TR122's load step: a rise above this is load, not idle
+MIN_IDLE_S = 1.0  # an automatically found idle stretch spans at least this
+MIN_IDLE_READINGS = 10  # ... and holds at least this many readings
+POWER_FIELDS = ("power_w", "power_instant_w", "power_avg_1s_w")
 
 
 def analyze_baseline(trace: pd.DataFrame, t_start_ns: int | None = None, t_end_ns: int | None = None,
@@ -118,29 +122,130 @@ def analyze_baseline(trace: pd.DataFrame, t_start_ns: int | None = None, t_end_n
     }
 
 
-def analyze(trace_df: pd.DataFrame, markers_df: pd.DataFrame | None, **kw) -> dict:
-    """Baseline over the ``baseline`` phase (the longest one when there are several), else
-    over the whole trace.
+def first_load_edge_ns(rows: pd.DataFrame, markers: pd.DataFrame | None, field: str = "power_w") -> tuple[int | None, str]:
+    """When load first came on, and how that was found.
 
-    Returns {"fields": {field: figures}, "quality", "source"} for each power field the trace
+    The first ``load`` marker with level > 0; else the first reading with util above
+    ``UTIL_LIMIT_PCT``; else the first reading more than TR122's delta-P (10 W) above the
+    median of the trace's first readings. (None, "none") when nothing rises.
+    """
+    on = [t for t, level in tables.load_edges(markers) if level > 0]
+    if on:
+        return int(on[0]), "load marker"
+    t = rows["t_ns"].to_numpy(dtype=np.int64)
+    ok = tables.read_ok(rows)
+    util = tables.column(rows, "util_gpu")
+    busy = np.flatnonzero(ok & np.isfinite(util) & (util > UTIL_LIMIT_PCT))
+    if busy.size:
+        return int(t[busy[0]]), "utilisation"
+    tp, p = tables.good(rows, field)
+    if p.size:
+        head = float(np.median(p[: max(10, p.size // 20)]))
+        up = np.flatnonzero(p > head + DELTA_P_W)
+        if up.size:
+            return int(tp[up[0]]), "power step"
+    return None, "none"
+
+
+def find_idle_stretch(rows: pd.DataFrame, markers: pd.DataFrame | None, fields: tuple[str, ...] = ("power_w",),
+                      floor_threshold_w: float = 5.0) -> dict:
+    """The idle stretch of a trace without baseline markers.
+
+    Idle means: before the first load edge (:func:`first_load_edge_ns`, on the first field),
+    utilisation at most ``UTIL_LIMIT_PCT`` (or not recorded), and stable power: every power
+    field in ``fields`` within +- delta-P / 2 of its candidates' median (floor readings
+    below ``floor_threshold_w`` are idle too; a field not read on a row does not break the
+    run). The longest run of such consecutive readings is the stretch; it needs at least
+    ``MIN_IDLE_S`` and ``MIN_IDLE_READINGS``. (Without utilisation or load markers, a trace
+    loaded steadily from its first reading cannot be told from idle by power alone.)
+    Returns {found, t_start_ns, t_end_ns, window_s, edge_ns, edge_source, reason}.
+    """
+    edge, edge_source = first_load_edge_ns(rows, markers, fields[0])
+    pre = rows if edge is None else rows[rows["t_ns"].to_numpy(dtype=np.int64) < edge]
+    out = {"found": False, "t_start_ns": None, "t_end_ns": None, "window_s": None, "edge_ns": edge,
+           "edge_source": edge_source}
+    t = pre["t_ns"].to_numpy(dtype=np.int64)
+    util = tables.column(pre, "util_gpu")
+    read = tables.read_ok(pre)
+    low_util = ~(np.isfinite(util) & (util > UTIL_LIMIT_PCT))
+    first = tables.column(pre, fields[0])
+    counted = read & np.isfinite(first) & low_util  # rows that count toward the stretch
+    if not counted.any():
+        return out | {"reason": "no reading with low utilisation before the first load edge"}
+    keep = low_util.copy()
+    for field in fields:
+        p = tables.column(pre, field)
+        seen = read & np.isfinite(p) & low_util
+        if not seen.any():
+            continue
+        real = seen & (p >= floor_threshold_w)
+        level = float(np.median(p[real] if real.any() else p[seen]))
+        unstable = seen & (p >= floor_threshold_w) & (np.abs(p - level) > DELTA_P_W / 2)
+        keep &= ~unstable
+    # A change of performance state is a change of idle state: it ends a run.
+    pstate = tables.column(pre, "pstate")
+    changed = np.zeros(len(pre), dtype=bool)
+    both = np.isfinite(pstate[1:]) & np.isfinite(pstate[:-1])
+    changed[1:] = both & (pstate[1:] != pstate[:-1])
+    best, start = (0, 0, -1), None
+    n_rows = len(pre)
+    for i in range(n_rows + 1):
+        ends_run = i == n_rows or not keep[i] or changed[i]
+        if start is not None and ends_run:
+            idx = np.flatnonzero(counted[start:i]) + start
+            if idx.size and t[idx[-1]] - t[idx[0]] > best[0]:
+                best = (int(t[idx[-1]] - t[idx[0]]), int(idx[0]), int(idx[-1]))
+            start = None
+        if i < n_rows and keep[i] and start is None:
+            start = i
+    span_ns, i0, i1 = best
+    n = int(np.sum(counted[i0:i1 + 1])) if i1 >= 0 else 0
+    if span_ns < MIN_IDLE_S * 1e9 or n < MIN_IDLE_READINGS:
+        return out | {"reason": f"no stretch of at least {MIN_IDLE_S:g} s and {MIN_IDLE_READINGS} readings of low "
+                                f"utilisation and stable power before the first load edge (longest {span_ns / 1e9:.2f} s)"}
+    return out | {"found": True, "t_start_ns": int(t[i0]), "t_end_ns": int(t[i1]), "window_s": rnd(span_ns / 1e9, 3),
+                  "reason": f"idle stretch before the first load edge ({edge_source})" if edge is not None
+                  else "idle stretch (no load edge in the trace)"}
+
+
+def analyze(trace_df: pd.DataFrame, markers_df: pd.DataFrame | None, **kw) -> dict:
+    """Baseline from idle only: over the ``baseline`` phase (the longest one when there are
+    several), else over the idle stretch :func:`find_idle_stretch` finds (reported with its
+    bounds), else ``no_data`` (never a mean over load).
+
+    Returns {"fields": {field: figures}, "quality", "source", "idle_t_start_ns",
+    "idle_t_end_ns", "idle_window_s", "idle_reason"} for each power field the trace
     supports (per device when the trace holds several: {"devices": {uuid: ...}}).
     """
-    field_names = kw.pop("fields", ("power_w", "power_instant_w"))
+    field_names = kw.pop("fields", POWER_FIELDS)
 
     def one(trace: pd.DataFrame, markers: pd.DataFrame | None) -> dict:
         windows = tables.phase_windows(markers, "baseline")
-        t0, t1, source = None, None, "whole trace"
         if windows:
             end = int(trace["t_ns"].max()) if len(trace) else 0
             t0, t1 = max(windows, key=lambda w: (w[1] if w[1] is not None else end) - w[0])
-            source = "baseline phase"
+            source, reason = "baseline phase", "baseline phase markers"
+        else:
+            present = [f for f in field_names if np.isfinite(tables.column(trace, f)).any()]
+            stretch = find_idle_stretch(trace, markers, tuple(present) or ("power_w",),
+                                        kw.get("floor_threshold_w", 5.0))
+            if not stretch["found"]:
+                return {"fields": {}, "quality": "no_data", "source": "no idle stretch", "idle_t_start_ns": None,
+                        "idle_t_end_ns": None, "idle_window_s": None, "idle_reason": stretch["reason"]}
+            t0, t1 = stretch["t_start_ns"], stretch["t_end_ns"]
+            source, reason = "idle stretch", stretch["reason"]
         rows = tables.window(trace, t0, t1)
         fields = {}
         for field in field_names:
             if np.isfinite(tables.column(rows, field)).any():
                 fields[field] = analyze_baseline(rows, field=field, **kw)
         quality = fields["power_w"]["quality"] if "power_w" in fields else "no_data"
-        return {"fields": fields, "quality": quality, "source": source}
+        t_rows = rows["t_ns"].to_numpy(dtype=np.int64)
+        return {"fields": fields, "quality": quality, "source": source,
+                "idle_t_start_ns": int(t_rows[0]) if t_rows.size else t0,
+                "idle_t_end_ns": int(t_rows[-1]) if t_rows.size else t1,
+                "idle_window_s": rnd((t_rows[-1] - t_rows[0]) / 1e9, 3) if t_rows.size else None,
+                "idle_reason": reason}
 
     return tables.per_device(trace_df, markers_df, one)
 

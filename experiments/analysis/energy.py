@@ -39,14 +39,20 @@ integrated: the previous reading is held over them.
 ``energy_net_j = E_raw - P_idle * T``: unbiased because E_raw covers exactly [t_start, t_end].
 E_raw is the counter when available, else the integral.
 
-Quality tiers (TR122 section 2.6 style), U the sensor update period:
+Quality tiers, exactly TR122's (section 2.6; ``power_samples`` as its section 3.1 defines
+it: good reads of the power field with t_start <= t_ns <= t_end; gaps are intervals between
+good reads longer than twice the median poll interval, and window parts beyond the data):
 
-* NO_DATA: fewer than 2 good samples within [t_start - U, t_end + U].
-* GAPPY: more than 10 % of the window lies in gaps (intervals between good samples longer
-  than twice the median poll interval, and window parts beyond the data), or one gap
-  overlapping the window is longer than 2 U.
-* GOOD: otherwise.
-* BILLABLE: GOOD, the event lasts at least 10 U, and counter and integral agree within 5 %.
+* NO_DATA: fewer than 2 power samples.
+* GAPPY: 2 samples, or 10 % or more of the window in gaps.
+* GOOD: at least 3 samples and under 10 % of the window in gaps.
+* BILLABLE: GOOD, longer than 1 s, more than 8 samples and under 5 % of the window in gaps.
+
+Two flags beside the tier: ``counter_verified`` (the energy counter and the integral agree
+within 5 %) and ``delta_p_ok`` (TR122's delta-P rule: the event's mean power is more than
+10 W above idle, so it stands out of the idle noise). The energies are computed whatever
+the tier (an event with no sample inside still has edge-interpolated values while reads
+cover it within one period); the tier says how far to trust them.
 
 ``sigma_e_j``: for the integral, T x std(P) / sqrt(N_eff) over the window's samples; for
 the counter, the placement of its refreshes (a poll interval of power at each of the four
@@ -66,10 +72,13 @@ from experiments.analysis.stats import linear_fit, rnd, rnd_sig
 
 QUALITY_ORDER = ("NO_DATA", "GAPPY", "GOOD", "BILLABLE")
 GAP_POLLS = 2.0
-GAPPY_FRACTION = 0.10
-GAPPY_PERIODS = 2.0
-BILLABLE_PERIODS = 10.0
-BILLABLE_MISMATCH_PCT = 5.0
+GAPPY_FRACTION = 0.10  # TR122: gap fraction under this for an estimate
+GOOD_MIN_SAMPLES = 3  # TR122: at least 3 power samples for an estimate
+BILLABLE_MIN_S = 1.0  # TR122 billing grade: longer than 1 s ...
+BILLABLE_MIN_SAMPLES = 8  # ... more than 8 power samples ...
+BILLABLE_GAP_FRACTION = 0.05  # ... and a gap fraction under 5 %
+COUNTER_AGREEMENT_PCT = 5.0  # counter and integral within this: counter_verified
+DELTA_P_MIN_W = 10.0  # TR122's delta-P: mean power this far above idle to stand out of its noise
 DEFAULT_AVERAGE_WINDOW_MS = 1000.0  # NVML documents its power usage as a 1 s average
 LEVEL_PERIODS = 1.0  # the steady level beside an edge: mean over this many sensor periods
 
@@ -244,6 +253,11 @@ class EnergySeries:
                 longest[k] = float(np.max(gb[i0[k]:i1[k]] - ga[i0[k]:i1[k]]))
         return total + edge, np.maximum(longest, edge)
 
+    def power_samples(self, x0, x1) -> np.ndarray:
+        """TR122's power_samples: good reads with x0 <= t_ns <= x1 (unshifted read times)."""
+        return np.searchsorted(self.t, np.asarray(x1, dtype=np.float64), side="right") - \
+            np.searchsorted(self.t, np.asarray(x0, dtype=np.float64), side="left")
+
     def window_stats(self, x0, x1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(good reads within the window +- one period, std of the shifted power in the
         window, its N_eff, the number of those samples), from prefix sums."""
@@ -281,8 +295,9 @@ def event_energy(trace: pd.DataFrame | EnergySeries, t_start_ns: int, t_end_ns: 
     edges_corrected (0-2), energy_counter_j, counter_source (trace | reads | None),
     energy_integrated_j, energy_raw_j, source (counter | integrated), energy_net_j,
     mismatch_pct (integral vs counter), gap_fraction, max_gap_ms (longest gap overlapping
-    the window, 0 when none), n_samples, sigma_e_j, sigma_integrated_j, quality (NO_DATA |
-    GAPPY | GOOD | BILLABLE).
+    the window, 0 when none), n_samples (lag-shifted samples in the window), power_samples
+    (TR122's count), counter_verified, delta_p_w, delta_p_ok, sigma_e_j, sigma_integrated_j,
+    quality (NO_DATA | GAPPY | GOOD | BILLABLE, TR122's tiers).
     """
     s = trace if isinstance(trace, EnergySeries) else EnergySeries(trace, field, update_period_ms, window_ms, lag_ms)
     others = None if other_boundaries_ns is None else np.sort(np.asarray(other_boundaries_ns, dtype=np.float64))
@@ -341,10 +356,16 @@ def _events(s: EnergySeries, t0: np.ndarray, t1: np.ndarray, p_idle_w, c0: np.nd
         mismatch = np.where(has_counter & (counter > 0), 100.0 * (integrated - counter) / counter, np.nan)
         net = raw - (np.nan if p_idle_w is None else float(p_idle_w)) * dur_s
         sigma_net = np.hypot(sigma, dur_s * p_idle_sem_w) if p_idle_sem_w else sigma
-        no_data = n_cover < 2
-        gappy = (gap_fraction > GAPPY_FRACTION) | (longest_ns > GAPPY_PERIODS * u_ns)
-        billable = (dur_s * 1e9 >= BILLABLE_PERIODS * u_ns) & (np.abs(mismatch) <= BILLABLE_MISMATCH_PCT)
-    quality = np.select([no_data, gappy, billable], ["NO_DATA", "GAPPY", "BILLABLE"], "GOOD")
+        no_data = n_cover < 2  # nothing to compute from
+        samples = s.power_samples(x0, x1)
+        tier_no_data = samples < 2
+        gappy = (samples < GOOD_MIN_SAMPLES) | (gap_fraction >= GAPPY_FRACTION)
+        billable = (dur_s > BILLABLE_MIN_S) & (samples > BILLABLE_MIN_SAMPLES) & (gap_fraction < BILLABLE_GAP_FRACTION)
+        counter_verified = np.abs(mismatch) <= COUNTER_AGREEMENT_PCT  # NaN (no counter) is False
+        # TR122's delta-P is on the power field's mean (the counter's when there is no integral)
+        mean_p = np.where(dur_s > 0, np.where(np.isfinite(integrated), integrated, raw) / dur_s, np.nan)
+        delta_p = mean_p - (np.nan if p_idle_w is None else float(p_idle_w))
+    quality = np.select([tier_no_data, gappy, billable], ["NO_DATA", "GAPPY", "BILLABLE"], "GOOD")
     integrated, sigma_int, mismatch = (np.where(no_data, np.nan, x) for x in (integrated, sigma_int, mismatch))
     raw, net = (np.where(no_data & ~has_counter, np.nan, x) for x in (raw, net))
     return pd.DataFrame({
@@ -361,6 +382,10 @@ def _events(s: EnergySeries, t0: np.ndarray, t1: np.ndarray, p_idle_w, c0: np.nd
         "gap_fraction": np.round(gap_fraction, 4),
         "max_gap_ms": np.round(longest_ns / 1e6, 1),
         "n_samples": np.asarray(n_in, dtype=int),
+        "power_samples": np.asarray(samples, dtype=int),
+        "counter_verified": counter_verified,
+        "delta_p_w": np.round(delta_p, 2),
+        "delta_p_ok": np.isfinite(delta_p) & (delta_p > DELTA_P_MIN_W),
         "sigma_e_j": _round_sig(sigma_net, sigma_net),
         "sigma_integrated_j": _round_sig(sigma_int, sigma_int),
         "quality": quality,
@@ -394,6 +419,39 @@ def _hold_over(p: np.ndarray, bad: np.ndarray) -> np.ndarray:
 def _any_between(sorted_values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Whether any value lies strictly between lo and hi (elementwise)."""
     return np.searchsorted(sorted_values, hi, side="left") > np.searchsorted(sorted_values, lo, side="right")
+
+
+def macro_energy(trace: pd.DataFrame | EnergySeries, events: pd.DataFrame, p_idle_w: float | None,
+                 p_idle_sem_w: float | None = None) -> dict:
+    """TR122.B's fallback for events too short to measure one by one: the energy of the
+    whole run (first event start to last event end) and of each batch size's macro window
+    (its first event's start to its last event's end), with the tokens inside and J/token
+    where the window's own tier is GOOD or BILLABLE. Each window carries the same tier
+    rules, flags and errors as an event. Returns {"events_below_good", "whole_run",
+    "windows": [...]} ({} when there are no events).
+    """
+    if events is None or len(events) == 0:
+        return {}
+    s = trace if isinstance(trace, EnergySeries) else EnergySeries(trace)
+    ev = events.reset_index(drop=True)
+    tokens = _tokens(ev)
+    spans = [("all", ev.index.to_numpy())]
+    if "batch_size" in ev.columns:
+        for b, g in ev.groupby("batch_size", sort=True):
+            spans.append((b, g.index.to_numpy()))
+    t0 = np.array([int(ev.loc[i, "t_start_ns"].min()) for _, i in spans], dtype=np.int64)
+    t1 = np.array([int(ev.loc[i, "t_end_ns"].max()) for _, i in spans], dtype=np.int64)
+    nan = np.full(len(spans), np.nan)
+    table = _events(s, t0, t1, p_idle_w, nan, nan, p_idle_sem_w, None)
+    recs = _records(table)
+    for rec, (b, idx) in zip(recs, spans):
+        tok = float(np.nansum(tokens[idx]))
+        ok = rec["quality"] in ("GOOD", "BILLABLE") and tok > 0 and rec["energy_net_j"] is not None
+        rec.update(batch_size=None if b == "all" else _plain(b), n_events=int(len(idx)), tokens=tok,
+                   j_per_token=_plain(rec["energy_net_j"] / tok) if ok else None)
+    below = int((ev["quality"].map({q: i for i, q in enumerate(QUALITY_ORDER)}).fillna(-1) < 2).sum()) \
+        if "quality" in ev.columns else None
+    return {"events_below_good": below, "whole_run": recs[0], "windows": recs[1:]}
 
 
 def _tokens(events: pd.DataFrame) -> np.ndarray:
@@ -469,7 +527,8 @@ def analyze(trace_df: pd.DataFrame, markers_df: pd.DataFrame | None, p_idle_w: f
     P_idle: ``p_idle_w`` if given, else the robust idle mean of the ``baseline`` phase, else
     of the trace before the first event. Returns {"p_idle_w", "p_idle_sem_w",
     "p_idle_source", "field", "update_period_ms", "events": [per event], "quality"} plus
-    :func:`joule_curve`'s keys (points, fits, quality_counts, n_events, n_used), per device
+    :func:`joule_curve`'s keys (points, fits, quality_counts, n_events, n_used) and "macro"
+    (:func:`macro_energy`: TR122.B's whole-run and per-batch windows), per device
     when the trace holds several ({"devices": {uuid: ...}}). Keyword arguments go to
     :func:`events_energy`.
     """
@@ -493,6 +552,7 @@ def analyze(trace_df: pd.DataFrame, markers_df: pd.DataFrame | None, p_idle_w: f
         opts = {k: v for k, v in kw.items() if k != "p_idle_sem_w"}
         per = events_energy(trace, events, p_idle, p_idle_sem_w=p_sem, **opts) if len(events) else pd.DataFrame()
         curve = joule_curve(per) if len(per) else joule_curve(pd.DataFrame(columns=["quality"]))
+        macro = macro_energy(trace, per, p_idle, p_sem) if len(per) else {}
         usable = curve["quality_counts"]["GOOD"] + curve["quality_counts"]["BILLABLE"]
         return {
             "p_idle_w": p_idle, "p_idle_sem_w": p_sem, "p_idle_source": source,
@@ -500,6 +560,7 @@ def analyze(trace_df: pd.DataFrame, markers_df: pd.DataFrame | None, p_idle_w: f
             "update_period_ms": _plain(per["update_period_ms"].iloc[0]) if len(per) else None,
             "events": _records(per),
             **curve,
+            "macro": macro,
             "quality": "no_data" if not usable else ("good" if usable == len(per) else "partial"),
         }
 

@@ -2,10 +2,15 @@
 it throttles.
 
 * Slopes: least-squares slope of temperature over a rolling window on the real
-  timestamps, evaluated every ``step_s`` (default one window: consecutive windows).
-* Equilibrium by the margin rule: two consecutive windows below 0.5 C/min, or one below
-  0.4 C/min. The same rule code serves the offline analysis and the runner's online
-  :class:`EquilibriumDetector`.
+  timestamps (TR122: 5 minutes, ``TR122_WINDOW_S``), evaluated every ``step_s`` (default
+  one window: consecutive windows), each with its standard error.
+* Equilibrium by TR122's margin rule on the slope's upper 95 % bound |slope| + 1.96 se:
+  two consecutive windows below 0.5 C/min, or one below 0.4 C/min. A soak shorter than two
+  windows is ``not assessable``. The same rule code serves the offline analysis and the
+  runner's online :class:`EquilibriumDetector`.
+* Whole-degree readings: a window's slope error is at least the quantisation's,
+  1 C / (window * sqrt(12)), so a 60 s window of whole degrees can never show a slope
+  under the margin (its bound alone is 0.57 C/min), a 5-minute window can.
 * Whole-degree temperatures (NVML reports integers) defeat a plain 60 s slope near the
   margin: one 1 C step inside a window reads up to 1.5 C/min, a window without one reads
   0. So when the readings are quantised the slope is taken on a reconstruction: the
@@ -34,10 +39,12 @@ import pandas as pd
 
 from agents.trace_schema import THERMAL_MASK, THROTTLE_MASK, decode_clocks_event_reasons
 from experiments.analysis import tables
-from experiments.analysis.stats import lag1_autocorr, ls_slope, n_eff, rnd, rnd_sig
+from experiments.analysis.stats import Z95, lag1_autocorr, ls_slope, n_eff, rnd, rnd_sig, with_interval
 
 MARGIN_ONE_C_PER_MIN = 0.4
 MARGIN_TWO_C_PER_MIN = 0.5
+TR122_WINDOW_S = 300.0  # TR122's rolling 5-minute slope window
+GOOD_REL_SE = 0.15  # a fit is good by precision when tau and the rise have relative SE under this
 FALLBACK_TRIP_C = 83.0
 RESUME_C = 80.0
 HEURISTIC_UTIL_PCT = 80.0
@@ -48,19 +55,56 @@ SERIES_POINTS = 300
 
 
 # -- the rule -----------------------------------------------------------------------------
-def margin_rule(slopes_c_per_min: list[float] | np.ndarray, one: float = MARGIN_ONE_C_PER_MIN,
-                two: float = MARGIN_TWO_C_PER_MIN) -> int | None:
+def margin_rule(slopes_c_per_min: list[float] | np.ndarray, se_c_per_min: list[float] | np.ndarray | None = None,
+                one: float = MARGIN_ONE_C_PER_MIN, two: float = MARGIN_TWO_C_PER_MIN) -> int | None:
     """Index of the first window at which equilibrium is reached, or None.
 
-    Reached at window k when |slope_k| < ``one``, or when |slope_k| and |slope_{k-1}| are
-    both below ``two``. NaN slopes (empty windows) never count.
+    The bound tested is |slope_k| + 1.96 se_k (the slope's upper 95 % bound; se 0 when not
+    given). Reached at window k when bound_k < ``one``, or when bound_k and bound_{k-1} are
+    both below ``two``. NaN slopes or errors (empty windows) never count.
     """
     s = np.abs(np.asarray(slopes_c_per_min, dtype=np.float64))
+    if se_c_per_min is not None:
+        s = s + Z95 * np.asarray(se_c_per_min, dtype=np.float64)
     below_two = s < two
     for k in range(s.size):
         if s[k] < one or (k > 0 and below_two[k] and below_two[k - 1]):
             return k
     return None
+
+
+def slope_upper_bound(slope_c_per_min: float, se_c_per_min: float) -> float:
+    """|slope| + 1.96 se: the bound the margin rule compares with its thresholds."""
+    return abs(float(slope_c_per_min)) + Z95 * float(se_c_per_min)
+
+
+def quantisation_se_c_per_min(window_s: float) -> float:
+    """The least slope error of whole-degree readings over a window: 1 C / (window sqrt(12))."""
+    return 60.0 / float(window_s) / math.sqrt(12.0)
+
+
+def window_slope_se(t_s: np.ndarray, temp_c: np.ndarray, ends_s: np.ndarray, window_s: float,
+                    quantised: bool) -> np.ndarray:
+    """Standard error (C/min) of each window's slope from the readings themselves.
+
+    The residuals' autocorrelation shrinks the degrees of freedom (N_eff); whole-degree
+    readings add the quantisation floor (:func:`quantisation_se_c_per_min`). NaN when the
+    window holds fewer than 3 readings.
+    """
+    t_s = np.asarray(t_s, dtype=np.float64)
+    temp_c = np.asarray(temp_c, dtype=np.float64)
+    lo = np.searchsorted(t_s, np.asarray(ends_s) - window_s, side="right")
+    hi = np.searchsorted(t_s, np.asarray(ends_s), side="right")
+    floor = quantisation_se_c_per_min(window_s) if quantised else 0.0
+    out = np.full(len(ends_s), np.nan)
+    for k, (a, b) in enumerate(zip(lo, hi)):
+        if b - a < 3:
+            continue
+        step = max(1, (b - a) // 5000)  # the error needs no more than a few thousand points
+        se = ls_slope(t_s[a:b:step] / 60.0, temp_c[a:b:step])["slope_se"]
+        se = se if math.isfinite(se) else 0.0
+        out[k] = max(se, floor)
+    return out
 
 
 def window_ends(t_first_s: float, t_last_s: float, window_s: float, step_s: float) -> np.ndarray:
@@ -239,68 +283,138 @@ def reconstruct(t_s: np.ndarray, temp_c: np.ndarray, fit: dict | None) -> np.nda
 
 # -- the analysis -----------------------------------------------------------------------------
 def analyze_heat_soak(trace: pd.DataFrame, t_start_ns: int | None = None, t_end_ns: int | None = None,
-                      window_s: float = 60.0, step_s: float | None = None) -> dict:
+                      window_s: float = TR122_WINDOW_S, step_s: float | None = None,
+                      window_note: str | None = None) -> dict:
     """Heat-soak figures over [t_start_ns, t_end_ns] (the load should be on from the start).
 
-    Returns: t_start_ns, duration_s, n, quantised, window_s, step_s, t_start_c, t_end_c,
-    slope_c_per_min and slope_se_c_per_min (last window), windows [{t_s, slope_c_per_min}],
-    equilibrium (reached on the data), equilibrium_measured_s, equilibrium_predicted_s,
-    time_to_equilibrium_s, equilibrium_kind (measured | predicted | None), tau_s, tau_se_s,
-    t_inf_c, t_inf_se_c, t0_c, fit_r2, fit_rmse_c, power_mean_w, throttled,
-    thermal_throttled, throttle_s, throttle_bits {name: fraction}, throttle_heuristic
-    {fired, fraction, reference_sm_clock_mhz, first_s}, series {t_s, temp_c, power_w,
-    sm_clock_mhz}, quality (good | no_fit | no_data). Times in seconds since the first sample.
+    ``window_s`` is TR122's 5 minutes unless a shorter preset scales it (``window_note``
+    then says how, and travels into the report).
+
+    Returns: t_start_ns, duration_s, n, quantised, window_s, step_s, window_note,
+    t_start_c, t_end_c, slope_c_per_min with its se, 95 % interval and ``slope_upper_c_per_min``
+    (last window), windows [{t_s, slope_c_per_min, slope_se_c_per_min,
+    slope_upper_c_per_min}], equilibrium (reached on the data), equilibrium_status
+    (equilibrium | predicted | not assessable | not reached), equilibrium_measured_s,
+    equilibrium_predicted_s with its se, interval and resolved flag,
+    time_to_equilibrium_s, equilibrium_kind (measured | predicted | None), tau_s and t_inf_c
+    each with se, interval and resolved flag, t0_c, fit_r2, fit_rmse_c, coverage_tau
+    (duration over tau), power_mean_w, throttling figures, series, quality (good |
+    insufficient | no_data) and quality_reason. Times in seconds since the first sample.
     """
+    window_s = float(window_s)
     step_s = window_s if step_s is None else float(step_s)
     rows = tables.window(trace, t_start_ns, t_end_ns)
     rows = rows[tables.read_ok(rows)]
     t_ns, temp = tables.good(rows, "temp_c")
-    out = {"window_s": window_s, "step_s": step_s, "n": int(t_ns.size)}
+    out = {"window_s": window_s, "step_s": step_s, "window_note": window_note, "n": int(t_ns.size)}
     if t_ns.size < 3:
-        return out | {"quality": "no_data", "equilibrium": False, "equilibrium_kind": None}
+        return out | {"quality": "no_data", "quality_reason": "fewer than 3 temperature readings",
+                      "equilibrium": False, "equilibrium_kind": None, "equilibrium_status": "not assessable"}
     t = (t_ns - t_ns[0]) / 1e9
+    quantised = is_quantised(temp)
     fit = fit_exponential(t, temp)
     recon = reconstruct(t, temp, fit)
     ends = window_ends(0.0, float(t[-1]), window_s, step_s)
     slopes = resolve_quantised(t, temp, fit, ends, window_slopes(t, recon, ends, window_s))
-    k = margin_rule(slopes)
+    ses = window_slope_se(t, temp, ends, window_s, quantised)
+    assessable = float(t[-1]) >= 2 * window_s
+    k = margin_rule(slopes, ses) if assessable else None
     measured = float(ends[k]) if k is not None else None
-    predicted = predict_equilibrium_s(fit, window_s, step_s) if fit else None
+    # The prediction is of the physics: when TR122's rule (5-minute windows) fires on the fitted
+    # curve, whatever window a short preset measures with.
+    predicted = predict_equilibrium_s(fit, TR122_WINDOW_S, TR122_WINDOW_S * step_s / window_s,
+                                      _typical_se(fit, float(t[-1]), quantised, TR122_WINDOW_S)) if fit else None
     kind = "measured" if measured is not None else ("predicted" if predicted is not None else None)
+    status = ("equilibrium" if measured is not None else "not assessable" if not assessable
+              else "predicted" if predicted is not None else "not reached")
     last = _last_window_slope(t, temp, recon, window_s)
     power = tables.column(rows, "power_w")
     power = power[np.isfinite(power)]
     last_mask = t > t[-1] - window_s
+    duration = float(t[-1])
+    fit_figs, quality, reason = _fit_figures(fit, duration)
+    pred_se = _predicted_se(fit, predicted)
     return out | {
         "t_start_ns": int(t_ns[0]),
-        "duration_s": rnd(float(t[-1]), 1),
-        "quantised": is_quantised(temp),
+        "duration_s": rnd(duration, 1),
+        "quantised": quantised,
         "t_start_c": rnd(float(np.median(temp[t < min(window_s / 4, t[-1] / 10) + 1e-9])), 1),
         "t_end_c": rnd(float(np.median(temp[last_mask])), 1),
-        "slope_c_per_min": rnd_sig(last[0], last[1]) if last else None,
-        "slope_se_c_per_min": rnd(last[1], 3) if last else None,
-        "windows": [{"t_s": rnd(e, 1), "slope_c_per_min": rnd(s, 3)} for e, s in zip(ends, slopes)],
+        **with_interval("slope", "c_per_min", last[0] if last else None, last[1] if last else None,
+                        resolved=last is not None, reason=None if last else "fewer than 3 readings in the last window"),
+        "slope_upper_c_per_min": rnd(slope_upper_bound(*last), 3) if last else None,
+        "windows": [{"t_s": rnd(e, 1), "slope_c_per_min": rnd(s, 3), "slope_se_c_per_min": rnd(se, 3),
+                     "slope_upper_c_per_min": rnd(slope_upper_bound(s, se), 3)}
+                    for e, s, se in zip(ends, slopes, ses)],
         "equilibrium": measured is not None,
+        "equilibrium_status": status,
+        "equilibrium_assessable": assessable,
         "equilibrium_measured_s": rnd(measured, 1),
-        "equilibrium_predicted_s": rnd_sig(predicted, _predicted_se(fit, predicted)) if predicted else None,
+        **with_interval("equilibrium_predicted", "s", predicted, pred_se,
+                        resolved=bool(predicted is not None and fit_figs.get("tau_resolved")),
+                        reason="no fit, or tau not resolved" if predicted is None or not fit_figs.get("tau_resolved") else None),
         "time_to_equilibrium_s": rnd(measured if measured is not None else predicted, 1),
         "equilibrium_kind": kind,
-        "tau_s": rnd_sig(fit["tau_s"], fit["tau_se_s"]) if fit else None,
-        "tau_se_s": rnd_sig(fit["tau_se_s"], fit["tau_se_s"]) if fit else None,
-        "t_inf_c": rnd_sig(fit["t_inf_c"], fit["t_inf_se_c"], max_digits=2) if fit else None,
-        "t_inf_se_c": rnd_sig(fit["t_inf_se_c"], fit["t_inf_se_c"]) if fit else None,
-        "t0_c": rnd(fit["t0_c"], 2) if fit else None,
-        "fit_r2": rnd(fit["r2"], 4) if fit else None,
-        "fit_rmse_c": rnd(fit["rmse_c"], 3) if fit else None,
+        **fit_figs,
         "power_mean_w": rnd(float(power.mean()), 2) if power.size else None,
         **throttling(rows),
         "series": _series(rows, t_ns[0]),
-        "quality": "good" if fit else "no_fit",
+        "quality": quality,
+        "quality_reason": reason,
     }
 
 
-def predict_equilibrium_s(fit: dict, window_s: float, step_s: float, horizon_tau: float = 30.0) -> float | None:
-    """When the margin rule fires on the fitted curve's window slopes (seconds since the start)."""
+def _fit_figures(fit: dict | None, duration_s: float) -> tuple[dict, str, str]:
+    """tau and T_inf with intervals and resolved flags, and the fit's quality by the rule:
+
+    ``good`` when tau and the rise T_inf - T0 are both resolved (their 95 % intervals exclude
+    zero) and either the soak covered at least one tau (at tau's upper 95 % bound) or tau
+    and T_inf have relative standard errors under 15 % (T_inf's relative to the rise, since
+    a Celsius value has no natural zero); ``insufficient`` otherwise.
+    """
+    if fit is None:
+        empty = with_interval("tau", "s", None, None, resolved=False, reason="no exponential fit") | with_interval(
+            "t_inf", "c", None, None, resolved=False, reason="no exponential fit")
+        return empty | {"t0_c": None, "fit_r2": None, "fit_rmse_c": None, "coverage_tau": None,
+                        "tau_rel_se": None, "t_inf_rel_se": None}, "insufficient", \
+            "no exponential fit (temperature range under 2 C, or the fit failed)"
+    tau, tau_se = fit["tau_s"], fit["tau_se_s"]
+    rise = abs(fit["t_inf_c"] - fit["t0_c"])
+    tau_rel = tau_se / tau if tau > 0 else math.inf
+    tinf_rel = fit["t_inf_se_c"] / rise if rise > 0 else math.inf
+    tau_ok = math.isfinite(tau_rel) and tau - Z95 * tau_se > 0
+    tinf_ok = math.isfinite(tinf_rel) and rise - Z95 * fit["t_inf_se_c"] > 0
+    covered = tau_ok and duration_s >= tau + Z95 * tau_se
+    precise = tau_rel < GOOD_REL_SE and tinf_rel < GOOD_REL_SE
+    figs = with_interval("tau", "s", tau, tau_se, resolved=tau_ok, reason="tau's 95 % interval reaches 0") \
+        | with_interval("t_inf", "c", fit["t_inf_c"], fit["t_inf_se_c"], resolved=tinf_ok,
+                        reason="the rise T_inf - T0 is within 1.96 se of 0")
+    figs["t_inf_c"] = rnd_sig(fit["t_inf_c"], fit["t_inf_se_c"], max_digits=2)
+    figs |= {"t0_c": rnd(fit["t0_c"], 2), "fit_r2": rnd(fit["r2"], 4), "fit_rmse_c": rnd(fit["rmse_c"], 3),
+             "coverage_tau": rnd(duration_s / tau, 2) if tau > 0 else None,
+             "tau_rel_se": rnd(tau_rel, 3), "t_inf_rel_se": rnd(tinf_rel, 3)}
+    if not (tau_ok and tinf_ok):
+        return figs, "insufficient", "tau or T_inf not resolved (interval reaches 0)"
+    if covered or precise:
+        why = "soak covered one tau" if covered else "tau and T_inf relative SE under 15 %"
+        return figs, "good", why
+    return figs, "insufficient", (f"soak of {duration_s:.0f} s covered {duration_s / tau:.2f} tau and the relative SE "
+                                  f"(tau {tau_rel:.0%}, T_inf {tinf_rel:.0%}) is not under 15 %")
+
+
+def _typical_se(fit: dict, duration_s: float, quantised: bool, window_s: float) -> float:
+    """The slope error the rule will see once the curve is flat: the fit's residual scatter
+    over one window's share of its effective samples (an LS slope's error is
+    rmse sqrt(12 / N_eff) / window), at least the quantisation floor for whole degrees."""
+    n_window = max(fit["n_eff"] * min(window_s / max(duration_s, 1e-9), 1.0), 1.0)
+    se = fit["rmse_c"] * math.sqrt(12.0 / n_window) / window_s * 60.0
+    return max(se, quantisation_se_c_per_min(window_s) if quantised else 0.0)
+
+
+def predict_equilibrium_s(fit: dict, window_s: float, step_s: float, se_c_per_min: float = 0.0,
+                          horizon_tau: float = 30.0) -> float | None:
+    """When the margin rule fires on the fitted curve's window slopes (seconds since the start),
+    with ``se_c_per_min`` the slope error the data's windows carry."""
     horizon = max(fit["tau_s"] * horizon_tau, 10 * window_s)
     ends = window_ends(0.0, horizon, window_s, step_s)
     if ends.size == 0 or ends.size > 200_000:
@@ -309,7 +423,7 @@ def predict_equilibrium_s(fit: dict, window_s: float, step_s: float, horizon_tau
     w = (s - s.mean()) / np.sum((s - s.mean()) ** 2)
     curve = fitted_curve(fit)(ends[:, None] + s[None, :])
     slopes = (curve - curve.mean(axis=1, keepdims=True)) @ w * 60.0
-    k = margin_rule(slopes)
+    k = margin_rule(slopes, np.full(slopes.size, se_c_per_min))
     return float(ends[k]) if k is not None else None
 
 
@@ -325,11 +439,9 @@ def _last_window_slope(t: np.ndarray, temp: np.ndarray, recon: np.ndarray, windo
     if m.sum() < 3:
         return None
     slope = window_slopes(t, recon, np.array([t[-1]]), window_s)[0]
-    raw = ls_slope(t[m] / 60.0, temp[m])
-    se = raw["slope_se"]
-    if is_quantised(temp):
-        # One unseen 1 C transition could hide in the window: at least ~1/(window*sqrt(12)).
-        se = max(se if math.isfinite(se) else 0.0, 60.0 / window_s / math.sqrt(12))
+    se = window_slope_se(t, temp, np.array([t[-1]]), window_s, is_quantised(temp))[0]
+    if not (math.isfinite(slope) and math.isfinite(se)):
+        return None
     return slope, se
 
 
@@ -414,11 +526,13 @@ class EquilibriumDetector:
     """Online margin rule for the runner: feed every temperature reading, get True once the
     soak has reached equilibrium (and from then on).
 
-    Slopes are computed as offline (same window, step, reconstruction and rule) on the
-    readings seen so far; the exponential fit is refreshed at each window end.
+    Slopes and their errors are computed as offline (same window, step, reconstruction and
+    rule) on the readings seen so far; the exponential fit is refreshed at each window end.
+    The rule is first applied once two windows have passed (before that the soak is not
+    assessable), and then reports the first window at which it holds, as offline.
     """
 
-    def __init__(self, window_s: float = 60.0, step_s: float | None = None) -> None:
+    def __init__(self, window_s: float = TR122_WINDOW_S, step_s: float | None = None) -> None:
         self.window_s = float(window_s)
         self.step_s = self.window_s if step_s is None else float(step_s)
         self._t: list[float] = []
@@ -426,6 +540,8 @@ class EquilibriumDetector:
         self._t0_ns: int | None = None
         self._next_end = self.window_s
         self.slopes: list[float] = []
+        self.slope_se: list[float] = []
+        self._ends: list[float] = []
         self.reached_at_s: float | None = None
 
     @property
@@ -460,8 +576,13 @@ class EquilibriumDetector:
         recon = reconstruct(t, y, fit)
         slope = window_slopes(t, recon, np.array([end]), self.window_s)
         self.slopes.append(float(resolve_quantised(t, y, fit, np.array([end]), slope)[0]))
-        if margin_rule(self.slopes) is not None:
-            self.reached_at_s = end
+        self.slope_se.append(float(window_slope_se(t, y, np.array([end]), self.window_s, is_quantised(y))[0]))
+        self._ends.append(end)
+        if end < 2 * self.window_s - 1e-9:
+            return
+        k = margin_rule(self.slopes, self.slope_se)
+        if k is not None:
+            self.reached_at_s = self._ends[k]
 
 
 class ThermalGuard:

@@ -44,10 +44,15 @@ import numpy as np
 import pandas as pd
 
 from experiments.analysis import tables
-from experiments.analysis.sensor import effective_update_period_ms, estimate_update_period, update_points
-from experiments.analysis.stats import mad, rnd, rnd_sig
+from experiments.analysis.sensor import (
+    effective_update_period_ms,
+    estimate_update_period,
+    update_points,
+    window_posterior,
+)
+from experiments.analysis.stats import mad, rnd, rnd_sig, with_interval
 
-FIELDS = ("power_w", "power_instant_w")
+FIELDS = ("power_w", "power_instant_w", "power_avg_1s_w")
 LEVELS = (0.1, 0.5, 0.9)
 SETTLED_FRACTION = 0.4  # the last 40 % of a segment gives its level
 DRIFT_LIMIT = 0.05  # of the step: how much a "settled" level may still move
@@ -55,6 +60,7 @@ WINDOW_BAND = (0.1, 0.9)  # update values in this band of the step count as part
 AVERAGED_CLASS_MS = 500.0
 INSTANT_RISE_LIMIT_MS = 300.0
 SYMMETRY_TOLERANCE = 0.2
+DELTA_P_MIN_W = 10.0  # TR122: mean(load) - mean(idle) > 10 W, or the test did not see the load
 
 
 def analyze_step_response(trace: pd.DataFrame, edges: list[tuple[int, float]],
@@ -186,7 +192,22 @@ def _one_step(step: dict, t: np.ndarray, v: np.ndarray, tp: np.ndarray, vp: np.n
         rec["reason"] = "the response did not complete before the settled part of the segment"
         return rec
     rec.update(rise_ms=(crossings[2] - crossings[0]) / 1e6, delay_ms=(crossings[1] - edge) / 1e6,
-               window_ms=u_ms * n_partial / (hi - lo), noise_w=noise)
+               window_ms=u_ms * n_partial / (hi - lo), noise_w=noise,
+               delay_first_read_ms=_first_read_at_or_above(t, (v - before) / delta, edge, 0.5))
+    k0 = int(np.searchsorted(tp, edge - 2 * u_ns, side="left"))
+    yw = (vp[k0:j1] - before) / delta
+    # Only the points around the transition bound the window: two settled ones either side.
+    first = np.flatnonzero(yw > lo)
+    last = np.flatnonzero(yw >= hi)
+    a = max(int(first[0]) - 2, 0) if first.size else 0
+    b = int(last[last >= (first[0] if first.size else 0)][0]) + 3 if last.size else yw.size
+    t_pts = (tp[k0:j1][a:b] - edge) / 1e6
+    max_window = (settle_start - edge) / 1e6
+    half = np.flatnonzero(yw[a:b] >= 0.5)
+    # The step's onset lies before the first reading past half the step.
+    rec["window_points"] = {
+        "t_ms": t_pts, "y": yw[a:b], "sigma": noise / abs(delta),
+        "onset_hi_ms": float(t_pts[half[0]]) if half.size else float(t_pts[-1]), "max_window_ms": max_window}
     if math.isfinite(drift) and drift > DRIFT_LIMIT:
         rec["reason"] = f"level not settled: it moves {100 * drift:.1f} % of the step within the segment"
         return rec
@@ -194,9 +215,43 @@ def _one_step(step: dict, t: np.ndarray, v: np.ndarray, tp: np.ndarray, vp: np.n
     return rec
 
 
+def _first_read_at_or_above(t: np.ndarray, y: np.ndarray, edge: int, level: float) -> float:
+    """ms from the edge to the first read at or above ``level`` of the step (SC'24's reading
+    of a delay: a read time, not an interpolated update instant)."""
+    i0 = int(np.searchsorted(t, edge, side="right"))
+    above = np.flatnonzero(y[i0:] >= level)
+    return float((t[i0 + above[0]] - edge) / 1e6) if above.size else math.nan
+
+
+def _window(used: list[dict], u_ms: float) -> dict:
+    """The window posterior over the used steps (:func:`sensor.window_posterior`).
+
+    Rising and falling steps are combined when their intervals overlap; otherwise the
+    direction with the shorter window is the figure: a board's own power ramp (clocks and
+    voltage coming up) lengthens one direction's response, never shortens it.
+    """
+    def post(recs):
+        pts = [r["window_points"] for r in recs]
+        if not pts:
+            return window_posterior([], u_ms, 0.0)
+        return window_posterior(pts, u_ms, min(p["max_window_ms"] for p in pts))
+
+    rising = post([r for r in used if r["direction"] == "rising"])
+    falling = post([r for r in used if r["direction"] == "falling"])
+    if rising["window_ms"] is not None and falling["window_ms"] is not None:
+        overlap = rising["ci_low_ms"] <= falling["ci_high_ms"] and falling["ci_low_ms"] <= rising["ci_high_ms"]
+        if overlap:
+            return post(used) | {"edges": "both"}
+        return (rising | {"edges": "rising"}) if rising["window_ms"] < falling["window_ms"] \
+            else (falling | {"edges": "falling"})
+    if rising["window_ms"] is not None:
+        return rising | {"edges": "rising"}
+    return falling | {"edges": "falling" if falling["window_ms"] is not None else "none"}
+
+
 def _summary(steps: list[dict]) -> dict:
     out = {"n": len(steps)}
-    for key in ("rise_ms", "delay_ms", "window_ms"):
+    for key in ("rise_ms", "delay_ms", "window_ms", "delay_first_read_ms"):
         vals = np.array([s[key] for s in steps], dtype=np.float64)
         out[key] = float(vals.mean()) if vals.size else math.nan
         sem = float(vals.std(ddof=1) / math.sqrt(vals.size)) if vals.size > 1 else math.nan
@@ -234,11 +289,13 @@ def _field_response(t: np.ndarray, v: np.ndarray, steps: list[dict]) -> dict:
     load = [r["after_w"] if r["direction"] == "rising" else r["before_w"] for r in chosen]
     idle_w = float(np.median(idle)) if idle else math.nan
     load_w = float(np.median(load)) if load else math.nan
-    window_ms = main["window_ms"]
+    win = _window(chosen_for_window(used), u_ms) if used else window_posterior([], u_ms, 0.0) | {"edges": "none"}
+    window_ms = win["window_ms"] if win["window_ms"] is not None else math.nan
     sensor_class = None
     if math.isfinite(window_ms):
         sensor_class = "averaged" if window_ms >= AVERAGED_CLASS_MS else "instant"
-    passed, criterion = _criterion(sensor_class, main["rise_ms"], window_ms, u_ms)
+    delta_w = load_w - idle_w
+    passed, criterion = _criterion(sensor_class, main["rise_ms"], window_ms, u_ms, delta_w)
     if not used:
         quality = "no_data"
     elif not upd["resolved"]:
@@ -248,20 +305,31 @@ def _field_response(t: np.ndarray, v: np.ndarray, steps: list[dict]) -> dict:
     res = upd["update_period_se_ms"]
     poll = upd["poll_ms"]
     timing = poll / 2 if poll else None  # each crossing is placed within half a poll interval
+    no_step = None if used else "no usable step"
+    period = with_interval("update_period", "ms", upd["update_period_ms"], res if res is not None else None,
+                           resolved=bool(upd["resolved"]),
+                           reason="the poller is too slow to see the sensor's updates separately, or too few changes")
     return {
+        **period,
         "update_period_ms": rnd_sig(upd["update_period_ms"], max(res or 0, 0.1)) if upd["update_period_ms"] else None,
-        "update_period_se_ms": rnd(res, 3),
-        "update_period_resolved": bool(upd["resolved"]),
         "poll_ms": rnd(poll, 2),
         "idle_w": rnd(idle_w, 2),
         "load_w": rnd(load_w, 2),
-        "delta_w": rnd(load_w - idle_w, 2),
-        "rise_ms": _ms(main["rise_ms"], main["rise_sem_ms"], timing),
+        "delta_w": rnd(delta_w, 2),
+        "delta_p_ok": bool(math.isfinite(delta_w) and abs(delta_w) > DELTA_P_MIN_W),
+        **_timed("rise", main["rise_ms"], main["rise_sem_ms"], timing, no_step, n=main["n"]),
         "rise_sem_ms": rnd(main["rise_sem_ms"], 1),
-        "delay_ms": _ms(main["delay_ms"], main["delay_sem_ms"], timing),
+        **_timed("delay", main["delay_ms"], main["delay_sem_ms"], timing, no_step, signed=True, n=main["n"]),
         "delay_sem_ms": rnd(main["delay_sem_ms"], 1),
-        "window_ms": _ms(window_ms, main["window_sem_ms"], u_ms / 2 if u_ms else None),
-        "window_sem_ms": rnd(main["window_sem_ms"], 1),
+        **_timed("delay_first_read", main["delay_first_read_ms"], main["delay_first_read_sem_ms"], timing, no_step,
+                 signed=True, n=main["n"]),
+        **with_interval("window", "ms", win["window_ms"], win["se_ms"], resolved=win["resolved"],
+                        reason="the steps' update values cannot bound the window away from 0 (or from the segment "
+                               "length)" if used else "no usable step"),
+        "window_ci_low_ms": rnd(win["ci_low_ms"], 1),
+        "window_ci_high_ms": rnd(win["ci_high_ms"], 1),
+        "window_edges": win["edges"],
+        "window_count_ms": rnd(main["window_ms"], 1),
         "timing_resolution_ms": rnd(timing, 1),
         "sensor_class": sensor_class,
         "edges_used": edges_used,
@@ -274,6 +342,29 @@ def _field_response(t: np.ndarray, v: np.ndarray, steps: list[dict]) -> dict:
         "criterion": criterion,
         "quality": quality,
     }
+
+
+def chosen_for_window(used: list[dict]) -> list[dict]:
+    """Every used step: the window takes both directions and picks between them itself."""
+    return used
+
+
+def _timed(name: str, value: float, sem: float, resolution: float | None, no_step: str | None,
+           signed: bool = False, n: int = 0) -> dict:
+    """A timing figure (ms) with its standard error (the steps' spread, at least the timing
+    resolution / sqrt 3), 95 % interval and resolved flag (a delay may be near 0 and still
+    measured; a rise is resolved when its interval excludes 0)."""
+    se = sem if math.isfinite(sem) else math.nan
+    spread = math.isfinite(se)
+    if resolution and (not math.isfinite(se) or se < resolution / math.sqrt(3)):
+        se, spread = resolution / math.sqrt(3), False
+    finite = math.isfinite(value)
+    resolved = finite if signed else None
+    # a spread over n steps is itself uncertain: Student's t with n - 1 degrees of freedom
+    out = with_interval(name, "ms", value if finite else None, se if math.isfinite(se) else None, resolved=resolved,
+                        reason=no_step or f"{name}'s interval reaches 0", dof=n - 1 if spread and n > 1 else None)
+    out[f"{name}_ms"] = _ms(value, sem, resolution)
+    return out
 
 
 def _ms(value: float, sem: float, resolution: float | None):
@@ -290,13 +381,18 @@ def _brief(s: dict) -> dict:
 
 
 def _step_json(r: dict) -> dict:
-    return {k: (rnd(v, 1) if k in ("rise_ms", "delay_ms", "window_ms") else (rnd(v, 3) if k == "noise_w" else v))
-            for k, v in r.items()}
+    return {k: (rnd(v, 1) if k in ("rise_ms", "delay_ms", "window_ms", "delay_first_read_ms")
+                else (rnd(v, 3) if k == "noise_w" else v))
+            for k, v in r.items() if k != "window_points"}
 
 
-def _criterion(sensor_class: str | None, rise_ms: float, window_ms: float, u_ms: float) -> tuple[bool, str]:
+def _criterion(sensor_class: str | None, rise_ms: float, window_ms: float, u_ms: float,
+               delta_w: float = math.inf) -> tuple[bool, str]:
     if sensor_class is None or not math.isfinite(rise_ms):
         return False, "no usable step: the response could not be measured"
+    if not (math.isfinite(delta_w) and abs(delta_w) > DELTA_P_MIN_W):
+        return False, (f"TR122's delta-P rule: the step must move the field by more than {DELTA_P_MIN_W:.0f} W "
+                       f"(it moved {delta_w:.1f} W)")
     if sensor_class == "instant":
         ok = rise_ms <= INSTANT_RISE_LIMIT_MS
         return ok, (f"instant-class field (window {window_ms:.0f} ms < {AVERAGED_CLASS_MS:.0f} ms) must rise "

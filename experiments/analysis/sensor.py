@@ -130,3 +130,89 @@ def effective_update_period_ms(info: dict) -> float | None:
     if info.get("update_period_ms"):
         return float(info["update_period_ms"])
     return info.get("poll_ms")
+
+
+# -- the averaging window --------------------------------------------------------------------
+WINDOW_GRID_POINTS = 60
+ONSET_GRID_POINTS = 50
+MIN_SIGMA = 0.02  # of the step: model slack for real boards (sensor resolution, small drifts)
+
+
+def window_log_likelihood(t_ms: np.ndarray, y: np.ndarray, sigma: float, onset_hi_ms: float,
+                          windows_ms: np.ndarray, band: tuple[float, float] = (0.1, 0.9)) -> np.ndarray:
+    """log p(points | W) of one step under a boxcar sensor, for each W in ``windows_ms``.
+
+    A boxcar of width W over a step at t_s reads clip((t - t_s) / W, 0, 1) at an update at
+    t. ``t_ms``/``y`` are the step's update points (ms since the load edge, value
+    normalised to 0 before and 1 after the step), ``sigma`` their noise in those units. The
+    unknown onset t_s is marginalised over ``onsets_ms`` (uniform prior). Values inside
+    ``band`` are partial readings and weigh as Gaussian errors; values outside it only say
+    the model is also outside it (censored): a real board's slow few-percent tail (settling
+    into a lower P-state) then does not stretch the window.
+    """
+    from scipy.special import ndtr
+
+    t_pts = np.asarray(t_ms, dtype=np.float64)
+    y_pts = np.asarray(y, dtype=np.float64)
+    w = np.asarray(windows_ms, dtype=np.float64)
+    lo, hi = band
+    low = np.flatnonzero((y_pts <= lo) & (t_pts < onset_hi_ms))
+    t_low = t_pts[low[-1]] if low.size else t_pts[0] - 1.0
+    # Onsets before t_low - (lo + 4 sigma) W would make that reading partial: negligible.
+    start = np.minimum(t_low - (lo + 4 * sigma) * w, onset_hi_ms - 1e-6)
+    frac = np.linspace(0.0, 1.0, ONSET_GRID_POINTS)
+    ts = (start[:, None] + (onset_hi_ms - start)[:, None] * frac[None, :])[:, :, None]  # (W, onset, 1)
+    model = np.clip((t_pts[None, None, :] - ts) / w[:, None, None], 0.0, 1.0)
+    yy = y_pts[None, None, :]
+    partial = (yy > lo) & (yy < hi)
+    censored = np.where(yy <= lo, lo - model, model - hi) / sigma
+    terms = np.where(partial, -0.5 * ((yy - model) / sigma) ** 2, np.log(np.maximum(ndtr(censored), 1e-300)))
+    ll = terms.sum(axis=2)  # (W, onset)
+    peak = ll.max(axis=1, keepdims=True)
+    # uniform prior on the onset: the mean over each W's grid times that grid's length
+    mean = peak[:, 0] + np.log(np.mean(np.exp(ll - peak), axis=1))
+    return mean + np.log(onset_hi_ms - start)
+
+
+def window_posterior(steps: list[dict], update_ms: float, max_window_ms: float) -> dict:
+    """The averaging window from the steps' update points, with its 95 % interval.
+
+    ``steps``: [{"t_ms", "y", "sigma", "onset_hi_ms"}], one per step. Each
+    step's likelihood over W (:func:`window_log_likelihood`) is multiplied across steps,
+    with a flat prior on W in (0, ``max_window_ms``]. A window shorter than the update period
+    shows as one partial value in some steps and none in others, so the counts and values
+    of the partial readings carry it, not their number alone (which is quantised to the
+    update period). Returns {window_ms (posterior median), ci_low_ms, ci_high_ms, se_ms
+    (interval width / 3.92), resolved, n_steps}. ``resolved`` is False when the interval
+    reaches down to a tenth of the update period (the data cannot tell W from 0) or up to
+    ``max_window_ms``.
+    """
+    out = {"window_ms": None, "ci_low_ms": None, "ci_high_ms": None, "se_ms": None, "resolved": False,
+           "n_steps": len(steps)}
+    if not steps or not (update_ms > 0) or not (max_window_ms > 0):
+        return out
+    lo_w = update_ms / 50.0
+    hi_w = max(max_window_ms, 2 * lo_w)
+
+    def log_post(grid: np.ndarray) -> np.ndarray:
+        total = np.zeros(grid.size)
+        for s in steps:
+            total += window_log_likelihood(s["t_ms"], s["y"], max(s["sigma"], MIN_SIGMA), s["onset_hi_ms"], grid)
+        return total
+
+    # A coarse log-spaced pass finds where the posterior lives, a fine linear one measures it.
+    coarse = np.geomspace(lo_w, hi_w, WINDOW_GRID_POINTS)
+    lp = log_post(coarse)
+    alive = np.flatnonzero(lp > lp.max() - 20.0)
+    a, b = max(alive[0] - 1, 0), min(alive[-1] + 1, coarse.size - 1)
+    grid = np.linspace(coarse[a], coarse[b], WINDOW_GRID_POINTS)
+    total = log_post(grid)
+    # flat prior on W: weight each grid point by the width it stands for
+    widths = np.gradient(grid)
+    post = np.exp(total - total.max()) * widths
+    cdf = np.cumsum(post)
+    cdf /= cdf[-1]
+    q = np.interp([0.025, 0.5, 0.975], cdf, grid)
+    resolved = bool(q[0] > update_ms / 10.0 and q[2] < 0.98 * hi_w)
+    return out | {"window_ms": float(q[1]), "ci_low_ms": float(q[0]), "ci_high_ms": float(q[2]),
+                  "se_ms": float((q[2] - q[0]) / 3.92), "resolved": resolved}

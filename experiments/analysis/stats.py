@@ -175,3 +175,39 @@ def rnd_sig(value, sigma=None, sig: int = 2, max_digits: int = 6):
     digits = max(min(digits, max_digits), -6)
     out = round(v, digits)
     return float(out) if digits > 0 else float(int(out))
+
+
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def with_interval(name: str, unit: str, value, se, resolved: bool | None = None, reason: str | None = None,
+                  sig: int = 2, dof: float | None = None) -> dict:
+    """A figure with its standard error, 95 % interval and resolved flag, in the project's names.
+
+    ``with_interval("tau", "s", 120.3, 4.1)`` gives ``tau_s``, ``tau_se_s``, ``tau_ci_low_s``,
+    ``tau_ci_high_s`` and ``tau_resolved`` (unit last, as everywhere). The interval is
+    value +- 1.96 se (normal approximation), or +- Student's t quantile with ``dof`` degrees of
+    freedom when the se comes from the spread of a few values. ``resolved`` defaults to: value and se finite and
+    the interval excluding zero (a figure whose interval reaches zero is not resolved); an
+    unresolved figure keeps its value and interval, never a bare 0. ``reason`` (when given)
+    says why it is not resolved, as ``<name>_unresolved_reason``.
+    """
+    suffix = f"_{unit}" if unit else ""
+    v = None if value is None else float(value)
+    s = None if se is None else float(se)
+    finite = v is not None and math.isfinite(v) and s is not None and math.isfinite(s)
+    z = Z95
+    if dof is not None and dof >= 1:
+        from scipy.stats import t as student_t
+
+        z = float(student_t.ppf(0.975, dof))
+    lo = v - z * s if finite else None
+    hi = v + z * s if finite else None
+    if resolved is None:
+        resolved = bool(finite and (lo > 0 or hi < 0))
+    out = {f"{name}{suffix}": rnd_sig(v, s, sig), f"{name}_se{suffix}": rnd_sig(s, s, sig),
+           f"{name}_ci_low{suffix}": rnd_sig(lo, s, sig), f"{name}_ci_high{suffix}": rnd_sig(hi, s, sig),
+           f"{name}_resolved": bool(resolved)}
+    if reason is not None and not resolved:
+        out[f"{name}_unresolved_reason"] = reason
+    return out

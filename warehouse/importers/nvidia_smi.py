@@ -311,10 +311,12 @@ def read_nvidia_smi(csv_path, edges_path=None, tz: str = "+00:00", gpu_name: str
 
     digest = file_sha256(csv_path, edges_path)
     gpu = gpu_name or "gpu"
-    device_uid = f"{slug(gpu)}-{file_sha256(csv_path)[:12]}"
+    # Identity never depends on the flags (--gpu-name, --tz, --host): importing the same file
+    # again replaces its run x device, whatever was passed. The GPU's UUID when logged.
+    device_uid = safe_name(uuid, label, "uuid") if uuid else f"smi-{file_sha256(csv_path)[:12]}"
     run_id = f"smi-{digest[:16]}"
     fields = {"gpu_name": gpu_name, "source": "nvidia-smi"}
-    fingerprint = f"smi-{slug(gpu)}-{digest[:12]}"
+    fingerprint = f"smi-{digest[:12]}"
     meta = {
         "schema_version": 1, "run_id": run_id, "host": host, "device_uid": device_uid,
         "fingerprint": fingerprint, "simulated": False, "run_state": "completed", "end_reason": "completed",

@@ -7,7 +7,13 @@ non-decreasing) and ``power_w`` (watts). Lenient on the rest: the optional colum
 are null when absent, read_ok defaults to "power_w was read", dt_s to the t_ns step,
 and generation_events.jsonl, baseline.json and run_metadata.json may be missing.
 Event fields map as energy_joules -> energy_integrated_j, operational_joules ->
-energy_net_j (baseline subtracted); baseline.json becomes the ``baseline`` experiment.
+energy_net_j (baseline subtracted); power_samples is kept with the event. baseline.json
+becomes the ``baseline`` experiment: TR122's own keys (section 3.3: idle_watts_mean_robust,
+idle_watts_mean, idle_watts_std, floor_fraction, idle_temp_c, fake_idle_flag,
+idle_gpu_util_p95, idle_watts_min, idle_watts_max) as well as this project's; without a
+baseline.json, run_metadata.json's ``baseline`` block stands in. run_metadata.json's
+section 3.4 keys are read too: run_state, end_reason, ``git.hash``, and ``poller`` (kept
+with the run's metadata).
 """
 
 from __future__ import annotations
@@ -32,22 +38,28 @@ BASELINE_FILE = "baseline.json"
 METADATA_FILE = "run_metadata.json"
 TR122_TRACE_COLUMNS = ("t_ns", "power_w", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "util_mem",
                        "vram_used_mb", "read_ok", "dt_s")
+EVENT_EXTRA = {"power_samples": pa.int64()}  # TR122 event fields kept beside EVENT_FIELDS (extra_json)
 EVENT_MAP = {  # TR122 field -> events column
     "event_id": "event_id", "phase": "phase", "t_start_ns": "t_start_ns", "t_end_ns": "t_end_ns",
     "input_tokens": "input_tokens", "output_tokens": "output_tokens", "batch_size": "batch_size",
     "tokens_per_second": "tokens_per_second", "energy_joules": "energy_integrated_j",
     "operational_joules": "energy_net_j", "energy_quality": "energy_quality", "gap_fraction": "gap_fraction",
-    "experiment": "experiment", "energy_counter_j": "energy_counter_j",
+    "experiment": "experiment", "energy_counter_j": "energy_counter_j", "power_samples": "power_samples",
 }
 BASELINE_KEYS = {  # baseline figure -> keys a TR122 baseline.json may use, first found wins
-    "idle_robust_w": ("idle_robust_w", "robust_idle_w", "idle_w", "idle_power_w", "baseline_w", "power_w"),
+    "idle_robust_w": ("idle_watts_mean_robust", "idle_robust_w", "robust_idle_w", "idle_w", "idle_power_w",
+                      "baseline_w", "power_w"),
     "idle_sem_w": ("idle_sem_w", "sem_w"),
-    "idle_mean_w": ("idle_mean_w", "mean_w"),
+    "idle_mean_w": ("idle_watts_mean", "idle_mean_w", "mean_w"),
     "idle_median_w": ("idle_median_w", "median_w"),
-    "idle_std_w": ("idle_std_w", "std_w"),
+    "idle_std_w": ("idle_watts_std", "idle_std_w", "std_w"),
     "floor_w": ("floor_w",),
     "floor_fraction": ("floor_fraction",),
-    "fake_idle": ("fake_idle",),
+    "fake_idle": ("fake_idle_flag", "fake_idle"),
+    "idle_temp_c": ("idle_temp_c",),
+    "util_p95": ("idle_gpu_util_p95", "util_p95"),
+    "min_w": ("idle_watts_min", "min_w"),
+    "max_w": ("idle_watts_max", "max_w"),
     "n_samples": ("n_samples", "samples", "n"),
     "window_s": ("window_s", "duration_s"),
     "field": ("field",),
@@ -125,7 +137,8 @@ def _trace(path: Path) -> tuple[pa.Table, list[str]]:
 def _events(path: Path) -> pa.Table | None:
     if not path.is_file():
         return None
-    records = {column: [] for column in EVENT_FIELDS}
+    kinds = EVENT_FIELDS | EVENT_EXTRA
+    records = {column: [] for column in kinds}
     for number, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -137,7 +150,7 @@ def _events(path: Path) -> pa.Table | None:
             raise ValidationError(f"{path}: line {number} is a {type(doc).__name__}, not a JSON object; one event per line")
         doc = {EVENT_MAP[k]: v for k, v in doc.items() if k in EVENT_MAP}
         doc.setdefault("event_id", f"event-{number}")
-        for column, dtype in EVENT_FIELDS.items():
+        for column, dtype in kinds.items():
             value = doc.get(column)
             if value is not None:
                 expected = int if pa.types.is_integer(dtype) else float if pa.types.is_floating(dtype) else str
@@ -148,7 +161,7 @@ def _events(path: Path) -> pa.Table | None:
             records[column].append(float(value) if value is not None and pa.types.is_floating(dtype) else value)
     if not records["event_id"]:
         return None
-    return pa.table({column: pa.array(values, EVENT_FIELDS[column]) for column, values in records.items()})
+    return pa.table({column: pa.array(values, kinds[column]) for column, values in records.items()})
 
 
 def _baseline_experiment(doc: dict | None) -> dict[str, dict]:
@@ -160,8 +173,10 @@ def _baseline_experiment(doc: dict | None) -> dict[str, dict]:
             if key in doc:
                 figures[figure] = doc[key]
                 break
-    return {"baseline": {"experiment": "baseline", "schema_version": 1, "figures": figures,
-                         "quality": doc.get("quality"), "source": "tr122", "raw": doc}}
+    quality = doc.get("quality")
+    quality = quality.lower() if isinstance(quality, str) else quality
+    return {"baseline": {"experiment": "baseline", "schema_version": 1, "figures": figures | {"quality": quality}
+                         if quality is not None else figures, "quality": quality, "source": "tr122", "raw": doc}}
 
 
 def read_tr122(pack_dir) -> ImportedRun:
@@ -196,7 +211,7 @@ def read_tr122(pack_dir) -> ImportedRun:
         "run_state": given.get("run_state") if given.get("run_state") in RUN_STATES else "completed",
         "end_reason": given.get("end_reason") if given.get("end_reason") in END_REASONS else "completed",
         "started_wall_ns": started, "ended_wall_ns": ended, "clock": given.get("clock", clock),
-        "git_hash": given.get("git_hash"),
+        "git_hash": given.get("git_hash") or (given["git"].get("hash") if isinstance(given.get("git"), dict) else None),
         "config": {"importer": "tr122", "ignored_columns": ignored, "pack_metadata": given},
     }
     fields = given.get("fingerprint_fields") if isinstance(given.get("fingerprint_fields"), dict) else {}
@@ -206,8 +221,10 @@ def read_tr122(pack_dir) -> ImportedRun:
           "simulated": simulated, "fields": fields}
     labels = {"run_metadata": label, "fingerprint": label, "events": str(d / EVENTS_FILE),
               "experiment:baseline": str(d / BASELINE_FILE)}
-    return ImportedRun(str(trace_path), meta, fp, trace, None, events,
-                       _baseline_experiment(_json_file(d / BASELINE_FILE)), labels)
+    baseline = _json_file(d / BASELINE_FILE)
+    if baseline is None and isinstance(given.get("baseline"), dict):
+        baseline, labels["experiment:baseline"] = given["baseline"], f"{label} (baseline)"
+    return ImportedRun(str(trace_path), meta, fp, trace, None, events, _baseline_experiment(baseline), labels)
 
 
 def import_tr122(warehouse, pack_dir, lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S) -> dict:
