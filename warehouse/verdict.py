@@ -71,13 +71,16 @@ FIGURES = (
     Figure("floor_fraction", "reads the idle floor", "", None, abs_floor=0.02, rel_floor=0.0, digits=2),
     Figure("idle_temp_c", "idles", "°C", None, abs_floor=1.0, rel_floor=0.0),
     Figure("load_power_w", "draws under full load", "W", None, abs_floor=2.0, rel_floor=0.01, digits=0),
-    Figure("tau_s", "has a thermal time constant", "s", "tau_se_s", abs_floor=1.0, rel_floor=0.02, digits=0),
+    # Units of one board differ in their cooling by a few percent: the thermal figures'
+    # floors are that spread, not the fit's (much smaller) standard error.
+    Figure("tau_s", "has a thermal time constant", "s", "tau_se_s", abs_floor=1.0, rel_floor=0.05, digits=0),
     Figure("t_inf_c", "settles under load at", "°C", "t_inf_se_c", abs_floor=1.0, rel_floor=0.0),
     Figure("thermal_resistance_c_per_w", "has a thermal resistance", "°C/W", "thermal_resistance_se_c_per_w",
-           abs_floor=0.0, rel_floor=0.02, digits=4),
-    Figure("update_period_ms", "updates its power sensor every", "ms", None, abs_floor=2.0, rel_floor=0.02, digits=0),
-    Figure("rise_ms", "has a sensor rise time", "ms", None, abs_floor=5.0, rel_floor=0.05, digits=0),
-    Figure("window_ms", "has a sensor window", "ms", None, abs_floor=5.0, rel_floor=0.05, digits=0),
+           abs_floor=0.0, rel_floor=0.03, digits=4),
+    Figure("update_period_ms", "updates its power sensor every", "ms", "update_period_se_ms", abs_floor=2.0,
+           rel_floor=0.02, digits=0),
+    Figure("rise_ms", "has a sensor rise time", "ms", "rise_se_ms", abs_floor=5.0, rel_floor=0.05, digits=0),
+    Figure("window_ms", "has a sensor window", "ms", "window_se_ms", abs_floor=5.0, rel_floor=0.05, digits=0),
     Figure("j_per_token", "spends per token", "J", "j_per_token_se", abs_floor=0.0, rel_floor=0.02, digits=3),
     Figure("vram_cliff_tokens", "fits a context of", "tokens", None, abs_floor=256.0, rel_floor=0.01, digits=0),
 )
