@@ -15,6 +15,7 @@ from . import data
 PAGES_DIR = "app_pages"
 PAGES = (
     # (file, title, icon, url path)
+    ("fleet_health.py", "Fleet health", ":material/health_and_safety:", "fleet-health"),
     ("fleet.py", "Fleet", ":material/dns:", "fleet"),
     ("baselines.py", "Baselines", ":material/bolt:", "baselines"),
     ("heat_soak.py", "Heat soak", ":material/thermostat:", "heat-soak"),

@@ -88,8 +88,27 @@ def test_fixture_was_built_by_the_product(fleet_warehouse: FleetWarehouse) -> No
         pytest.xfail(f"the fleet job could not run; pages were tested on the fallback warehouse: {fleet_warehouse.builder}")
 
 
-def test_fleet_page_lists_every_device_with_its_figures(fleet_app, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
+def test_fleet_health_opens_first_with_a_verdict_per_device(fleet_app, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
     at = fleet_app
+    _no_errors(at)
+    assert at.title[0].value == "Fleet health"
+    assert _simulated_badge(at)
+    table = at.dataframe[0].value
+    assert len(table) == len(fleet_warehouse.hosts)
+    for host in fleet_warehouse.hosts:
+        assert table["device (host · GPU)"].str.contains(host).any()
+    assert set(table["verdict"]) <= {"NOT READY", "caution", "ready"}
+    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    order = {"NOT READY": 0, "caution": 1, "ready": 2}
+    assert list(table["verdict"].map(order)) == sorted(table["verdict"].map(order))  # suspects first
+    assert all(isinstance(r, str) and r for r in table["reasons"])
+    text = _chart_text(at)
+    assert "idle_power_w (W)" in text and "tau_s (s)" in text  # one strip per figure, unit in its title
+    assert any("README" in c.value and "Fleet" in c.value for c in at.caption)
+
+
+def test_fleet_page_lists_every_device_with_its_figures(fleet_app, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
+    at = _page(fleet_app, "fleet.py")
     _no_errors(at)
     assert at.title[0].value == "Fleet"
     assert _simulated_badge(at)

@@ -16,6 +16,8 @@ from ``v_run_constants`` and the typed tables: no analysis is recomputed. Derive
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pandas as pd
 
 from .query import fetch_arrow, to_frame
@@ -116,23 +118,33 @@ FROM events WHERE run_id = ? GROUP BY device_uid
 """
 
 
-def load_figures(con, run_id: str | None = None) -> tuple[pd.DataFrame, str | None]:
+Fetch = Callable[[str, list | None], pd.DataFrame]
+
+
+def connection_fetch(con) -> Fetch:
+    """A fetch function over an open DuckDB connection (trusted internal SELECTs)."""
+    return lambda sql, params: to_frame(fetch_arrow(con, sql, params))
+
+
+def load_figures(source, run_id: str | None = None) -> tuple[pd.DataFrame, str | None]:
     """(every run x device row, the judged run id: ``run_id`` or the latest run).
 
-    The judged run's rows carry the trace facts (``has_energy_counter``,
-    ``event_median_ms``); other rows leave them null.
+    ``source``: an open connection, or a ``fetch(sql, params) -> DataFrame`` function (the
+    dashboard passes its cached reader). The judged run's rows carry the trace facts
+    (``has_energy_counter``, ``event_median_ms``); other rows leave them null.
     """
     from .verdict import latest_run
 
-    df = to_frame(fetch_arrow(con, _FIGURES_SQL))
+    fetch = source if callable(source) else connection_fetch(source)
+    df = fetch(_FIGURES_SQL, None)
     if run_id is None:
         run_id = latest_run(df)
     df["has_energy_counter"] = pd.Series([None] * len(df), dtype=object)
     df["event_median_ms"] = float("nan")
     if run_id is not None and len(df):
         mine = df["run_id"] == run_id
-        counter = to_frame(fetch_arrow(con, _TRACE_SQL, [run_id])).set_index("device_uid")["has_energy_counter"]
-        events = to_frame(fetch_arrow(con, _EVENTS_SQL, [run_id])).set_index("device_uid")["event_median_ms"]
+        counter = fetch(_TRACE_SQL, [run_id]).set_index("device_uid")["has_energy_counter"]
+        events = fetch(_EVENTS_SQL, [run_id]).set_index("device_uid")["event_median_ms"]
         df.loc[mine, "has_energy_counter"] = df.loc[mine, "device_uid"].map(lambda u: _bool(counter.get(u)))
         df.loc[mine, "event_median_ms"] = df.loc[mine, "device_uid"].map(events).astype(float)
     return df.drop(columns=["trace_key"]), run_id
