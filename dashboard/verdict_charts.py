@@ -13,7 +13,7 @@ from dashboard.charts import _layout, color_map, empty
 from warehouse.verdict import FIGURES
 
 OUTLIER_COLOR = "#d62728"
-ROW_PX = 78
+ROW_PX = 105
 
 
 def _num(value) -> float | None:
@@ -37,7 +37,7 @@ def figure_strips(rows: pd.DataFrame, verdict_devices: list[dict], labels: dict[
     shown.sort(key=lambda f: not any(k[1] == f.column for k in outliers))  # figures with outliers first
     colors = color_map(labels.values())
     titles = [f"{f.column} ({f.unit})" if f.unit else f.column for f in shown]
-    fig = make_subplots(rows=len(shown), cols=1, subplot_titles=titles, vertical_spacing=min(0.5 / len(shown), 0.08))
+    fig = make_subplots(rows=len(shown), cols=1, subplot_titles=titles, vertical_spacing=min(0.75 / len(shown), 0.12))
     groups = rows["gpu_name"].fillna("unknown").astype(str) + rows["simulated"].map(lambda s: " (simulated)" if s else "")
     for i, f in enumerate(shown, start=1):
         values = rows[f.column].map(_num)
@@ -65,7 +65,9 @@ def figure_strips(rows: pd.DataFrame, verdict_devices: list[dict], labels: dict[
                                                                                  f" against {o['n_peers']} peers"
                                                                                  if o else "") + "<extra></extra>"),
                 row=i, col=1)
-        fig.update_yaxes(row=i, col=1, showgrid=False, tickfont=dict(size=10))
+        n_groups = len(set(groups[values.notna()]))
+        # room above the top strip for an outlier's label
+        fig.update_yaxes(row=i, col=1, showgrid=False, tickfont=dict(size=10), range=[-0.5, n_groups - 0.5 + 0.6])
         fig.update_xaxes(row=i, col=1, tickfont=dict(size=10), zeroline=False)
     _layout(fig, height=120 + ROW_PX * len(shown))
     fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))

@@ -12,6 +12,12 @@ from warehouse.verdict_data import load_figures
 
 WORDS = {NOT_READY: "NOT READY", "caution": "caution", READY: "ready"}
 
+
+def _largest_z(d: dict) -> str:
+    zs = [abs(o["robust_z"]) for o in d["outliers"]] + [abs(x["robust_z"]) for x in d["drift"]]
+    return f"{max(zs):.1f}" if zs else "—"
+
+
 f = data.current_filters()
 st.title("Fleet health")
 st.caption(f"Per device, the verdict ready · caution · not ready from the written rules (README, \"Fleet "
@@ -43,14 +49,13 @@ table = pd.DataFrame([{
     "rank": i + 1,
     "device (host · GPU)": labels.get(d["device_uid"], d["device_uid"]),
     "verdict": WORDS[d["verdict"]],
-    "largest |z|": max([abs(o["robust_z"]) for o in d["outliers"]] + [abs(x["robust_z"]) for x in d["drift"]],
-                       default=None),
+    "largest |z|": _largest_z(d),
     "peers": d["n_peers"],
     "reasons": "; ".join(d["reasons"]) if d["reasons"] else "no rule fired",
 } for i, d in enumerate(devices)])
 st.dataframe(table, hide_index=True, width="stretch", column_config={
     "rank": st.column_config.NumberColumn(width="small"),
-    "largest |z|": st.column_config.NumberColumn(format="%.1f", width="small"),
+    "largest |z|": st.column_config.TextColumn(width="small"),
     "peers": st.column_config.NumberColumn(width="small"),
     "reasons": st.column_config.TextColumn(width="large"),
 })
