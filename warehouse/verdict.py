@@ -68,7 +68,8 @@ class Figure:
 
 FIGURES = (
     Figure("idle_power_w", "idles", "W", "idle_power_se_w", abs_floor=0.5, rel_floor=0.01),
-    Figure("floor_fraction", "reads the idle floor", "", None, abs_floor=0.02, rel_floor=0.0, digits=2),
+    Figure("floor_fraction", "reads the idle floor", "", "floor_fraction_se", abs_floor=0.02, rel_floor=0.0,
+           digits=2),
     Figure("idle_temp_c", "idles", "°C", None, abs_floor=1.0, rel_floor=0.0),
     Figure("load_power_w", "draws under full load", "W", None, abs_floor=2.0, rel_floor=0.01, digits=0),
     # Units of one board differ in their cooling by a few percent: the thermal figures'

@@ -6,6 +6,7 @@ from ``v_run_constants`` and the typed tables: no analysis is recomputed. Derive
 * ``thermal_resistance_c_per_w`` = (T_inf - idle temperature) / (load power - idle power),
   its SE = T_inf's SE / (load power - idle power) (the whole-degree idle temperature is
   the median of thousands of readings);
+* ``floor_fraction_se``: binomial, over the sensor updates of the idle window;
 * ``read_error_fraction`` = poller read errors / samples; ``dropped_fraction`` = dropped
   ticks / expected samples;
 * the power field compared and used against the events: ``power_instant_w`` where the
@@ -30,6 +31,9 @@ base AS (
            max(json_extract(payload_json, '$.figures.fake_idle_reasons')::VARCHAR) AS fake_idle_reasons
     FROM experiment_results WHERE experiment IN ('baseline', 'idle_baseline')
     GROUP BY run_id, device_uid
+),
+win AS (
+    SELECT run_id, device_uid, max(window_s) AS idle_window_s FROM baselines GROUP BY run_id, device_uid
 ),
 soak AS (
     SELECT e.run_id, e.device_uid,
@@ -82,7 +86,12 @@ SELECT
     ps.dropped_ticks / nullif(ps.expected_samples, 0) AS dropped_fraction,
     ps.lateness_p99_ms,
     thr.throttle, c.equilibrium, c.equilibrium_kind, c.time_to_equilibrium_s,
-    c.idle_robust_w AS idle_power_w, c.idle_sem_w AS idle_power_se_w, c.floor_fraction, base.idle_temp_c,
+    c.idle_robust_w AS idle_power_w, c.idle_sem_w AS idle_power_se_w, c.floor_fraction,
+    -- binomial SE over the sensor updates in the idle window (p at least 1/n: zero floor
+    -- readings out of n updates still leave ~1/n unknown)
+    sqrt(greatest(c.floor_fraction * (1 - c.floor_fraction), n_upd.n / (n_upd.n * n_upd.n)) / n_upd.n)
+        AS floor_fraction_se,
+    base.idle_temp_c,
     soak.load_power_w, c.tau_s, soak.tau_se_s, c.t_inf_c, soak.t_inf_se_c,
     (c.t_inf_c - base.idle_temp_c) / nullif(soak.load_power_w - c.idle_robust_w, 0) AS thermal_resistance_c_per_w,
     soak.t_inf_se_c / nullif(soak.load_power_w - c.idle_robust_w, 0) AS thermal_resistance_se_c_per_w,
@@ -99,6 +108,10 @@ FROM v_run_constants c
 JOIN run_devices rd ON rd.run_id = c.run_id AND rd.device_uid = c.device_uid
 LEFT JOIN poller_stats ps ON ps.run_id = c.run_id AND ps.device_uid = c.device_uid
 LEFT JOIN base ON base.run_id = c.run_id AND base.device_uid = c.device_uid
+LEFT JOIN win ON win.run_id = c.run_id AND win.device_uid = c.device_uid
+LEFT JOIN LATERAL (SELECT greatest(win.idle_window_s * 1000.0
+                                   / coalesce(c.power_w_update_period_ms, c.power_instant_w_update_period_ms), 1.0)
+                   AS n) n_upd ON TRUE
 LEFT JOIN soak ON soak.run_id = c.run_id AND soak.device_uid = c.device_uid
 LEFT JOIN thr ON thr.run_id = c.run_id AND thr.device_uid = c.device_uid
 LEFT JOIN ir_se ON ir_se.run_id = c.run_id AND ir_se.device_uid = c.device_uid
