@@ -30,6 +30,7 @@ FAULTS = {
     "stuck_sensor": ("sensor_update_period_ms=2000", "update_period_ms"),
     "power_capped": ("power_limit_w=450", "load_power_w"),
     "background_load": ("idle_util_pct=45", "fake idle"),
+    "no_energy_counter": ("has_energy_counter=false", "no energy counter"),
 }
 
 
@@ -73,9 +74,10 @@ def render_host(target: str, host: str, run_id: str, run_index: int = 0, soak_s:
     t0 = (10 + run_index * 5000) * S
     marks, edges, results, t_ns = _timeline(t0, soak_s)
     out = render_trace(unit, edges, t_ns, seed=hash((host, run_index)) & 0xFFFF, t_start_ns=0)
-    if not unit.has_energy_counter:
-        out["energy_j"] = np.full(len(t_ns), np.nan)
     trace = trace_table(out, t_ns, device_uid, wall_offset_ns=WALL0_NS)
+    if not unit.has_energy_counter:  # the board has none: NVML answers "not supported", a null
+        trace = trace.set_column(trace.schema.get_field_index("energy_j"), "energy_j",
+                                 pa.nulls(len(t_ns), pa.float64()))
     markers = pa.table({
         "t_ns": pa.array([m[0] for m in marks], pa.int64()),
         "wall_ns": pa.array([m[0] + WALL0_NS for m in marks], pa.int64()),

@@ -118,11 +118,12 @@ LEFT JOIN ir_se ON ir_se.run_id = c.run_id AND ir_se.device_uid = c.device_uid
 LEFT JOIN jse ON jse.run_id = c.run_id AND jse.device_uid = c.device_uid AND jse.phase = c.joule_phase
 """
 
+# The trace keys go in as literals so DuckDB skips the other runs' row groups by their zone
+# maps instead of joining the whole trace table.
 _TRACE_SQL = """
-SELECT rd.device_uid, count(pt.energy_j) > 0 AS has_energy_counter
-FROM run_devices rd JOIN power_trace pt USING (trace_key)
-WHERE rd.run_id = ?
-GROUP BY rd.device_uid
+SELECT trace_key, count(energy_j) > 0 AS has_energy_counter
+FROM power_trace WHERE trace_key IN ({keys})
+GROUP BY trace_key
 """
 
 _EVENTS_SQL = """
@@ -156,9 +157,10 @@ def load_figures(source, run_id: str | None = None) -> tuple[pd.DataFrame, str |
     df["event_median_ms"] = float("nan")
     if run_id is not None and len(df):
         mine = df["run_id"] == run_id
-        counter = fetch(_TRACE_SQL, [run_id]).set_index("device_uid")["has_energy_counter"]
+        keys = ", ".join(str(int(k)) for k in df.loc[mine, "trace_key"])
+        counter = fetch(_TRACE_SQL.format(keys=keys), None).set_index("trace_key")["has_energy_counter"]
         events = fetch(_EVENTS_SQL, [run_id]).set_index("device_uid")["event_median_ms"]
-        df.loc[mine, "has_energy_counter"] = df.loc[mine, "device_uid"].map(lambda u: _bool(counter.get(u)))
+        df.loc[mine, "has_energy_counter"] = df.loc[mine, "trace_key"].map(lambda k: _bool(counter.get(k)))
         df.loc[mine, "event_median_ms"] = df.loc[mine, "device_uid"].map(events).astype(float)
     return df.drop(columns=["trace_key"]), run_id
 
