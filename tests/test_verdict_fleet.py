@@ -109,6 +109,14 @@ def test_verdict_cli_json_and_exit_codes(faulty, clean):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_verdict_on_an_empty_warehouse_is_one_line(tmp_path):
+    from warehouse.connection import connect_writer
+
+    connect_writer(tmp_path / "empty.duckdb").close()
+    proc = _cli("verdict", "--warehouse", str(tmp_path / "empty.duckdb"))
+    assert proc.returncode == 2 and "no runs to judge yet" in proc.stderr and not proc.stdout
+
+
 def test_stored_verdict_is_in_the_view(faulty):
     from warehouse.query import query
     from warehouse.verdict_store import judge_run, store_verdict

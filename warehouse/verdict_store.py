@@ -25,6 +25,8 @@ def judge_run(path: str | os.PathLike, run_id: str | None = None) -> dict:
             raise ConfigError(f"--run {run_id}: no such run in {path}; list runs with "
                               "`fleetphysics sql \"SELECT run_id FROM runs\"`")
         df, judged = load_figures(con, run_id)
+    if judged is None:
+        raise ConfigError(f"{path}: no runs to judge yet; run `fleetphysics run` or `fleetphysics ingest DIR` first")
     return judge(df, judged)
 
 
