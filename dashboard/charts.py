@@ -25,9 +25,24 @@ MAX_TOP_LEGEND = 8  # legend entries above the plot; more go to its right
 MAX_MARK_TEXT = 6  # devices whose marks get printed values; more get them on hover only
 
 
+_DEVICE_ORDER: dict[str, int] = {}
+
+
+def set_device_order(labels) -> None:
+    """Fix every device's color for this warehouse: the position of its label among all
+    the warehouse's labels (the app sets it once per request, before any page draws)."""
+    _DEVICE_ORDER.clear()
+    _DEVICE_ORDER.update({label: i for i, label in enumerate(sorted(set(labels)))})
+
+
 def color_map(labels) -> dict[str, str]:
-    """A stable color per device label (sorted, so every page agrees)."""
-    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
+    """A stable color per device label: its place among all the warehouse's devices when
+    :func:`set_device_order` knows every label here (so a filter or another page keeps a
+    device's color), else its place among these labels, sorted."""
+    wanted = sorted(set(labels))
+    if wanted and all(label in _DEVICE_ORDER for label in wanted):
+        return {label: PALETTE[_DEVICE_ORDER[label] % len(PALETTE)] for label in wanted}
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(wanted)}
 
 
 def _layout(fig: go.Figure, title: str | None = None, height: int = HEIGHT, legend_y: float = 1.02) -> go.Figure:

@@ -397,3 +397,30 @@ def test_concurrent_sessions_share_the_read_only_connection(fleet_warehouse: Fle
     assert sorted(results) == sorted(i * 100 + k for i in range(6) for k in range(5))
     assert not data._SHARED, "the connection outlived the requests"
     connect_readonly(fleet_warehouse.path).close()
+
+
+def _device_colors(at) -> dict[str, set]:
+    """Each device label's colors in the page's charts (marker, line or bar fill)."""
+    out: dict[str, set] = {}
+    for spec in _charts(at):
+        for trace in spec["data"]:
+            name = trace.get("name") or ""
+            for part in ("marker", "line"):
+                color = (trace.get(part) or {}).get("color")
+                if isinstance(color, str) and " · " in name:
+                    out.setdefault(name, set()).add(color)
+    return out
+
+
+def test_a_device_keeps_its_color_under_a_filter_and_across_pages(monkeypatch, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
+    gpu = dict(fleet_warehouse.gpu_of_host)[max(fleet_warehouse.hosts)]  # its label sorts last: alone, it
+    # would take the first color
+    seen: dict[str, set] = {}
+    for query in ({}, {"gpu": [gpu]}):
+        for file in ("baselines.py", "fleet_health.py"):
+            at = _page(_app(monkeypatch, fleet_warehouse.path, query), file)
+            _no_errors(at)
+            for name, colors in _device_colors(at).items():
+                seen.setdefault(name, set()).update(colors)
+    assert any(gpu in name for name in seen)
+    assert all(len(colors) == 1 for colors in seen.values()), seen
