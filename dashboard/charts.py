@@ -68,6 +68,27 @@ def empty(message: str) -> go.Figure:
     return _layout(fig, height=240)
 
 
+def plain_number(value: float) -> str:
+    """A tick label in plain words: 0.2, 0.5, 1, 2, 500, 1k, 20k, 1.5M."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:g}{suffix}"
+    return f"{value:g}"
+
+
+def log_ticks(values) -> dict:
+    """tickvals and ticktext of a log axis over ``values``: 1-2-5 steps, plain numbers
+    (Plotly's own log ticks print '5' and '2' between decades without their magnitude)."""
+    v = pd.to_numeric(pd.Series(list(values)), errors="coerce")
+    v = v[(v > 0) & np.isfinite(v)]
+    if v.empty:
+        return {}
+    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
+    ticks = [m * 10.0 ** e for e in range(lo - 1, hi + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if v.min() / 2.5 <= t <= v.max() * 2.5]
+    return {"tickvals": ticks, "ticktext": [plain_number(t) for t in ticks]}
+
+
 def is_predicted(kind, reached) -> bool:
     """Whether an equilibrium was predicted (from the fit) rather than reached in the run."""
     if isinstance(kind, str) and kind:
@@ -320,7 +341,8 @@ def vram_cliff(points: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
             hovertemplate="batch %{x}: %{y:,} tokens fit; next %{customdata[2]:,} failed (%{customdata[0]}); "
                           "peak %{customdata[1]:,.0f} MB<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(type="log", title="batch size", dtick=math.log10(2))
-    fig.update_yaxes(type="log", title="max context that fits (tokens)", dtick="D2")
+    fig.update_yaxes(type="log", title="max context that fits (tokens), higher is better",
+                     **log_ticks(points["max_context"]))
     return _layout(fig)
 
 
@@ -364,7 +386,8 @@ def joule_curve(points: pd.DataFrame, labels: pd.Series) -> go.Figure:
             hovertemplate="batch %{x}: %{y:.4g} J/token · %{customdata[0]} · %{customdata[1]:.1f} tok/s · "
                           "%{customdata[2]} event(s)<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(type="log", title="batch size", dtick=math.log10(2))
-    fig.update_yaxes(type="log", title="energy per token (J, baseline subtracted)", dtick="D2")
+    fig.update_yaxes(type="log", title="energy per token (J, baseline subtracted), lower is better",
+                     **log_ticks(points["j_per_token"]))
     return _layout(fig, height=460)
 
 

@@ -424,3 +424,21 @@ def test_a_device_keeps_its_color_under_a_filter_and_across_pages(monkeypatch, f
                 seen.setdefault(name, set()).update(colors)
     assert any(gpu in name for name in seen)
     assert all(len(colors) == 1 for colors in seen.values()), seen
+
+
+def test_log_axes_print_plain_numbers_and_say_which_way_is_better() -> None:
+    from dashboard.charts import log_ticks, plain_number
+
+    assert log_ticks([256, 9_984])["ticktext"] == ["200", "500", "1k", "2k", "5k", "10k", "20k"]
+    assert log_ticks([0.3, 1.7])["ticktext"] == ["0.2", "0.5", "1", "2"]
+    assert plain_number(1_500_000) == "1.5M" and log_ticks([None, float("nan")]) == {}
+
+
+@pytest.mark.parametrize("file, better", [("vram_cliff.py", "higher is better"), ("joule_curve.py", "lower is better")])
+def test_log_axis_pages_use_plain_ticks(fleet_app, file, better) -> None:
+    at = _page(fleet_app, file)
+    _no_errors(at)
+    spec = _charts(at)[0]
+    yaxis = spec["layout"]["yaxis"]
+    assert yaxis["type"] == "log" and better in yaxis["title"]["text"]
+    assert yaxis["ticktext"] and not any("e" in t for t in yaxis["ticktext"])
