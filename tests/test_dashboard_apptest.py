@@ -442,3 +442,24 @@ def test_log_axis_pages_use_plain_ticks(fleet_app, file, better) -> None:
     yaxis = spec["layout"]["yaxis"]
     assert yaxis["type"] == "log" and better in yaxis["title"]["text"]
     assert yaxis["ticktext"] and not any("e" in t for t in yaxis["ticktext"])
+
+
+@pytest.mark.parametrize("file", [f for f, *_ in __import__("dashboard.ui", fromlist=["PAGES"]).PAGES
+                                  if f not in ("run_explorer.py",)])
+def test_tables_never_show_none_or_raw_json(fleet_app, file) -> None:
+    """A missing value reads "—" ("NULL" on the SQL page, where it is SQL's NULL), never
+    Streamlit's default "None"; fit parameters read as words, not JSON."""
+    at = _page(fleet_app, file)
+    _no_errors(at)
+    for df in at.dataframe:
+        assert df.proto.placeholder in ("—", "NULL"), f"{file}: a table shows missing values as 'None'"
+        for column in df.value.columns:
+            text = df.value[column].dropna().astype(str)
+            assert not text.str.match(r"^\s*[\[{]").any(), f"{file}: raw JSON in column {column!r}"
+
+
+def test_plain_params_reads_a_fit_as_words() -> None:
+    from dashboard.ui import plain_params
+
+    assert plain_params('{"a": 1.23456, "b": 2}') == "a 1.235, b 2"
+    assert plain_params(None) == "—" and plain_params("not json") == "not json"

@@ -53,7 +53,7 @@ table = pd.DataFrame([{
     "peers": d["n_peers"],
     "reasons": "; ".join(d["reasons"]) if d["reasons"] else "no rule fired",
 } for i, d in enumerate(devices)])
-st.dataframe(table, hide_index=True, width="stretch", column_config={
+st.dataframe(table, hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
     "rank": st.column_config.NumberColumn(width="small"),
     "largest |z|": st.column_config.TextColumn(width="small"),
     "peers": st.column_config.NumberColumn(width="small"),

@@ -28,4 +28,4 @@ st.dataframe(pd.DataFrame({
     "update period (ms)": figures["update_period_ms"], "rise 10–90 % (ms)": figures["rise_ms"],
     "delay (ms)": figures["delay_ms"], "window (ms)": figures["window_ms"], "idle (W)": figures["idle_w"],
     "load (W)": figures["load_w"], "steps": figures["n_steps"], "quality": figures["quality"],
-}), hide_index=True, width="stretch")
+}), hide_index=True, width="stretch", placeholder=ui.MISSING)
