@@ -10,6 +10,7 @@ suite's own report code (``experiments.reports.analyse_all``) and ingested with
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ def render_host(target: str, host: str, run_id: str, run_index: int = 0, soak_s:
     device_uid = f"SIM-{board.name}-{host}-0"
     t0 = (10 + run_index * 5000) * S
     marks, edges, results, t_ns = _timeline(t0, soak_s)
-    out = render_trace(unit, edges, t_ns, seed=hash((host, run_index)) & 0xFFFF, t_start_ns=0)
+    # sensor noise and read errors seeded by host and run (crc32: the same in every process)
+    out = render_trace(unit, edges, t_ns, seed=zlib.crc32(f"{host}/{run_index}".encode()) & 0xFFFF, t_start_ns=0)
     trace = trace_table(out, t_ns, device_uid, wall_offset_ns=WALL0_NS)
     if not unit.has_energy_counter:  # the board has none: NVML answers "not supported", a null
         trace = trace.set_column(trace.schema.get_field_index("energy_j"), "energy_j",
