@@ -49,8 +49,10 @@ def host_id() -> str:
 
 
 def parse_device_specs(text: str, host: str | None = None, seed: int = 0) -> list[DeviceSpec]:
-    """Parse a comma-separated device spec list. Unknown forms raise ConfigError (exit 2)."""
-    from agents.profiles import load_profile
+    """Parse a comma-separated device spec list. Unknown forms raise ConfigError (exit 2).
+
+    ``sim:BOARD?field=value&...`` is one unit of BOARD with its own constants (agents/units.py)."""
+    from agents.units import unit_profile
 
     host = host or host_id()
     specs: list[DeviceSpec] = []
@@ -61,7 +63,7 @@ def parse_device_specs(text: str, host: str | None = None, seed: int = 0) -> lis
         elif raw == "all" or raw == "nvml:all":
             specs.extend(_all_devices(host, seed, nvml_only=raw == "nvml:all", start=len(specs)))
         elif kind == "sim" and target:
-            load_profile(target)  # validate now: a bad profile is bad input, one line
+            unit_profile(target, host, len(specs))  # validate now: a bad profile is bad input, one line
             specs.append(DeviceSpec("sim", target, len(specs), host, seed + len(specs)))
         elif kind == "nvml" and target:
             if not (target.isdigit() or target.startswith("GPU-") or target.startswith("MIG-")):
@@ -77,12 +79,12 @@ def parse_device_specs(text: str, host: str | None = None, seed: int = 0) -> lis
 
 
 def simulated_specs_from_env(host: str, seed: int = 0, start: int = 0) -> list[DeviceSpec]:
-    """Simulated devices named by FLEETPHYSICS_SIMULATE=<profile>[,<profile>...]."""
-    from agents.profiles import load_profile
+    """Simulated devices named by FLEETPHYSICS_SIMULATE=<profile>[?overrides][,<profile>...]."""
+    from agents.units import unit_profile
 
     names = [n.strip() for n in os.environ.get(SIMULATE_ENV, "").split(",") if n.strip()]
-    for n in names:
-        load_profile(n)
+    for i, n in enumerate(names):
+        unit_profile(n, host, start + i)
     return [DeviceSpec("sim", n, start + i, host, seed + start + i) for i, n in enumerate(names)]
 
 
@@ -118,11 +120,13 @@ def _auto_devices(host: str, seed: int, start: int) -> list[DeviceSpec]:
 def open_device(spec: DeviceSpec, **sim_kwargs) -> Device:
     """Open the device a spec names. ``sim_kwargs`` go to SimulatedDevice (load_source, ...)."""
     if spec.kind == "sim":
-        from agents.profiles import load_profile
         from agents.simulated import SimulatedDevice
+        from agents.units import present_as_board, unit_profile
 
         sim_kwargs.setdefault("t_start_ns", 0)  # idled since boot: both processes agree
-        return SimulatedDevice(load_profile(spec.target), host_id=spec.host_id, index=spec.index, seed=spec.seed, **sim_kwargs)
+        unit, board = unit_profile(spec.target, spec.host_id, spec.index)  # this unit's own constants
+        device = SimulatedDevice(unit, host_id=spec.host_id, index=spec.index, seed=spec.seed, **sim_kwargs)
+        return present_as_board(device, board)
     if spec.kind == "nvml":
         from agents.nvml import NvmlDevice
 

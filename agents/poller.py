@@ -197,8 +197,9 @@ class _LoadRouter:
         """The load source of the simulated device a spec opens."""
         from agents.profiles import load_profile
         from agents.simulated import simulated_uuid
+        from agents.units import board_name
 
-        return self.source_for(simulated_uuid(load_profile(spec.target), spec.host_id, spec.index))
+        return self.source_for(simulated_uuid(load_profile(board_name(spec.target)), spec.host_id, spec.index))
 
 
 def _warm_up(out: Path) -> None:

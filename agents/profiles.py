@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agents.errors import ConfigError
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+# Physical constants that differ from unit to unit of one board (unit_spread keys).
+SPREADABLE_FIELDS = ("idle_power_w", "max_power_w", "ambient_c", "thermal_resistance_c_per_w",
+                     "thermal_capacitance_j_per_c", "noise_w", "floor_fraction")
 
 
 class Profile(BaseModel):
@@ -50,6 +53,9 @@ class Profile(BaseModel):
     mem_clock_mhz: float = Field(default=2619.0, gt=0)
     has_instant_field: bool = True
     has_energy_counter: bool = True
+    # Unit-to-unit spread: field -> relative half-width; each simulated unit draws its own
+    # value of the field uniformly within nominal * (1 +- spread) (agents/units.py).
+    unit_spread: dict[str, float] = Field(default_factory=dict)
     description: str = ""
 
     @model_validator(mode="after")
@@ -66,6 +72,10 @@ class Profile(BaseModel):
             (self.floor_power_w < self.idle_power_w, "floor_power_w", "must be below idle_power_w"),
             (self.vram_base_mb < self.vram_total_mb, "vram_base_mb", "must be below vram_total_mb"),
         ]
+        for key, spread in self.unit_spread.items():
+            rules.append((key in SPREADABLE_FIELDS, f"unit_spread.{key}",
+                          f"is not a field a unit can vary (one of {', '.join(SPREADABLE_FIELDS)})"))
+            rules.append((0 <= spread < 0.5, f"unit_spread.{key}", "must be a relative spread within 0 .. 0.5"))
         for ok, field_name, rule in rules:
             if not ok:
                 raise ValueError(f"{field_name} {rule}")

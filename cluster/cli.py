@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "cluster.suite_commands",
     "cluster.fleet_commands",
     "warehouse.cli",
+    "warehouse.verdict_cli",
     "dashboard.cli",
 )
 BENCH_MODULES = (

@@ -59,7 +59,9 @@ def _plan_hosts(opts: FleetOptions) -> list[dict]:
     nodes = alive_nodes()
     if opts.simulate_profiles:
         here = ray.get_runtime_context().get_node_id()
-        return [{"node_id": here, "host": f"sim-{i + 1}-{p}", "simulate": [p]}
+        from agents.units import board_name
+
+        return [{"node_id": here, "host": f"sim-{i + 1}-{board_name(p)}", "simulate": [p]}
                 for i, p in enumerate(opts.simulate_profiles)]
     shared = {a for a in (n["address"] for n in nodes) if sum(m["address"] == a for m in nodes) > 1}
     # Several nodes on one machine (ray.cluster_utils, or ray start twice) share a hostname:
@@ -79,10 +81,10 @@ def run_fleet(opts: FleetOptions) -> dict:
 
     check_profile(opts.profile)
     experiments = opts.experiments or parse_experiments(None)
-    for p in opts.simulate_profiles:
-        from agents.profiles import load_profile
+    for i, p in enumerate(opts.simulate_profiles):
+        from agents.units import unit_profile
 
-        load_profile(p)
+        unit_profile(p, f"sim-{i + 1}", 0)  # bad input fails here, before Ray starts
     connect(opts.address)
     if not opts.simulate_profiles and opts.address in (None, "", "local") and not _local_has_devices():
         opts = replace(opts, simulate_profiles=DEFAULT_SIM_FLEET)
@@ -303,6 +305,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--out", default="runs", help="artifact root on each host")
     p.add_argument("--deadline-s", type=float, default=None, help="a host silent past this is lost")
     p.add_argument("--json", action="store_true", help="print the JSON summary")
+    p.add_argument("--gate", action="store_true",
+                   help="exit 3 when the fleet verdict finds a device not ready (after storing everything)")
     return p
 
 
@@ -316,15 +320,36 @@ def options_from_args(args) -> FleetOptions:
                         deadline_s=args.deadline_s, show_progress=not args.json)
 
 
+def fleet_verdict(summary: dict) -> dict:
+    """Judge the run just stored (lost or failed hosts with nothing stored count as not
+    ready), store the verdict in the warehouse and return it."""
+    from warehouse.verdict_store import judge_run, store_verdict, with_missing_hosts
+
+    verdict = with_missing_hosts(judge_run(summary["warehouse"], summary["run_id"]), summary.get("hosts") or {})
+    store_verdict(summary["warehouse"], verdict)
+    return verdict
+
+
 def cmd_run(args) -> int:
-    """Run the fleet job, print the comparison table (or JSON)."""
+    """Run the fleet job, judge and store its verdict, print the comparison table (or JSON).
+    With ``--gate``: exit 3 when a device (or a lost host) is not ready."""
+    from warehouse.verdict import exit_code, public
+
     summary = run_fleet(options_from_args(args))
+    verdict = fleet_verdict(summary) if any(d.get("device_uid") for d in summary["devices"]) else None
+    if verdict is not None:
+        summary["verdict"] = public(verdict)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         from cluster.progress import print_comparison
+        from warehouse.verdict_cli import format_verdict
 
         print_comparison(summary)
+        if verdict is not None:
+            print(format_verdict(verdict))
+    if getattr(args, "gate", False) and verdict is not None and exit_code(verdict) == 3:
+        return 3
     return 0 if summary["run_state"] == "completed" else 1
 
 

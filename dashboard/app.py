@@ -19,7 +19,7 @@ except ImportError:  # a checkout run without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.errors import FleetPhysicsError  # noqa: E402
-from dashboard import data, ui  # noqa: E402
+from dashboard import charts, data, ui  # noqa: E402
 
 
 def main() -> None:
@@ -36,6 +36,7 @@ def main() -> None:
             return
         try:
             st.session_state["_filters"] = ui.sidebar_filters()
+            charts.set_device_order(data.device_labels())  # one color per device on every page
             with st.sidebar:
                 st.caption(f"Warehouse `{status.path}`: {status.runs:,} run(s), {status.devices:,} device(s), "
                            f"{status.trace_rows:,} trace rows. Read-only; results cached {data.TTL_S} s.")

@@ -25,9 +25,24 @@ MAX_TOP_LEGEND = 8  # legend entries above the plot; more go to its right
 MAX_MARK_TEXT = 6  # devices whose marks get printed values; more get them on hover only
 
 
+_DEVICE_ORDER: dict[str, int] = {}
+
+
+def set_device_order(labels) -> None:
+    """Fix every device's color for this warehouse: the position of its label among all
+    the warehouse's labels (the app sets it once per request, before any page draws)."""
+    _DEVICE_ORDER.clear()
+    _DEVICE_ORDER.update({label: i for i, label in enumerate(sorted(set(labels)))})
+
+
 def color_map(labels) -> dict[str, str]:
-    """A stable color per device label (sorted, so every page agrees)."""
-    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
+    """A stable color per device label: its place among all the warehouse's devices when
+    :func:`set_device_order` knows every label here (so a filter or another page keeps a
+    device's color), else its place among these labels, sorted."""
+    wanted = sorted(set(labels))
+    if wanted and all(label in _DEVICE_ORDER for label in wanted):
+        return {label: PALETTE[_DEVICE_ORDER[label] % len(PALETTE)] for label in wanted}
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(wanted)}
 
 
 def _layout(fig: go.Figure, title: str | None = None, height: int = HEIGHT, legend_y: float = 1.02) -> go.Figure:
@@ -51,6 +66,27 @@ def empty(message: str) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _layout(fig, height=240)
+
+
+def plain_number(value: float) -> str:
+    """A tick label in plain words: 0.2, 0.5, 1, 2, 500, 1k, 20k, 1.5M."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:g}{suffix}"
+    return f"{value:g}"
+
+
+def log_ticks(values) -> dict:
+    """tickvals and ticktext of a log axis over ``values``: 1-2-5 steps, plain numbers
+    (Plotly's own log ticks print '5' and '2' between decades without their magnitude)."""
+    v = pd.to_numeric(pd.Series(list(values)), errors="coerce")
+    v = v[(v > 0) & np.isfinite(v)]
+    if v.empty:
+        return {}
+    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
+    ticks = [m * 10.0 ** e for e in range(lo - 1, hi + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if v.min() / 2.5 <= t <= v.max() * 2.5]
+    return {"tickvals": ticks, "ticktext": [plain_number(t) for t in ticks]}
 
 
 def is_predicted(kind, reached) -> bool:
@@ -305,7 +341,8 @@ def vram_cliff(points: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
             hovertemplate="batch %{x}: %{y:,} tokens fit; next %{customdata[2]:,} failed (%{customdata[0]}); "
                           "peak %{customdata[1]:,.0f} MB<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(type="log", title="batch size", dtick=math.log10(2))
-    fig.update_yaxes(type="log", title="max context that fits (tokens)", dtick="D2")
+    fig.update_yaxes(type="log", title="max context that fits (tokens), higher is better",
+                     **log_ticks(points["max_context"]))
     return _layout(fig)
 
 
@@ -349,7 +386,8 @@ def joule_curve(points: pd.DataFrame, labels: pd.Series) -> go.Figure:
             hovertemplate="batch %{x}: %{y:.4g} J/token · %{customdata[0]} · %{customdata[1]:.1f} tok/s · "
                           "%{customdata[2]} event(s)<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(type="log", title="batch size", dtick=math.log10(2))
-    fig.update_yaxes(type="log", title="energy per token (J, baseline subtracted)", dtick="D2")
+    fig.update_yaxes(type="log", title="energy per token (J, baseline subtracted), lower is better",
+                     **log_ticks(points["j_per_token"]))
     return _layout(fig, height=460)
 
 

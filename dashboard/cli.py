@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,21 @@ def streamlit_command(warehouse: str, port: int) -> list[str]:
             "--", "--warehouse", warehouse]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when the command dies, even by
+    SIGKILL (elsewhere the SIGTERM handler below is what stops it)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the server the way Ctrl+C does
+
+
 def cmd_dashboard(args) -> int:
-    """Run Streamlit in the foreground until it exits or Ctrl+C."""
+    """Run Streamlit in the foreground until it exits, Ctrl+C or SIGTERM (both stop it)."""
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: pass a TCP port between 1 and 65535 (default {DEFAULT_PORT})")
     warehouse = os.path.abspath(args.warehouse)
@@ -42,7 +56,8 @@ def cmd_dashboard(args) -> int:
               "(`make run` or `fleetphysics run`)", file=sys.stderr)
     print(f"fleetphysics dashboard on http://127.0.0.1:{args.port} (warehouse {warehouse}); Ctrl+C stops it",
           file=sys.stderr)
-    proc = subprocess.Popen(streamlit_command(warehouse, args.port))
+    proc = subprocess.Popen(streamlit_command(warehouse, args.port), preexec_fn=_die_with_parent)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -52,3 +67,5 @@ def cmd_dashboard(args) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -302,6 +302,13 @@ def filter_options() -> pd.DataFrame:
                  "FROM v_run_constants ORDER BY started_wall_ns DESC NULLS LAST, run_id DESC")
 
 
+def device_labels() -> list[str]:
+    """The label of every (device, fingerprint) in the warehouse, as the pages label them
+    when nothing is filtered (the key of each device's color)."""
+    rows = filter_options().drop_duplicates(["device_uid", "fingerprint"])
+    return list(add_labels(rows)["label"])
+
+
 # ---------------------------------------------------------------- labels
 
 

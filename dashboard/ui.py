@@ -15,6 +15,7 @@ from . import data
 PAGES_DIR = "app_pages"
 PAGES = (
     # (file, title, icon, url path)
+    ("fleet_health.py", "Fleet health", ":material/health_and_safety:", "fleet-health"),
     ("fleet.py", "Fleet", ":material/dns:", "fleet"),
     ("baselines.py", "Baselines", ":material/bolt:", "baselines"),
     ("heat_soak.py", "Heat soak", ":material/thermostat:", "heat-soak"),
@@ -28,6 +29,7 @@ PAGES = (
 )
 
 DATE_MIN = dt.date(2000, 1, 1)
+MISSING = "—"  # what a table shows for a missing value (Streamlit's default is "None")
 FP_PREFIX = 12
 PNG_NOTE = ("PNG: the camera icon in the chart's toolbar (Plotly's own export in the browser, "
             "no kaleido needed).")
@@ -128,3 +130,19 @@ def no_rows(what: str) -> None:
     f = data.current_filters()
     hint = " Clear some filters in the sidebar." if f.active else ""
     st.info(f"No {what} in the selection.{hint}", icon=":material/filter_alt_off:")
+
+
+def plain_params(text) -> str:
+    """A fit's parameters JSON as words: "a 1.2, b 0.8" (never raw JSON on screen)."""
+    import json
+
+    if text is None or (isinstance(text, float) and pd.isna(text)):
+        return MISSING
+    try:
+        params = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return str(text)
+    if not isinstance(params, dict):
+        return str(params)
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
+                     for k, v in params.items()) or MISSING

@@ -88,8 +88,27 @@ def test_fixture_was_built_by_the_product(fleet_warehouse: FleetWarehouse) -> No
         pytest.xfail(f"the fleet job could not run; pages were tested on the fallback warehouse: {fleet_warehouse.builder}")
 
 
-def test_fleet_page_lists_every_device_with_its_figures(fleet_app, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
+def test_fleet_health_opens_first_with_a_verdict_per_device(fleet_app, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
     at = fleet_app
+    _no_errors(at)
+    assert at.title[0].value == "Fleet health"
+    assert _simulated_badge(at)
+    table = at.dataframe[0].value
+    assert len(table) == len(fleet_warehouse.hosts)
+    for host in fleet_warehouse.hosts:
+        assert table["device (host · GPU)"].str.contains(host).any()
+    assert set(table["verdict"]) <= {"NOT READY", "caution", "ready"}
+    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    order = {"NOT READY": 0, "caution": 1, "ready": 2}
+    assert list(table["verdict"].map(order)) == sorted(table["verdict"].map(order))  # suspects first
+    assert all(isinstance(r, str) and r for r in table["reasons"])
+    text = _chart_text(at)
+    assert "idle_power_w (W)" in text and "tau_s (s)" in text  # one strip per figure, unit in its title
+    assert any("README" in c.value and "Fleet" in c.value for c in at.caption)
+
+
+def test_fleet_page_lists_every_device_with_its_figures(fleet_app, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
+    at = _page(fleet_app, "fleet.py")
     _no_errors(at)
     assert at.title[0].value == "Fleet"
     assert _simulated_badge(at)
@@ -378,3 +397,69 @@ def test_concurrent_sessions_share_the_read_only_connection(fleet_warehouse: Fle
     assert sorted(results) == sorted(i * 100 + k for i in range(6) for k in range(5))
     assert not data._SHARED, "the connection outlived the requests"
     connect_readonly(fleet_warehouse.path).close()
+
+
+def _device_colors(at) -> dict[str, set]:
+    """Each device label's colors in the page's charts (marker, line or bar fill)."""
+    out: dict[str, set] = {}
+    for spec in _charts(at):
+        for trace in spec["data"]:
+            name = trace.get("name") or ""
+            for part in ("marker", "line"):
+                color = (trace.get(part) or {}).get("color")
+                if isinstance(color, str) and " · " in name:
+                    out.setdefault(name, set()).add(color)
+    return out
+
+
+def test_a_device_keeps_its_color_under_a_filter_and_across_pages(monkeypatch, fleet_warehouse: FleetWarehouse) -> None:  # noqa: F811
+    gpu = dict(fleet_warehouse.gpu_of_host)[max(fleet_warehouse.hosts)]  # its label sorts last: alone, it
+    # would take the first color
+    seen: dict[str, set] = {}
+    for query in ({}, {"gpu": [gpu]}):
+        for file in ("baselines.py", "fleet_health.py"):
+            at = _page(_app(monkeypatch, fleet_warehouse.path, query), file)
+            _no_errors(at)
+            for name, colors in _device_colors(at).items():
+                seen.setdefault(name, set()).update(colors)
+    assert any(gpu in name for name in seen)
+    assert all(len(colors) == 1 for colors in seen.values()), seen
+
+
+def test_log_axes_print_plain_numbers_and_say_which_way_is_better() -> None:
+    from dashboard.charts import log_ticks, plain_number
+
+    assert log_ticks([256, 9_984])["ticktext"] == ["200", "500", "1k", "2k", "5k", "10k", "20k"]
+    assert log_ticks([0.3, 1.7])["ticktext"] == ["0.2", "0.5", "1", "2"]
+    assert plain_number(1_500_000) == "1.5M" and log_ticks([None, float("nan")]) == {}
+
+
+@pytest.mark.parametrize("file, better", [("vram_cliff.py", "higher is better"), ("joule_curve.py", "lower is better")])
+def test_log_axis_pages_use_plain_ticks(fleet_app, file, better) -> None:
+    at = _page(fleet_app, file)
+    _no_errors(at)
+    spec = _charts(at)[0]
+    yaxis = spec["layout"]["yaxis"]
+    assert yaxis["type"] == "log" and better in yaxis["title"]["text"]
+    assert yaxis["ticktext"] and not any("e" in t for t in yaxis["ticktext"])
+
+
+@pytest.mark.parametrize("file", [f for f, *_ in __import__("dashboard.ui", fromlist=["PAGES"]).PAGES
+                                  if f not in ("run_explorer.py",)])
+def test_tables_never_show_none_or_raw_json(fleet_app, file) -> None:
+    """A missing value reads "—" ("NULL" on the SQL page, where it is SQL's NULL), never
+    Streamlit's default "None"; fit parameters read as words, not JSON."""
+    at = _page(fleet_app, file)
+    _no_errors(at)
+    for df in at.dataframe:
+        assert df.proto.placeholder in ("—", "NULL"), f"{file}: a table shows missing values as 'None'"
+        for column in df.value.columns:
+            text = df.value[column].dropna().astype(str)
+            assert not text.str.match(r"^\s*[\[{]").any(), f"{file}: raw JSON in column {column!r}"
+
+
+def test_plain_params_reads_a_fit_as_words() -> None:
+    from dashboard.ui import plain_params
+
+    assert plain_params('{"a": 1.23456, "b": 2}') == "a 1.235, b 2"
+    assert plain_params(None) == "—" and plain_params("not json") == "not json"

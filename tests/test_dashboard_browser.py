@@ -24,9 +24,10 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# (url path, title on the page, what to wait for); Fleet is the default page, served at /.
+# (url path, title on the page, what to wait for); Fleet health is the default page, served at /.
 PAGES = (
-    ("", "Fleet", "plotly"),
+    ("", "Fleet health", "plotly"),
+    ("fleet", "Fleet", "plotly"),
     ("baselines", "Baselines", "plotly"),
     ("heat-soak", "Heat soak", "plotly"),
     ("vram-cliff", "VRAM cliff", "plotly"),
@@ -130,7 +131,7 @@ def test_every_page_renders_in_chromium(dashboard_server: str, fleet_warehouse: 
                         # Plotly draws its SVG after the element appears.
                         page.locator(f'{SELECTORS["plotly"]} .main-svg').first.wait_for(timeout=30_000)
                     _wait_until_idle(page)
-                    name = url_path or "fleet"
+                    name = url_path or "fleet-health"
                     page.screenshot(path=str(ARTIFACTS / f"dashboard-{i + 1:02d}-{name}.png"), full_page=True)
                     if page.locator('[data-testid="stException"]').count():
                         problems.append(f"{name}: {page.locator('[data-testid=stException]').first.inner_text()[:500]}")
@@ -145,7 +146,7 @@ def test_every_page_renders_in_chromium(dashboard_server: str, fleet_warehouse: 
                 page.goto(f"{dashboard_server}/?gpu={gpu}", wait_until="domcontentloaded", timeout=60_000)
                 page.locator(f'{SELECTORS["plotly"]} .main-svg').first.wait_for(timeout=60_000)
                 _wait_until_idle(page)
-                page.screenshot(path=str(ARTIFACTS / "dashboard-10-fleet-filtered.png"), full_page=True)
+                page.screenshot(path=str(ARTIFACTS / f"dashboard-{len(PAGES) + 1:02d}-fleet-health-filtered.png"), full_page=True)
                 body = page.locator("[data-testid='stMain']").first.inner_text()
                 for host, host_gpu in fleet_warehouse.gpu_of_host:
                     if (host in body) != (host_gpu == gpu):

@@ -32,4 +32,4 @@ st.dataframe(pd.DataFrame({
     "VRAM cliff b1": df["vram_max_context_batch1"], "J/token b1": df["j_per_token_batch1"],
     "T_inf (°C)": df["t_inf_c"], "equilibrium": df["equilibrium_kind"], "throttled": df["throttled"],
     "run quality": df["run_quality"],
-}), hide_index=True, width="stretch")
+}), hide_index=True, width="stretch", placeholder=ui.MISSING)

@@ -90,7 +90,7 @@ ui.chart(charts.fleet_overview(df), df[["label", "run_id", "device_uid", "finger
 
 st.subheader("Every figure with its quality")
 table = fleet_table(df)
-st.dataframe(table, hide_index=True, width="stretch", column_config={
+st.dataframe(table, hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
     "floor fraction": st.column_config.NumberColumn(format="percent"),
     "device (host · GPU)": st.column_config.TextColumn(pinned=True),
 })

@@ -32,7 +32,7 @@ st.dataframe(pd.DataFrame({
     "time to equilibrium (s)": summary["time_to_equilibrium_s"], "fit R²": summary["fit_r2"],
     "throttled": summary["throttled"].map({True: "THROTTLED", False: "no"}), "throttle (s)": summary["throttle_s"],
     "mean power (W)": summary["power_mean_w"], "quality": summary["quality"], "run quality": summary["run_quality"],
-}), hide_index=True, width="stretch", column_config={
+}), hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
     c: st.column_config.NumberColumn(format="%.1f") for c in ("tau (s)", "T_inf (°C)", "time to equilibrium (s)",
                                                              "throttle (s)", "mean power (W)")
 })

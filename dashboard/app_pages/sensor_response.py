@@ -38,4 +38,4 @@ st.dataframe(pd.DataFrame({
     "window resolved": figures["window_resolved"].map({True: "yes", False: "NOT RESOLVED"}),
     "idle (W)": figures["idle_w"], "load (W)": figures["load_w"], "steps": figures["n_steps"],
     "quality": figures["quality"],
-}), hide_index=True, width="stretch")
+}), hide_index=True, width="stretch", placeholder=ui.MISSING)

@@ -33,6 +33,6 @@ if sql.strip():
         if "simulated" in df.columns and df["simulated"].fillna(False).astype(bool).any():
             st.badge("SIMULATED rows in this result (column simulated = true): physics models, not hardware",
                      icon=":material/science:", color="orange")
-        st.dataframe(df, width="stretch", hide_index=True)
+        st.dataframe(df, width="stretch", hide_index=True, placeholder="NULL")
         st.download_button("CSV", data=df.to_csv(index=False).encode(), file_name="query.csv", mime="text/csv",
                            key="csv-sql", on_click="ignore", icon=":material/download:")

@@ -37,7 +37,7 @@ st.dataframe(pd.DataFrame({
     "correlation (rho)": summary["correlation"], "against": summary["target"],
     "aligned fraction": summary["aligned_fraction"], "steps": summary["steps"], "grad spikes": summary["n_spikes"],
     "quality": summary["quality"], "run quality": summary["run_quality"], "run": summary["run_id"],
-}), hide_index=True, width="stretch", column_config={
+}), hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
     "collapses / gated h": st.column_config.NumberColumn(format="%.3g"),
     "p-value": st.column_config.NumberColumn(format="%.3g"),
     "correlation (rho)": st.column_config.NumberColumn(format="%+.2f"),

@@ -28,7 +28,7 @@ st.dataframe(pd.DataFrame({
     "largest batch": summary["vram_max_batch_size"], "max context @ largest batch": summary["vram_max_context_max_batch"],
     "fragmentation": summary["vram_fragmentation"], "peer median @ b1": summary["peer_median_max_context_batch1"],
     "quality": summary["vram_cliff_quality"], "run quality": summary["run_quality"],
-}), hide_index=True, width="stretch", column_config={
+}), hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
     "fragmentation": st.column_config.NumberColumn(format="percent"),
     "capacity (MB)": st.column_config.NumberColumn(format="%,.0f"),
     "peak @ b1 (MB)": st.column_config.NumberColumn(format="%,.0f"),
