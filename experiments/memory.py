@@ -660,6 +660,17 @@ class ActivationModel:
         """Bytes of the KV cache for ``batch_size`` sequences of ``context`` tokens."""
         return int(batch_size) * int(context) * self.kv_cache_bytes_per_token()
 
+    def figures(self) -> dict:
+        """The model's memory figures for a report: layout, dimensions, parameters, weight and KV bytes."""
+        return {
+            "family": self.family, "n_layer": self.n_layer, "hidden_size": self.n_embd, "n_head": self.n_head,
+            "n_kv_head": self.kv_heads, "head_dim": self.head_size, "intermediate_size": self.inner,
+            "vocab_size": self.vocab_size, "mlp": self.mlp, "position": self.position,
+            "tie_word_embeddings": self.tie_word_embeddings, "dtype_bytes": self.dtype_bytes,
+            "n_params": self.n_params(), "weight_bytes": self.weight_bytes(),
+            "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token(),
+        }
+
     # -- prefill --------------------------------------------------------------------------
     def _scores(self, b: int, t_q: int, t_k: int) -> list[tuple[str, int]]:
         """The eager attention's score tensors alive at once (queries t_q x keys t_k)."""

@@ -255,3 +255,12 @@ def shape_dims(shape: str, n_positions: int | None = None) -> dict[str, int]:
     s = resolve(shape, n_positions)
     return {"n_layer": s.n_layer, "n_embd": s.hidden_size, "n_head": s.n_head, "vocab_size": s.vocab_size,
             "n_positions": s.n_positions}
+
+
+def legacy_model_fields(data: Any) -> Any:
+    """A config dict's older ``shape`` / ``model_path`` fields as ``model`` (for configs written before ``model``)."""
+    if isinstance(data, dict) and ("shape" in data or "model_path" in data):
+        data = dict(data)
+        shape, path = data.pop("shape", None), data.pop("model_path", None)
+        data.setdefault("model", path or shape)
+    return data

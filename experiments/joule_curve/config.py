@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from experiments.model_shapes import legacy_model_fields
 from experiments.presets import check_batch_sizes, pick
 
 
@@ -22,10 +23,11 @@ class JouleCurveConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: Literal["tiny", "124m", "1.5b"] = Field("124m", description="model on a real GPU (simulated: always tiny)")
-    model_path: str | None = Field(None, description="local model directory for a real GPU, instead of shape")
+    model: str = Field("124m", description="a built-in model (experiments.model_shapes.BUILTIN_CONFIGS) or a local "
+                       "config.json or model directory: run on a real GPU; on a simulated board it sizes the "
+                       "declared VRAM, and its tiny version of the same family is the CPU stand-in")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float16", description="real GPU dtype (simulated: float32)"
+        "float16", description="the model's dtype (the CPU stand-in runs float32)"
     )
     attn_implementation: Literal["eager", "sdpa"] = "sdpa"
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
@@ -44,6 +46,11 @@ class JouleCurveConfig(BaseModel):
     decode_level_base: float = Field(0.25, ge=0, le=1)
     decode_level_per_batch: float = Field(0.04, ge=0)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_fields(cls, data):
+        return legacy_model_fields(data)
 
     @field_validator("batch_sizes")
     @classmethod
