@@ -14,7 +14,7 @@ class JouleCurveConfig(BaseModel):
     """Batch sizes x repetitions of one prefill event and one decode event each.
 
     Load model (simulated devices only; a real GPU draws what it draws): no model runs,
-    unless ``cpu_stand_in`` asks for the tiny one on the CPU; while an event
+    unless ``cpu_stand_in`` asks for the tiny one of the model's family on the CPU; while an event
     runs the runner declares ``level = min(1, base + per_batch * batch_size)``, with a
     higher base and slope for prefill (compute bound) than for decode (memory bound).
     Every event lasts at least ``max(min_event_s, min_sensor_periods x the sensor update
@@ -39,7 +39,7 @@ class JouleCurveConfig(BaseModel):
     min_sensor_periods: int = Field(10, ge=0, description="minimum event duration in sensor update periods (simulated)")
     gap_s: float = Field(0.0, ge=0, description="idle between events, seconds")
     cpu_stand_in: bool = Field(
-        False, description="simulated devices: also run the tiny model on the CPU in each pass (exercises the "
+        False, description="simulated devices: also run the model's tiny twin on the CPU in each pass (exercises the "
         "workload code; costs a torch + transformers import and CPU time, and changes nothing the sensors see)")
     prefill_level_base: float = Field(0.55, ge=0, le=1)
     prefill_level_per_batch: float = Field(0.05, ge=0)

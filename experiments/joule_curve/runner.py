@@ -17,8 +17,10 @@ decode pass replays from the same cache, rewound), never by idling, which would 
 energy to tokens. On a simulated device a pass runs no model (its tokens are counted from
 the shapes): the declared load level (see :meth:`JouleCurveConfig.load_level`) is the
 workload, as in every other experiment, and holds the simulated GPU busy until the minimum
-duration; the load markers cover each event exactly. ``cpu_stand_in`` also runs the tiny
-model on the CPU in each pass to exercise the workload code; that costs a torch +
+duration; the load markers cover each event exactly, and the VRAM they declare is the
+model's (``config.model`` in ``config.dtype``: weights plus the memory model's peak of
+prefill and decode). ``cpu_stand_in`` also runs the tiny model of the same family on the
+CPU in each pass to exercise the workload code; that costs a torch +
 transformers import (about 6 CPU-seconds per host, which a fleet of simulated hosts on one
 machine pays many times) and changes nothing the simulated sensors see.
 """
