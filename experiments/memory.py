@@ -526,6 +526,10 @@ class ActivationModel:
     * LM head: the final norm output B T E s and the logits B T V s (the decoder's own tensors
       are gone by then).
 
+    A sliding window (Mistral v0.1, Qwen2 with ``use_sliding_window``) costs SDPA a boolean
+    T^2 mask; the prefill's cache still holds all T tokens (the window's K and V are views of
+    them). Past the window, decode caches fewer tokens than modelled here (an upper bound).
+
     One decode step after T cached tokens (``decode_peak_tensors``) is the same with one new
     token over T + 1 keys, plus the cache update: a layer's old K and V beside the grown ones.
     ``tests/test_memory_ground_truth.py`` counts what real CPU passes of each family hold: the
@@ -559,6 +563,7 @@ class ActivationModel:
     qkv_bias: bool = True
     o_bias: bool = True
     mlp_bias: bool = True
+    sliding_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.attn_implementation not in ("eager", "sdpa"):
@@ -583,7 +588,7 @@ class ActivationModel:
             n_positions=shape.n_positions, n_inner=shape.intermediate_size, dtype_bytes=DTYPE_BYTES[dtype],
             n_kv_head=shape.n_kv_head, head_dim=shape.head_dim, family=shape.family, mlp=shape.mlp, norm=shape.norm,
             position=shape.position, tie_word_embeddings=shape.tie_word_embeddings, qkv_bias=shape.qkv_bias,
-            o_bias=shape.o_bias, mlp_bias=shape.mlp_bias, **kw)
+            o_bias=shape.o_bias, mlp_bias=shape.mlp_bias, sliding_window=shape.sliding_window, **kw)
 
     @property
     def inner(self) -> int:
@@ -667,7 +672,8 @@ class ActivationModel:
             "family": self.family, "n_layer": self.n_layer, "hidden_size": self.n_embd, "n_head": self.n_head,
             "n_kv_head": self.kv_heads, "head_dim": self.head_size, "intermediate_size": self.inner,
             "vocab_size": self.vocab_size, "mlp": self.mlp, "position": self.position,
-            "tie_word_embeddings": self.tie_word_embeddings, "dtype_bytes": self.dtype_bytes,
+            "tie_word_embeddings": self.tie_word_embeddings, "sliding_window": self.sliding_window,
+            "dtype_bytes": self.dtype_bytes,
             "n_params": self.n_params(), "weight_bytes": self.weight_bytes(),
             "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token(),
         }
@@ -733,6 +739,8 @@ class ActivationModel:
         if where != "lm_head":
             if self.attn_implementation == "eager":
                 live.append(("causal_mask", b * t * t_cache * s))
+            elif self.sliding_window is not None:
+                live.append(("sliding_mask", t * t_cache))  # SDPA gets a boolean mask for the window
             live.append(("position_ids", t * 8))
             if self.position == "rope":
                 live += [("rope.cos", t * self.head_size * s), ("rope.sin", t * self.head_size * s)]

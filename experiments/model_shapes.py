@@ -116,6 +116,7 @@ class ModelShape:
     qkv_bias: bool
     o_bias: bool
     mlp_bias: bool
+    sliding_window: int | None = None  # tokens a layer attends to, when the config turns a window on
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the config's fields
 
     @property
@@ -238,6 +239,9 @@ def from_config(fields: Mapping[str, Any], source: str = "config") -> ModelShape
         if heads % kv_heads:
             raise ConfigError(f"{source}: field 'num_key_value_heads' ({kv_heads}) must divide "
                               f"'num_attention_heads' ({heads})")
+    window = None
+    if family == "mistral" or (family == "qwen2" and fields.get("use_sliding_window") is True):
+        window = num("sliding_window", None)
     tie = fields.get("tie_word_embeddings", traits["tie"])
     if not isinstance(tie, bool):
         raise ConfigError(f"{source}: field 'tie_word_embeddings' must be true or false, got {tie!r}")
@@ -246,7 +250,7 @@ def from_config(fields: Mapping[str, Any], source: str = "config") -> ModelShape
         head_dim=head_dim, intermediate_size=inner, vocab_size=num("vocab_size"), n_positions=positions,
         mlp=traits["mlp"], norm=traits["norm"], position=traits["position"], tie_word_embeddings=tie,
         qkv_bias=flag(traits["qkv_bias"]), o_bias=flag(traits["o_bias"]), mlp_bias=flag(traits["mlp_bias"]),
-        config=dict(fields),
+        sliding_window=window, config=dict(fields),
     )
 
 

@@ -152,3 +152,16 @@ def test_tiny_keeps_the_family_layout():
 
 def test_module_imports_neither_torch_nor_transformers():
     assert not hasattr(model_shapes, "torch") and not hasattr(model_shapes, "transformers")
+
+
+def test_sliding_window_only_when_the_config_turns_it_on():
+    mistral = dict(model_shapes.BUILTIN_CONFIGS["mistral-7b"])
+    assert model_shapes.resolve("mistral-7b").sliding_window is None
+    assert model_shapes.from_config({**mistral, "sliding_window": 4096}).sliding_window == 4096
+    qwen = dict(model_shapes.BUILTIN_CONFIGS["qwen2.5-7b"])
+    assert model_shapes.resolve("qwen2.5-7b").sliding_window is None  # use_sliding_window false
+    assert model_shapes.from_config({**qwen, "use_sliding_window": True}).sliding_window == 131072
+    sdpa = ActivationModel.from_shape(model_shapes.from_config({**mistral, "sliding_window": 4096}), "bfloat16",
+                                      attn_implementation="sdpa")
+    plain = ActivationModel.from_shape(model_shapes.resolve("mistral-7b"), "bfloat16", attn_implementation="sdpa")
+    assert sdpa.peak_bytes(1, 8192) - plain.peak_bytes(1, 8192) == 8192 * 8192  # SDPA's boolean window mask
