@@ -43,6 +43,8 @@ class FleetOptions:
     run_id: str | None = None
     period_ms: float | None = None
     configs: dict = field(default_factory=dict)  # experiment -> config dict overriding the profile preset
+    model: str | None = None  # --model for the VRAM cliff and the Joule curve of every host
+    dtype: str | None = None  # --dtype
 
 
 def _planned_deadline_s(profile: str) -> float:
@@ -81,6 +83,12 @@ def run_fleet(opts: FleetOptions) -> dict:
 
     check_profile(opts.profile)
     experiments = opts.experiments or parse_experiments(None)
+    if opts.model is not None or opts.dtype is not None:
+        from experiments.suite import model_config_dicts
+
+        # Resolved here first, so bad input stops the run before any agent starts; every host
+        # reads the same name or path again (a path must exist on the hosts too).
+        opts = replace(opts, configs=model_config_dicts(opts.configs, experiments, opts.profile, opts.model, opts.dtype))
     for i, p in enumerate(opts.simulate_profiles):
         from agents.units import unit_profile
 
@@ -304,6 +312,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--warehouse", default=default_warehouse())
     p.add_argument("--out", default="runs", help="artifact root on each host")
     p.add_argument("--deadline-s", type=float, default=None, help="a host silent past this is lost")
+    from cluster.suite_commands import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.add_argument("--gate", action="store_true",
                    help="exit 3 when the fleet verdict finds a device not ready (after storing everything)")
@@ -317,7 +328,7 @@ def options_from_args(args) -> FleetOptions:
     sims = tuple(p.strip() for p in (args.simulate_profiles or "").split(",") if p.strip())
     return FleetOptions(address=args.address, profile=args.profile, simulate_profiles=sims, warehouse=args.warehouse,
                         out=args.out, experiments=parse_experiments(args.experiments) if args.experiments else None,
-                        deadline_s=args.deadline_s, show_progress=not args.json)
+                        deadline_s=args.deadline_s, show_progress=not args.json, model=args.model, dtype=args.dtype)
 
 
 def fleet_verdict(summary: dict) -> dict:

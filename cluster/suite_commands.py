@@ -17,12 +17,24 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs", help="artifact root: OUT/<run_id>/<host>/<device_uid>/")
     p.add_argument("--period-ms", type=float, default=None, help="poller period (default by profile)")
     p.add_argument("--seed", type=int, default=0)
+    add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.set_defaults(func=cmd_suite)
 
     p = sub.add_parser("plot", help="PNG figures of a run's artifact dir")
     p.add_argument("dir", help="a device artifact dir, or a run dir holding them")
     p.set_defaults(func=cmd_plot)
+
+
+def add_model_arguments(p) -> None:
+    """--model and --dtype (suite and run): the model of the VRAM cliff and the Joule curve."""
+    from experiments.model_shapes import BUILTIN_CONFIGS
+
+    p.add_argument("--model", default=None, metavar="NAME|PATH",
+                   help=f"VRAM cliff and Joule curve model: {', '.join(BUILTIN_CONFIGS)}, or a local config.json "
+                        "or model directory (built with random weights; default: each experiment's own)")
+    p.add_argument("--dtype", default=None, choices=("float16", "bfloat16", "float32"),
+                   help="the model's dtype (default: each experiment's own)")
 
 
 class _ProgressBar:
@@ -54,9 +66,14 @@ def cmd_suite(args) -> int:
     from experiments.suite import SuiteOptions, parse_experiments, run_suite
 
     experiments = parse_experiments(args.experiments)
+    if args.model is not None:
+        from experiments.model_shapes import resolve
+
+        resolve(args.model)  # bad input: one line, exit 2, before the progress bar draws
     with _ProgressBar(list(experiments)) as bar:
         summary = run_suite(SuiteOptions(device=args.device, profile=args.profile, experiments=experiments, out=args.out,
-                                         period_ms=args.period_ms, seed=args.seed, progress=bar))
+                                         period_ms=args.period_ms, seed=args.seed, progress=bar,
+                                         model=args.model, dtype=args.dtype))
         for phase in experiments:
             bar(phase, 1.0)
     if args.json:

@@ -16,10 +16,11 @@ holds other blocks is an *inactive split* block: memory that is reserved, not al
 and that ``empty_cache`` cannot give back. When a new segment does not fit, the allocator
 first releases every fully free cached segment and retries, then raises.
 
-:class:`ActivationModel` answers how many bytes a GPT-2 forward pass (prefill) holds at
-its peak, as a function of batch, context, layers, width, heads, dtype and KV cache; on a
-simulated device the VRAM cliff search allocates exactly those tensors, so the cliff lies
-at a point computable from the model (:meth:`ActivationModel.max_context`).
+:class:`ActivationModel` answers how many bytes a causal LM (GPT-2 or the Llama family:
+GQA, SwiGLU, RoPE, tied or untied embeddings) holds: its weights, its KV cache, and the
+peak of a prefill and of a decode step, as a function of batch, context, shape, dtype and
+KV cache; on a simulated device the VRAM cliff search allocates exactly those tensors, so
+the cliff lies at a point computable from the model (:meth:`ActivationModel.max_context`).
 
 All sizes are bytes unless a name says otherwise; "MB" in profile fields means MiB (NVML
 reports MiB).
@@ -502,25 +503,44 @@ def probe_largest_allocatable_bytes(memory: DeviceMemory, hi_bytes: int, resolut
 
 @dataclass(frozen=True)
 class ActivationModel:
-    """Bytes held by a GPT-2 forward pass (prefill of ``batch x context`` tokens) at its peak.
+    """Bytes a causal LM holds on the device: weights, KV cache and activation peaks.
 
-    Notation: B batch, T context, L layers, E n_embd, H heads, I = n_inner (4E), V vocab,
-    s dtype bytes. The peak is reached with the KV cache complete (the last layer, or the
-    LM head), so the live tensors there are
+    Notation: B batch, T context, L layers, E hidden size, H query heads, G key-value heads
+    (GQA: G < H), D head_dim, I MLP width, V vocab, s dtype bytes. HF's DynamicCache keeps each
+    layer's K and V as compact tensors, so the KV cache holds 2 L B G T D s
+    (``kv_cache_bytes``; GPT-2: G D = E).
 
-    * KV cache (``kv_cache``): 2 L tensors of B T E s (HF concatenates into new tensors);
-    * causal mask (eager attention only): B T^2 s;
-    * residual stream: 2 B T E s (block input and output);
-    * plus the largest of three transients:
+    The prefill of B x T tokens peaks in the last layer or in the LM head. Alive there: the
+    input ids B T 8 and the KV cache; inside the decoder also the position ids T 8, the causal
+    mask (eager only) B T^2 s, RoPE's cos and sin 2 T D s, the embedding output B T E s (GPT-2:
+    and the position embedding T E s), and the layer's input B T E s, which its caller holds;
+    plus the largest of three transients:
 
-      - attention: ln output B T E s, QKV projection 3 B T E s and, for eager attention, the
-        scores and their softmax 2 B H T^2 s (SDPA instead: its output B T E s);
-      - MLP: ln output B T E s and ``mlp_live_tensors`` tensors of B T I s (the fc output
-        and the GELU temporaries);
-      - LM head (replacing one residual tensor): ln_f output B T E s and logits B T V s;
+    * attention: norm output B T E s, then GPT-2's fused QKV 3 B T E s, or the queries B T H D s
+      and, eager, K and V repeated to H heads 2 B T H D s (GQA); eager: the scores and the
+      probabilities 2 B H T^2 s, plus HF's float32 softmax B H T^2 4 when s < 4 (rope
+      families); SDPA instead: its output (GQA stays inside the kernel);
+    * MLP: the post-attention residual and the norm output (GPT-2: and the attention output),
+      eager: the attention weights the layer still holds B H T^2 s, and ``mlp_tensors`` tensors
+      of B T I s (GPT-2's tanh GELU 4, SwiGLU 3);
+    * LM head: the final norm output B T E s and the logits B T V s (the decoder's own tensors
+      are gone by then).
 
-    plus the input ids, B T 8. Weights are ``n_params * s``, loaded before any probe.
-    It is a model: on CUDA the runner records its prediction next to the measured peak.
+    A sliding window (Mistral v0.1, Qwen2 with ``use_sliding_window``) costs SDPA a boolean
+    T^2 mask; the prefill's cache still holds all T tokens (the window's K and V are views of
+    them). Past the window, decode caches fewer tokens than modelled here (an upper bound).
+
+    One decode step after T cached tokens (``decode_peak_tensors``) is the same with one new
+    token over T + 1 keys, plus the cache update: a layer's old K and V beside the grown ones.
+    ``tests/test_memory_ground_truth.py`` counts what real CPU passes of each family hold: the
+    prefill within 1.5 %, the decode step within 2 % plus at most one layer's K.
+
+    Weights are ``n_params * s``: token embedding V E, position table P E (GPT-2), per layer
+    two norms (LayerNorm: weight and bias; RMSNorm: weight), Q H D E, K and V G D E each,
+    O H D E, the MLP (GELU 2 E I, SwiGLU 3 E I), the family's biases, the final norm, and
+    an LM head V E unless it is tied to the embedding. It is a model: on CUDA the runner
+    records its prediction next to the measured peak (kernel workspaces and the allocator's
+    rounding are not in it).
     """
 
     n_layer: int
@@ -532,28 +552,103 @@ class ActivationModel:
     dtype_bytes: int = 4
     kv_cache: bool = True
     attn_implementation: str = "eager"
-    mlp_live_tensors: int = 3
+    mlp_live_tensors: int | None = None  # None: by the MLP (see ``mlp_tensors``)
+    n_kv_head: int | None = None  # None: n_head (no GQA)
+    head_dim: int | None = None  # None: n_embd // n_head
+    family: str = "gpt2"
+    mlp: str = "gelu"  # "gelu" | "gated"
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    position: str = "learned"  # "learned" | "rope"
+    tie_word_embeddings: bool = True
+    qkv_bias: bool = True
+    o_bias: bool = True
+    mlp_bias: bool = True
+    sliding_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.attn_implementation not in ("eager", "sdpa"):
             raise ValueError(f"attn_implementation must be 'eager' or 'sdpa', got {self.attn_implementation!r}")
+        if self.mlp not in ("gelu", "gated") or self.norm not in ("layernorm", "rmsnorm") \
+                or self.position not in ("learned", "rope"):
+            raise ValueError(f"unknown layout mlp={self.mlp!r} norm={self.norm!r} position={self.position!r}")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_kv_head ({self.kv_heads}) must divide n_head ({self.n_head})")
 
     @classmethod
     def from_dims(cls, dims: dict, dtype: str = "float32", **kw) -> "ActivationModel":
-        """From a dims dict (n_layer, n_embd, n_head, vocab_size, n_positions[, n_inner]) and a dtype name."""
+        """From a GPT-2 dims dict (n_layer, n_embd, n_head, vocab_size, n_positions[, n_inner]) and a dtype name."""
         keys = ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions", "n_inner")
         return cls(**{k: dims[k] for k in keys if k in dims}, dtype_bytes=DTYPE_BYTES[dtype], **kw)
+
+    @classmethod
+    def from_shape(cls, shape, dtype: str = "float32", **kw) -> "ActivationModel":
+        """From a :class:`experiments.model_shapes.ModelShape` and a dtype name."""
+        return cls(
+            n_layer=shape.n_layer, n_embd=shape.hidden_size, n_head=shape.n_head, vocab_size=shape.vocab_size,
+            n_positions=shape.n_positions, n_inner=shape.intermediate_size, dtype_bytes=DTYPE_BYTES[dtype],
+            n_kv_head=shape.n_kv_head, head_dim=shape.head_dim, family=shape.family, mlp=shape.mlp, norm=shape.norm,
+            position=shape.position, tie_word_embeddings=shape.tie_word_embeddings, qkv_bias=shape.qkv_bias,
+            o_bias=shape.o_bias, mlp_bias=shape.mlp_bias, sliding_window=shape.sliding_window, **kw)
 
     @property
     def inner(self) -> int:
         """MLP width (4 n_embd unless set)."""
         return self.n_inner or 4 * self.n_embd
 
+    @property
+    def kv_heads(self) -> int:
+        """Key-value heads (n_head without GQA)."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_size(self) -> int:
+        """Per-head width D."""
+        return self.head_dim or self.n_embd // self.n_head
+
+    @property
+    def gqa_groups(self) -> int:
+        """Query heads per key-value head (1 without GQA)."""
+        return self.n_head // self.kv_heads
+
+    # -- weights --------------------------------------------------------------------------
+    def weight_elements(self) -> list[tuple[str, int]]:
+        """(name, elements) of every parameter tensor, in load order."""
+        e, i, v = self.n_embd, self.inner, self.vocab_size
+        norm = (lambda n: [(f"{n}.weight", e), (f"{n}.bias", e)]) if self.norm == "layernorm" \
+            else (lambda n: [(f"{n}.weight", e)])
+        if self.family == "gpt2":
+            out = [("wte", v * e)] + ([("wpe", self.n_positions * e)] if self.position == "learned" else [])
+            for layer in range(self.n_layer):
+                h = f"h{layer}"
+                out += norm(f"{h}.ln_1") + [(f"{h}.attn.c_attn.weight", e * 3 * e), (f"{h}.attn.c_attn.bias", 3 * e),
+                                             (f"{h}.attn.c_proj.weight", e * e), (f"{h}.attn.c_proj.bias", e)]
+                out += norm(f"{h}.ln_2") + [(f"{h}.mlp.c_fc.weight", e * i), (f"{h}.mlp.c_fc.bias", i),
+                                             (f"{h}.mlp.c_proj.weight", i * e), (f"{h}.mlp.c_proj.bias", e)]
+            out += norm("ln_f")
+        else:
+            q, kv = self.n_head * self.head_size, self.kv_heads * self.head_size
+            out = [("embed_tokens", v * e)]
+            for layer in range(self.n_layer):
+                a = f"layers.{layer}.self_attn"
+                out += norm(f"layers.{layer}.input_layernorm")
+                for proj, n_out, bias in (("q", q, self.qkv_bias), ("k", kv, self.qkv_bias), ("v", kv, self.qkv_bias)):
+                    out += [(f"{a}.{proj}_proj.weight", e * n_out)] + ([(f"{a}.{proj}_proj.bias", n_out)] if bias else [])
+                out += [(f"{a}.o_proj.weight", q * e)] + ([(f"{a}.o_proj.bias", e)] if self.o_bias else [])
+                out += norm(f"layers.{layer}.post_attention_layernorm")
+                m = f"layers.{layer}.mlp"
+                projs = (("gate", e, i), ("up", e, i), ("down", i, e)) if self.mlp == "gated" \
+                    else (("up", e, i), ("down", i, e))
+                for proj, n_in, n_out in projs:
+                    out += [(f"{m}.{proj}_proj.weight", n_in * n_out)]
+                    out += [(f"{m}.{proj}_proj.bias", n_out)] if self.mlp_bias else []
+            out += norm("norm")
+        if not self.tie_word_embeddings:
+            out.append(("lm_head.weight", v * e))
+        return out
+
     def n_params(self) -> int:
-        """Parameter count (LM head tied to the token embedding, as in GPT-2)."""
-        e, i = self.n_embd, self.inner
-        per_layer = 4 * e * e + 2 * e * i + i + 9 * e
-        return self.vocab_size * e + self.n_positions * e + self.n_layer * per_layer + 2 * e
+        """Parameter count (the LM head counted once when tied to the token embedding)."""
+        return sum(n for _, n in self.weight_elements())
 
     def weight_bytes(self) -> int:
         """Bytes of the weights."""
@@ -561,65 +656,151 @@ class ActivationModel:
 
     def weight_tensors(self) -> list[tuple[str, int]]:
         """(name, bytes) of every parameter tensor, in load order."""
-        s, e, i = self.dtype_bytes, self.n_embd, self.inner
-        out = [("wte", self.vocab_size * e * s), ("wpe", self.n_positions * e * s)]
-        for layer in range(self.n_layer):
-            out += [
-                (f"h{layer}.ln_1.weight", e * s), (f"h{layer}.ln_1.bias", e * s),
-                (f"h{layer}.attn.c_attn.weight", e * 3 * e * s), (f"h{layer}.attn.c_attn.bias", 3 * e * s),
-                (f"h{layer}.attn.c_proj.weight", e * e * s), (f"h{layer}.attn.c_proj.bias", e * s),
-                (f"h{layer}.ln_2.weight", e * s), (f"h{layer}.ln_2.bias", e * s),
-                (f"h{layer}.mlp.c_fc.weight", e * i * s), (f"h{layer}.mlp.c_fc.bias", i * s),
-                (f"h{layer}.mlp.c_proj.weight", i * e * s), (f"h{layer}.mlp.c_proj.bias", e * s),
-            ]  # fmt: skip
-        out += [("ln_f.weight", e * s), ("ln_f.bias", e * s)]
-        return out
+        return [(name, n * self.dtype_bytes) for name, n in self.weight_elements()]
 
-    def _transients(self, b: int, t: int) -> dict[str, list[tuple[str, int]]]:
-        s, e, h = self.dtype_bytes, self.n_embd, self.n_head
-        bte = b * t * e * s
-        if self.attn_implementation == "eager":
-            scores = b * h * t * t * s
-            attn = [("attn.ln_1", bte), ("attn.qkv", 3 * bte), ("attn.scores", scores), ("attn.probs", scores)]
-        else:
-            attn = [("attn.ln_1", bte), ("attn.qkv", 3 * bte), ("attn.sdpa_out", bte)]
-        mlp = [("mlp.ln_2", bte)] + [(f"mlp.act{k}", b * t * self.inner * s) for k in range(self.mlp_live_tensors)]
-        head = [("head.ln_f", bte), ("head.logits", b * t * self.vocab_size * s)]
-        return {"attention": attn, "mlp": mlp, "lm_head": head}
-
-    def peak_tensors(self, batch_size: int, context: int) -> list[tuple[str, int]]:
-        """(name, bytes) of the tensors alive at the pass's peak (weights excluded)."""
-        b, t, s, e = int(batch_size), int(context), self.dtype_bytes, self.n_embd
-        bte = b * t * e * s
-        live = [("input_ids", b * t * 8)]
-        if self.attn_implementation == "eager":
-            live.append(("causal_mask", b * t * t * s))
-        if self.kv_cache:
-            for layer in range(self.n_layer):
-                live += [(f"kv.{layer}.k", bte), (f"kv.{layer}.v", bte)]
-        where = self.peak_component(b, t)
-        residual = [("residual.in", bte)] + ([] if where == "lm_head" else [("residual.out", bte)])
-        return live + residual + self._transients(b, t)[where]
-
-    def peak_component(self, batch_size: int, context: int) -> str:
-        """Which transient sets the peak: 'attention', 'mlp' or 'lm_head'."""
-        b, t = int(batch_size), int(context)
-        bte = b * t * self.n_embd * self.dtype_bytes
-        totals = {k: sum(n for _, n in v) + (bte if k != "lm_head" else 0) for k, v in self._transients(b, t).items()}
-        return max(totals, key=totals.get)
-
-    def peak_bytes(self, batch_size: int, context: int) -> int:
-        """Bytes alive at the peak of the pass, weights excluded."""
-        return sum(n for _, n in self.peak_tensors(batch_size, context))
+    def kv_cache_bytes_per_token(self) -> int:
+        """KV cache bytes per token of one sequence: 2 L G D s (0 without a cache)."""
+        return 2 * self.n_layer * self.kv_heads * self.head_size * self.dtype_bytes if self.kv_cache else 0
 
     def kv_cache_bytes(self, batch_size: int, context: int) -> int:
         """Bytes of the KV cache for ``batch_size`` sequences of ``context`` tokens."""
-        return 2 * self.n_layer * batch_size * context * self.n_embd * self.dtype_bytes if self.kv_cache else 0
+        return int(batch_size) * int(context) * self.kv_cache_bytes_per_token()
 
+    def figures(self) -> dict:
+        """The model's memory figures for a report: layout, dimensions, parameters, weight and KV bytes."""
+        return {
+            "family": self.family, "n_layer": self.n_layer, "hidden_size": self.n_embd, "n_head": self.n_head,
+            "n_kv_head": self.kv_heads, "head_dim": self.head_size, "intermediate_size": self.inner,
+            "vocab_size": self.vocab_size, "mlp": self.mlp, "position": self.position,
+            "tie_word_embeddings": self.tie_word_embeddings, "sliding_window": self.sliding_window,
+            "dtype_bytes": self.dtype_bytes,
+            "n_params": self.n_params(), "weight_bytes": self.weight_bytes(),
+            "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token(),
+        }
+
+    # -- prefill --------------------------------------------------------------------------
+    def _scores(self, b: int, t_q: int, t_k: int) -> list[tuple[str, int]]:
+        """The eager attention's score tensors alive at once (queries t_q x keys t_k)."""
+        s, n = self.dtype_bytes, b * self.n_head * t_q * t_k
+        if self.family == "gpt2":
+            return [("attn.scores", n * s), ("attn.probs", n * s)]
+        out = [("attn.scores", n * s), ("attn.probs", n * s)]
+        return out + ([("attn.softmax_fp32", n * 4)] if s < 4 else [])
+
+    def _transients(self, b: int, t: int, t_k: int | None = None) -> dict[str, list[tuple[str, int]]]:
+        """The three transients of a pass of ``t`` new tokens over ``t_k`` keys (prefill: t_k = t)."""
+        t_k = t if t_k is None else t_k
+        s, e = self.dtype_bytes, self.n_embd
+        bte = b * t * e * s
+        eager = self.attn_implementation == "eager"
+        # HF's decoders keep the embedding output (GPT-2: and the position embedding) alive
+        # through every layer, and the caller holds each layer's input while it runs.
+        embeddings = [("embeddings", bte)] + ([("position_embeddings", t * e * s)] if self.position == "learned" else [])
+        if self.family == "gpt2":
+            attn = embeddings + [("attn.ln_1", bte)]
+            attn.append(("attn.qkv", 3 * bte))
+            attn += self._scores(b, t, t_k) if eager else [("attn.sdpa_out", bte), ("attn.merged", bte)]
+            # the block keeps its attention output beside the new residual
+            mlp = embeddings + [("attn.output", bte), ("residual.attn_out", bte), ("mlp.ln_2", bte)]
+        else:
+            q = b * t * self.n_head * self.head_size * s
+            attn = embeddings + [("attn.norm", bte), ("attn.q", q)]
+            if eager:
+                rep = b * t_k * self.n_head * self.head_size * s
+                attn += [("attn.k_repeated", rep), ("attn.v_repeated", rep)] if self.gqa_groups > 1 else []
+                attn += self._scores(b, t, t_k)
+            else:
+                attn.append(("attn.sdpa_out", q))
+            mlp = embeddings + [("residual.attn_out", bte), ("mlp.norm", bte)]
+        if eager:  # the layer holds the attention weights it returned (``_``) until it returns
+            mlp.append(("attn.probs_held", b * self.n_head * t * t_k * s))
+        mlp += [(f"mlp.act{k}", b * t * self.inner * s) for k in range(self.mlp_tensors)]
+        head = [("head.norm", bte), ("head.logits", b * t * self.vocab_size * s)]
+        return {"attention": attn, "mlp": mlp, "lm_head": head}
+
+    @property
+    def mlp_tensors(self) -> int:
+        """Tensors of B T I alive at the MLP's peak: GPT-2's tanh GELU 4 (fc output, 0.5 x and two
+        temporaries of its polynomial), SwiGLU 3 (act(gate), up, their product)."""
+        if self.mlp_live_tensors is not None:
+            return int(self.mlp_live_tensors)
+        return 4 if self.mlp == "gelu" else 3
+
+    @staticmethod
+    def _residual(where: str, bte: int) -> list[tuple[str, int]]:
+        """The layer's input, held by its caller beside the attention or the MLP (gone by the LM head)."""
+        return [] if where == "lm_head" else [("residual.in", bte)]
+
+    def _live(self, b: int, t: int, t_cache: int, where: str) -> list[tuple[str, int]]:
+        """Tensors alive beside the transient ``where``: the ids and the KV cache of t_cache tokens,
+        and inside the decoder (gone by the LM head) the mask, position ids and RoPE tables."""
+        s = self.dtype_bytes
+        live = [("input_ids", b * t * 8)]
+        if where != "lm_head":
+            if self.attn_implementation == "eager":
+                live.append(("causal_mask", b * t * t_cache * s))
+            elif self.sliding_window is not None:
+                live.append(("sliding_mask", t * t_cache))  # SDPA gets a boolean mask for the window
+            live.append(("position_ids", t * 8))
+            if self.position == "rope":
+                live += [("rope.cos", t * self.head_size * s), ("rope.sin", t * self.head_size * s)]
+        if self.kv_cache:
+            per = b * t_cache * self.kv_heads * self.head_size * s
+            for layer in range(self.n_layer):
+                live += [(f"kv.{layer}.k", per), (f"kv.{layer}.v", per)]
+        return live
+
+    def peak_tensors(self, batch_size: int, context: int) -> list[tuple[str, int]]:
+        """(name, bytes) of the tensors alive at the prefill's peak (weights excluded)."""
+        b, t = int(batch_size), int(context)
+        bte = b * t * self.n_embd * self.dtype_bytes
+        where = self.peak_component(b, t)
+        return self._live(b, t, t, where) + self._residual(where, bte) + self._transients(b, t)[where]
+
+    def peak_component(self, batch_size: int, context: int) -> str:
+        """Which transient sets the prefill's peak: 'attention', 'mlp' or 'lm_head'."""
+        b, t = int(batch_size), int(context)
+        bte = b * t * self.n_embd * self.dtype_bytes
+        totals = {k: sum(n for _, n in v + self._residual(k, bte) + self._live(b, t, t, k))
+                  for k, v in self._transients(b, t).items()}
+        return max(totals, key=totals.get)
+
+    def peak_bytes(self, batch_size: int, context: int) -> int:
+        """Bytes alive at the peak of the prefill, weights excluded."""
+        return sum(n for _, n in self.peak_tensors(batch_size, context))
+
+    # -- decode ---------------------------------------------------------------------------
+    def decode_peak_tensors(self, batch_size: int, context: int) -> list[tuple[str, int]]:
+        """(name, bytes) alive at the peak of one decode step after ``context`` cached tokens (weights excluded)."""
+        b, t, s = int(batch_size), int(context), self.dtype_bytes
+        be = b * self.n_embd * s
+        transients = self._transients(b, 1, t + 1)
+        if self.kv_cache:
+            # torch.cat builds one layer's grown K and V while the old ones live: Mistral holds
+            # both old tensors then, Llama has dropped the old K (both charged: at most one
+            # layer's K too much).
+            old = b * t * self.kv_heads * self.head_size * s
+            q = b * self.n_head * self.head_size * s
+            inputs = [x for x in transients["attention"]
+                      if x[0] in ("embeddings", "position_embeddings", "attn.norm", "attn.ln_1")]
+            transients["cache_update"] = inputs + [("attn.q", q), ("kv.cat_old_k", old), ("kv.cat_old_v", old)]
+        totals = [self._live(b, 1, t + 1, k) + self._residual(k, be) + v for k, v in transients.items()]
+        return max(totals, key=lambda xs: sum(n for _, n in xs))
+
+    def decode_peak_bytes(self, batch_size: int, context: int) -> int:
+        """Bytes alive at the peak of one decode step after ``context`` cached tokens, weights excluded."""
+        return sum(n for _, n in self.decode_peak_tensors(batch_size, context))
+
+    def serve_peak_bytes(self, batch_size: int, input_tokens: int, output_tokens: int) -> int:
+        """The larger of the prefill's peak and the last decode step's, weights excluded."""
+        last = int(input_tokens) + max(int(output_tokens) - 1, 0)
+        return max(self.peak_bytes(batch_size, input_tokens), self.decode_peak_bytes(batch_size, last))
+
+    # -- the cliff ------------------------------------------------------------------------
     def max_context(
         self, batch_size: int, budget_bytes: int, limit: int | None = None, segment_bytes=None
     ) -> int:
-        """The largest context (tokens, 0..limit) whose peak fits in ``budget_bytes``.
+        """The largest context (tokens, 0..limit) whose prefill peak fits in ``budget_bytes``.
 
         ``budget_bytes`` is what is left for the pass once the weights are loaded. With
         ``segment_bytes`` (e.g. :meth:`SimulatedMemory.segment_bytes`) every peak tensor is
@@ -648,10 +829,14 @@ class ActivationModel:
         return lo
 
     def approx_max_context(self, batch_size: int, budget_bytes: int) -> int:
-        """Closed-form estimate of :meth:`max_context` (quadratic in T), for sizing searches."""
-        b, s, e, h = batch_size, self.dtype_bytes, self.n_embd, self.n_head
-        quad = b * s * ((2 * h + 1) if self.attn_implementation == "eager" else 0)
-        lin = b * (8 + s * (2 * self.n_layer * e * int(self.kv_cache) + 2 * e + max(4 * e, e + self.vocab_size)))
-        if quad == 0:
-            return int(budget_bytes // max(lin, 1))
-        return int((-lin + math.sqrt(lin * lin + 4 * quad * budget_bytes)) / (2 * quad))
+        """Estimate of :meth:`max_context` for sizing searches: the peak is a piecewise
+        quadratic in T; fit a quadratic through 0, t and 2t and solve, three times."""
+        b = int(batch_size)
+        t = max(1.0, budget_bytes / max(self.peak_bytes(b, 1), 1))
+        for _ in range(3):
+            ti = max(1, int(t))
+            p1, p2 = self.peak_bytes(b, ti), self.peak_bytes(b, 2 * ti)
+            quad = (p2 - 2 * p1) / (2 * ti * ti)
+            lin = (p1 - quad * ti * ti) / ti
+            t = budget_bytes / lin if quad <= 0 else (-lin + math.sqrt(lin * lin + 4 * quad * budget_bytes)) / (2 * quad)
+        return int(t)

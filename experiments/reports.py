@@ -88,6 +88,8 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
 
             fig = a_energy.joule_curve(events) if len(events) else {}
             fig.update(_j_per_token_headline(fig.get("points") or []))
+            if res.get("figures", {}).get("model"):
+                fig["model"] = res["figures"]["model"]  # the model measured: its shape, dtype and memory figures
             out[name] = report(name, fig, sim, checks=res.get("checks", {}))
         elif name == "training_coupling":
             out[name] = _training_coupling(res, trace, info, sim)

@@ -32,6 +32,7 @@ from experiments.presets import check_profile, pick
 from experiments.run_metadata import mint_run_id, new_metadata
 
 EXPERIMENTS = ("baseline", "instrument_response", "vram_cliff", "joule_curve", "heat_soak")
+MODEL_EXPERIMENTS = ("vram_cliff", "joule_curve")  # the experiments --model and --dtype apply to
 
 
 @dataclass
@@ -48,6 +49,8 @@ class SuiteOptions:
     progress: Callable[[str, float], None] | None = None
     run_id: str | None = None
     configs: dict = field(default_factory=dict)  # experiment -> config model (overrides presets)
+    model: str | None = None  # --model: a built-in name or a local config path (None: each config's own)
+    dtype: str | None = None  # --dtype (None: each config's own)
 
 
 def parse_experiments(text: str | None) -> tuple[str, ...]:
@@ -68,6 +71,35 @@ def experiment_config(name: str, profile: str):
     cls = next(getattr(module, a) for a in dir(module) if a.endswith("Config") and a != "ConfigDict"
                and isinstance(getattr(module, a), type) and hasattr(getattr(module, a), "for_profile"))
     return cls.for_profile(profile)
+
+
+def with_model(configs: dict, model: str | None, dtype: str | None) -> dict:
+    """``configs`` (experiment -> config model) with ``--model`` / ``--dtype`` set on :data:`MODEL_EXPERIMENTS`.
+
+    The model is resolved here, so an unknown name or a malformed config is one line and
+    exit 2 before any poller starts.
+    """
+    update = {k: v for k, v in (("model", model), ("dtype", dtype)) if v is not None}
+    if not update:
+        return configs
+    if model is not None:
+        from experiments.model_shapes import resolve
+
+        resolve(model)
+    return {n: type(c).model_validate({**c.model_dump(), **update}) if n in MODEL_EXPERIMENTS else c
+            for n, c in configs.items()}
+
+
+def model_config_dicts(configs: dict, experiments, profile: str, model: str | None, dtype: str | None) -> dict:
+    """The fleet's experiment -> config dict with ``--model`` / ``--dtype`` applied (what every host receives)."""
+    out = dict(configs)
+    for name in MODEL_EXPERIMENTS:
+        if name in experiments and (model is not None or dtype is not None):
+            base = experiment_config(name, profile)
+            if name in configs:
+                base = type(base).model_validate(configs[name])
+            out[name] = with_model({name: base}, model, dtype)[name].model_dump()
+    return out
 
 
 def _torch_device_for(spec: DeviceSpec, device) -> str:
@@ -186,6 +218,7 @@ class HostRun:
         opts = self.opts
         check_profile(opts.profile)
         configs = {n: opts.configs.get(n) or experiment_config(n, opts.profile) for n in opts.experiments}
+        configs = with_model(configs, opts.model, opts.dtype)
         run_id = opts.run_id or mint_run_id()
         host = opts.host or _safe_host()
         host_dir = Path(opts.out) / run_id / host

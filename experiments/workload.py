@@ -1,10 +1,12 @@
-"""GPT-2 family workloads: models built from a config (random weights) or a local path.
+"""Causal-LM workloads: models built from a config (random weights) or a local path.
 
-Nothing is ever downloaded: a shape name builds ``GPT2LMHeadModel`` from a config with
-random weights, a path loads with ``local_files_only=True``. Inputs are synthetic token
-ids. ``prefill`` and ``decode`` time one event each; on CUDA they synchronize the device
-before and after, so the host times bracket the GPU work. Build the model before the
-measurement window: building is not part of any event.
+Nothing is ever downloaded: a built-in name or a local ``config.json`` (or a model directory
+holding only one) builds the model of its family (GPT-2, Llama, Mistral, Qwen2) with
+``AutoModelForCausalLM.from_config``, random weights; a directory with weight files loads
+them with ``local_files_only=True``. Inputs are synthetic token ids. ``prefill`` and
+``decode`` time one event each; on CUDA they synchronize the device before and after, so
+the host times bracket the GPU work. Build the model before the measurement window:
+building is not part of any event.
 
 ``transformers`` is imported only when a model is built, so code that needs just the
 dimensions (the simulated VRAM cliff) stays light.
@@ -21,9 +23,14 @@ from typing import Any
 import torch
 
 from agents.errors import ConfigError
-from experiments.model_shapes import SHAPES, is_shape, shape_dims  # noqa: F401 - the public names here
+from experiments import model_shapes
+from experiments.model_shapes import SHAPES, ModelShape, is_shape, shape_dims  # noqa: F401 - the public names here
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# config.json fields that describe the checkpoint, not the model to build.
+_NOT_MODEL_FIELDS = ("architectures", "torch_dtype", "dtype", "transformers_version", "_name_or_path", "model_type",
+                     "auto_map")
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -42,71 +49,91 @@ def dtype_name(dtype: str | torch.dtype) -> str:
     return next(k for k, v in _DTYPES.items() if v == d)
 
 
-def model_dims(model_or_config: Any) -> dict[str, int]:
-    """The GPT-2 dimensions of a model or config (also for a model loaded from a path)."""
+def model_shape(model_or_config: Any, name: str | None = None) -> ModelShape:
+    """The :class:`ModelShape` of a model or a transformers config (also for a model loaded from a path)."""
     cfg = getattr(model_or_config, "config", model_or_config)
-    dims = {
-        "n_layer": int(cfg.n_layer),
-        "n_embd": int(cfg.n_embd),
-        "n_head": int(cfg.n_head),
-        "vocab_size": int(cfg.vocab_size),
-        "n_positions": int(cfg.n_positions),
-    }
-    if getattr(cfg, "n_inner", None):
-        dims["n_inner"] = int(cfg.n_inner)
+    fields = cfg.to_dict()
+    return model_shapes.from_config(fields, name or str(fields.get("_name_or_path") or fields.get("model_type")))
+
+
+def model_dims(model_or_config: Any) -> dict[str, int]:
+    """GPT-2 style dimensions of a model or config of any supported family."""
+    s = model_shape(model_or_config)
+    dims = {"n_layer": s.n_layer, "n_embd": s.hidden_size, "n_head": s.n_head, "vocab_size": s.vocab_size,
+            "n_positions": s.n_positions}
+    if s.family == "gpt2" and s.config.get("n_inner"):
+        dims["n_inner"] = s.intermediate_size
     return dims
 
 
-def gpt2_config(shape: str, n_positions: int | None = None, attn_implementation: str = "eager"):
-    """A fresh ``GPT2Config`` for a built-in shape (bos/eos ids inside the vocabulary)."""
-    from transformers import GPT2Config
+def hf_config(shape: ModelShape, attn_implementation: str = "eager"):
+    """A fresh transformers config of the shape's family from its fields (token ids inside the vocabulary)."""
+    from transformers import AutoConfig
 
-    dims = shape_dims(shape, n_positions)
-    last = dims["vocab_size"] - 1
-    cfg = GPT2Config(**dims, bos_token_id=last, eos_token_id=last)
+    fields = {k: v for k, v in shape.config.items() if k not in _NOT_MODEL_FIELDS}
+    last = shape.vocab_size - 1
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = fields.get(key)
+        if value is not None and not (isinstance(value, int) and 0 <= value <= last):
+            fields[key] = last  # a token id outside a shrunk vocabulary would break generation
+    if shape.family == "gpt2":
+        fields.setdefault("bos_token_id", last)
+        fields.setdefault("eos_token_id", last)
+    try:
+        cfg = AutoConfig.for_model(shape.family, **fields)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{shape.name}: transformers refuses the config ({str(exc).splitlines()[0]})") from None
     cfg._attn_implementation = attn_implementation
     return cfg
 
 
+def gpt2_config(shape: str, n_positions: int | None = None, attn_implementation: str = "eager"):
+    """A fresh ``GPT2Config`` for a built-in GPT-2 shape (bos/eos ids inside the vocabulary)."""
+    return hf_config(model_shapes.resolve(shape, n_positions), attn_implementation)
+
+
+def _has_weights(path: Path) -> bool:
+    return path.is_dir() and any(any(path.glob(pattern)) for pattern in _WEIGHT_FILES)
+
+
 def build_model(
-    shape_or_path: str | Path,
+    spec: str | Path | ModelShape,
     n_positions: int | None = None,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = torch.float32,
     attn_implementation: str = "eager",
 ):
-    """A GPT-2 family model in eval mode on ``device``.
+    """A causal LM in eval mode on ``device``.
 
-    ``shape_or_path`` is a shape of :data:`SHAPES` (random weights, built directly on the
-    device; ``device="meta"`` builds the structure without memory) or a local model
-    directory (``from_pretrained(path, local_files_only=True)``). ``n_positions`` overrides
-    the position limit; for a loaded model a larger limit extends the position embedding
-    with freshly initialised rows (the positions beyond the trained ones are untrained,
-    which does not matter for memory and energy measurements).
+    ``spec`` is a built-in name, a :class:`ModelShape`, a local ``config.json`` or a model
+    directory holding only a config: the model is built from the config with random weights,
+    directly on the device (``device="meta"`` builds the structure without memory). A
+    directory with weight files loads them (``from_pretrained(path, local_files_only=True)``).
+    ``n_positions`` overrides the position limit; for a loaded GPT-2 a larger limit extends
+    the position embedding with freshly initialised rows (the positions beyond the trained
+    ones are untrained, which does not matter for memory and energy measurements); a RoPE
+    model has no position table, only its limit changes.
     """
     from transformers import AutoModelForCausalLM
 
     torch_dtype = resolve_dtype(dtype)
     device = torch.device(device)
-    if is_shape(str(shape_or_path)):
-        cfg = gpt2_config(str(shape_or_path), n_positions, attn_implementation)
+    if isinstance(spec, ModelShape) or not _has_weights(Path(str(spec))):
+        shape = model_shapes.resolve(spec, n_positions)
+        cfg = hf_config(shape, attn_implementation)
         with device:
             model = AutoModelForCausalLM.from_config(
                 cfg, **{_dtype_kwarg(): torch_dtype}, attn_implementation=attn_implementation
             )
     else:
-        path = Path(shape_or_path)
-        if not path.is_dir():
-            raise ConfigError(
-                f"model {str(shape_or_path)!r} is neither a shape ({', '.join(SHAPES)}) nor a local model directory"
-            )
+        path = Path(spec)
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 path, local_files_only=True, **{_dtype_kwarg(): torch_dtype}, attn_implementation=attn_implementation
             )
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path}: cannot load a model from it ({str(exc).splitlines()[0]})") from None
-        if n_positions is not None and int(n_positions) != int(model.config.n_positions):
+        if n_positions is not None:
             _set_positions(model, int(n_positions))
         model = model.to(device)
     model.eval()
@@ -121,10 +148,15 @@ def _dtype_kwarg() -> str:
 
 
 def _set_positions(model, n_positions: int) -> None:
-    """Resize a GPT-2 model's position embedding to ``n_positions`` rows."""
+    """Set a loaded model's position limit: a GPT-2's position table is resized, a RoPE model's limit is set."""
     wpe = getattr(getattr(model, "transformer", None), "wpe", None)
     if wpe is None:
-        raise ConfigError("n_positions can only be overridden for GPT-2 family models (transformer.wpe)")
+        if hasattr(model.config, "max_position_embeddings"):
+            model.config.max_position_embeddings = n_positions
+            return
+        raise ConfigError("n_positions can only be overridden for GPT-2 (transformer.wpe) or RoPE models")
+    if n_positions == int(model.config.n_positions):
+        return
     old = wpe.weight.data
     new = torch.nn.Embedding(n_positions, old.shape[1], dtype=old.dtype, device=old.device)
     with torch.no_grad():

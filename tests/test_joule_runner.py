@@ -266,3 +266,60 @@ def test_real_device_repeats_passes_instead_of_idling(tmp_path, counted):
     assert any(e["passes"] >= 2 for e in result["events"] if e["phase"] == "decode")
     ends = [m for m in read_markers(tmp_path / "markers.jsonl") if m["name"] == "event_end"]
     assert [m["attrs"]["passes"] for m in ends] == [e["passes"] for e in result["events"]]
+
+
+def test_simulated_8b_model_declares_its_modelled_vram(tmp_path, counted):
+    """No model runs on a simulated board: llama-3.1-8b's memory model sizes the declared VRAM."""
+    from experiments import model_shapes
+    from experiments.memory import ActivationModel, MiB
+
+    cfg = fast_config(model="llama-3.1-8b", dtype="bfloat16", cpu_stand_in=False, batch_sizes=[1, 4],
+                      repetitions=1, warmup_repetitions=1, input_tokens=128, output_tokens=16)
+    result = run(make_ctx(tmp_path, "h100-sxm"), cfg)
+    assert counted == {"prefill": 0, "decode": 0}
+    model = result["figures"]["model"]
+    assert model["kv_cache_bytes_per_token"] == 131072 and model["n_params"] == 8_030_261_248
+    assert model["weight_bytes"] == 8_030_261_248 * 2 and model["family"] == "llama" and model["builtin"]
+    act = ActivationModel.from_shape(model_shapes.resolve("llama-3.1-8b"), "bfloat16", attn_implementation="sdpa")
+    predicted = {r["batch_size"]: r["vram_mb"] for r in model["predicted_vram_mb"]}
+    for batch in (1, 4):
+        # weights, the cache of 128 + 15 tokens and the largest transient: the logits of 128 prompt tokens
+        assert predicted[batch] == (act.weight_bytes() + act.serve_peak_bytes(batch, 128, 16)) / MiB
+        assert act.weight_bytes() / MiB < predicted[batch] < act.weight_bytes() / MiB + 1024 * batch
+    declared = {m["attrs"].get("vram_mb") for m in read_markers(tmp_path / "markers.jsonl")
+                if m["name"] == "load" and m["attrs"]["level"] > 0}
+    assert declared == set(predicted.values())
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b"])
+def test_cpu_stand_in_runs_the_tiny_model_of_the_same_family(tmp_path, counted, name):
+    cfg = fast_config(model=name, dtype="bfloat16", batch_sizes=[1, 2], repetitions=1, warmup_repetitions=1)
+    result = run(make_ctx(tmp_path), cfg)
+    assert counted["prefill"] >= 4 and counted["decode"] >= 4  # real prefill and cached decode passes
+    assert result["figures"]["model"]["ran"] == f"{name} (tiny) on the CPU (stand-in)"
+    assert result["figures"]["model"]["dtype"] == "bfloat16"
+    assert result["checks"]["events_matched"] and result["checks"]["warmup_ran"]
+
+
+def test_real_device_runs_a_llama_from_a_local_config(tmp_path, counted):
+    from experiments import model_shapes
+
+    shape = model_shapes.resolve("llama-3.1-8b").tiny()
+    (tmp_path / "config.json").write_text(json.dumps(dict(shape.config)))
+    markers = MarkerWriter(tmp_path / "markers.jsonl")
+    ctx = RunContext(device=RealLikeDevice(), markers=markers, artifacts=ArtifactWriter(tmp_path), run_id="r1")
+    cfg = fast_config(model=str(tmp_path / "config.json"), dtype="float32", batch_sizes=[1, 2], repetitions=1,
+                      warmup_repetitions=1, min_event_s=0.05)
+    result = run(ctx, cfg)
+    model = result["figures"]["model"]
+    assert model["ran"] == "on the device" and model["family"] == "llama" and not model["builtin"]
+    assert model["kv_cache_bytes_per_token"] == shape.kv_cache_bytes_per_token(4)
+    assert counted["prefill"] >= 4 and len(result["events"]) == 4
+    assert all(e["compute_s"] > 0 for e in result["events"])
+
+
+def test_too_long_events_for_the_model_are_refused(tmp_path):
+    from agents.errors import ExperimentError
+
+    with pytest.raises(ExperimentError, match="position limit 1024 of gpt2"):
+        run(make_ctx(tmp_path), fast_config(model="gpt2", input_tokens=1000, output_tokens=100))

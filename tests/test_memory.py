@@ -177,8 +177,11 @@ def test_activation_model_sizes():
     assert sum(n for _, n in act.weight_tensors()) == act.weight_bytes()
     assert act.kv_cache_bytes(2, 100) == 2 * 12 * 2 * 100 * 768 * 4
     half = ActivationModel.from_dims(GPT2_124M, "float16")
-    ids_bytes = 4 * 512 * 8  # token ids are int64 whatever the dtype
-    assert (half.peak_bytes(4, 512) - ids_bytes) * 2 == act.peak_bytes(4, 512) - ids_bytes
+
+    def ids_bytes(a):  # token and position ids are int64 whatever the dtype
+        return sum(n for k, n in a.peak_tensors(4, 512) if k in ("input_ids", "position_ids"))
+
+    assert (half.peak_bytes(4, 512) - ids_bytes(half)) * 2 == act.peak_bytes(4, 512) - ids_bytes(act)
     no_kv = ActivationModel.from_dims(GPT2_124M, "float32", kv_cache=False)
     assert act.peak_bytes(1, 1000) - no_kv.peak_bytes(1, 1000) == act.kv_cache_bytes(1, 1000)
     sdpa = ActivationModel.from_dims(GPT2_124M, "float32", attn_implementation="sdpa")

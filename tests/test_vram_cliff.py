@@ -34,7 +34,7 @@ def analytic_limit(profile_name: str, n_positions: int, batch: int, config: Vram
     """The memory model's cliff, computed apart from the search: weights, then fresh segments."""
     profile = load_profile(profile_name)
     mem = SimulatedMemory(profile.vram_total_mb, profile.vram_base_mb, config.block_granularity_mb)
-    act = ActivationModel.from_dims(workload.shape_dims(config.shape, n_positions), config.dtype)
+    act = ActivationModel.from_dims(workload.shape_dims(config.model, n_positions), config.dtype)
     for _, n in act.weight_tensors():
         mem.allocate(n)
     return act.max_context(batch, mem.capacity_bytes - mem.reserved_bytes, segment_bytes=mem.segment_bytes)
@@ -262,3 +262,88 @@ def test_real_device_path_runs_real_prefills_and_translates_oom(tmp_path, monkey
     # On a real device set_load only records markers (level and VRAM), it drives nothing.
     loads = [m for m in read_markers(tmp_path / "markers.jsonl") if m["name"] == "load"]
     assert loads and all(m["device_uuid"] == "GPU-fake" for m in loads)
+
+
+@pytest.mark.parametrize("name, kv_per_token", [("llama-3.1-8b", 131072), ("qwen2.5-7b", 57344),
+                                                ("mistral-7b", 131072)])
+def test_8b_class_bf16_cliff_on_an_h100(tmp_path, name, kv_per_token):
+    from experiments import model_shapes
+
+    cfg = fast_config(model=name, dtype="bfloat16", batch_sizes=[1, 4])
+    result = run(make_ctx(tmp_path, "h100-sxm"), cfg)
+    figs = result["figures"]
+    model = figs["model"]
+    act = ActivationModel.from_shape(model_shapes.resolve(name), "bfloat16")
+    assert model["kv_cache_bytes_per_token"] == kv_per_token
+    assert model["weight_bytes"] == act.weight_bytes() and model["family"] == model_shapes.resolve(name).family
+    # The allocator hands out whole blocks when the rest is too small to split: a little above.
+    assert act.weight_bytes() / MiB <= figs["weights_mb"] < 1.005 * act.weight_bytes() / MiB
+    profile = load_profile("h100-sxm")
+    for row in figs["cliff"]:
+        assert row["cause"] == "memory" and abs(row["max_context"] - row["model_max_context"]) <= cfg.context_step
+    # The measured cliff (NVML used at the largest fitting prefill) sits just under the H100's
+    # 80 GB, beside the memory model's prediction for it.
+    assert 0.9 * profile.vram_total_mb < figs["cliff_mb"] <= profile.vram_total_mb
+    assert figs["predicted_cliff_mb"] == pytest.approx(figs["cliff_mb"], rel=0.02)
+    assert figs["predicted_max_context"] == figs["cliff"][0]["model_max_context"]
+    assert result["checks"]["within_one_step_of_model"] is True
+
+
+def test_gqa_and_bf16_move_the_cliff(tmp_path):
+    """MHA holds 4x the KV cache of GQA; float32 doubles every byte: both cliffs come earlier."""
+    import json as _json
+
+    from experiments import model_shapes
+
+    fields = dict(model_shapes.BUILTIN_CONFIGS["llama-3.1-8b"], num_key_value_heads=32)
+    (tmp_path / "mha.json").write_text(_json.dumps(fields))
+    base = dict(batch_sizes=[1], attn_implementation="sdpa", context_start=4096, context_step=512)
+    gqa = run(make_ctx(tmp_path / "a", "h100-sxm"), fast_config(model="llama-3.1-8b", dtype="bfloat16", **base))
+    mha = run(make_ctx(tmp_path / "b", "h100-sxm"), fast_config(model=str(tmp_path / "mha.json"), dtype="bfloat16",
+                                                                 **base))
+    assert mha["figures"]["model"]["kv_cache_bytes_per_token"] == 4 * 131072
+    assert mha["figures"]["max_context"] < gqa["figures"]["max_context"]
+    assert mha["figures"]["model"]["builtin"] is False
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b"])
+def test_real_device_path_runs_a_family_model_from_a_local_config(tmp_path, monkeypatch, name):
+    """The CUDA code path with a tiny Llama/Qwen2 from a config.json: real prefills, the cache of the family."""
+    import json as _json
+
+    from experiments import model_shapes
+    from experiments.vram_cliff import runner as vc_runner
+
+    shape = model_shapes.resolve(name).tiny()
+    (tmp_path / "config.json").write_text(_json.dumps(dict(shape.config)))
+    memory = FakeCudaMemory(total_mb=256, base_mb=0)
+    monkeypatch.setattr(vc_runner, "open_memory", lambda ctx, config: memory)
+    built = []
+    real_build = workload.build_model
+
+    def build_model(*a, **kw):
+        built.append(real_build(*a, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(workload, "build_model", build_model)
+    real_prefill, caches = workload.prefill, []
+
+    def prefill(model, ids):
+        if ids.numel() > 300:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+        out = real_prefill(model, ids)
+        caches.append(sum(t.numel() * t.element_size() for layer in out.past.layers
+                          for t in (layer.keys, layer.values)))
+        return out
+
+    monkeypatch.setattr(workload, "prefill", prefill)
+    markers = MarkerWriter(tmp_path / "markers.jsonl")
+    ctx = RunContext(device=FakeGpu(memory), markers=markers, artifacts=ArtifactWriter(tmp_path), run_id="r1")
+    cfg = fast_config(model=str(tmp_path), batch_sizes=[1, 2], context_start=32, context_step=16, n_positions=4096)
+    result = run(ctx, cfg)
+    assert type(built[0]).__name__.lower().startswith(shape.family)
+    act = ActivationModel.from_shape(shape, "float32")
+    ok = [p for p in result["probes"] if p["ok"]]
+    assert caches == [act.kv_cache_bytes(p["batch_size"], p["context"]) for p in ok]
+    assert result["figures"]["model"]["kv_cache_bytes_per_token"] == act.kv_cache_bytes_per_token()
+    assert [r["cause"] for r in result["figures"]["cliff"]] == ["memory", "memory"]

@@ -62,9 +62,9 @@ def test_n_positions_override():
 
 
 def test_unknown_shape_or_path_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="neither a shape"):
+    with pytest.raises(ConfigError, match="neither a built-in model"):
         workload.build_model(str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="unknown model shape"):
+    with pytest.raises(ConfigError, match="neither a built-in model"):
         workload.shape_dims("7b")
     with pytest.raises(ConfigError, match="dtype"):
         workload.resolve_dtype("int3")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from experiments.model_shapes import legacy_model_fields
 from experiments.presets import check_batch_sizes, pick
 
 
@@ -13,7 +14,7 @@ class JouleCurveConfig(BaseModel):
     """Batch sizes x repetitions of one prefill event and one decode event each.
 
     Load model (simulated devices only; a real GPU draws what it draws): no model runs,
-    unless ``cpu_stand_in`` asks for the tiny one on the CPU; while an event
+    unless ``cpu_stand_in`` asks for the tiny one of the model's family on the CPU; while an event
     runs the runner declares ``level = min(1, base + per_batch * batch_size)``, with a
     higher base and slope for prefill (compute bound) than for decode (memory bound).
     Every event lasts at least ``max(min_event_s, min_sensor_periods x the sensor update
@@ -22,10 +23,11 @@ class JouleCurveConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: Literal["tiny", "124m", "1.5b"] = Field("124m", description="model on a real GPU (simulated: always tiny)")
-    model_path: str | None = Field(None, description="local model directory for a real GPU, instead of shape")
+    model: str = Field("124m", description="a built-in model (experiments.model_shapes.BUILTIN_CONFIGS) or a local "
+                       "config.json or model directory: run on a real GPU; on a simulated board it sizes the "
+                       "declared VRAM, and its tiny version of the same family is the CPU stand-in")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float16", description="real GPU dtype (simulated: float32)"
+        "float16", description="the model's dtype (the CPU stand-in runs float32)"
     )
     attn_implementation: Literal["eager", "sdpa"] = "sdpa"
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
@@ -37,13 +39,18 @@ class JouleCurveConfig(BaseModel):
     min_sensor_periods: int = Field(10, ge=0, description="minimum event duration in sensor update periods (simulated)")
     gap_s: float = Field(0.0, ge=0, description="idle between events, seconds")
     cpu_stand_in: bool = Field(
-        False, description="simulated devices: also run the tiny model on the CPU in each pass (exercises the "
+        False, description="simulated devices: also run the model's tiny twin on the CPU in each pass (exercises the "
         "workload code; costs a torch + transformers import and CPU time, and changes nothing the sensors see)")
     prefill_level_base: float = Field(0.55, ge=0, le=1)
     prefill_level_per_batch: float = Field(0.05, ge=0)
     decode_level_base: float = Field(0.25, ge=0, le=1)
     decode_level_per_batch: float = Field(0.04, ge=0)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_fields(cls, data):
+        return legacy_model_fields(data)
 
     @field_validator("batch_sizes")
     @classmethod

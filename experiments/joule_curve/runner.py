@@ -17,8 +17,10 @@ decode pass replays from the same cache, rewound), never by idling, which would 
 energy to tokens. On a simulated device a pass runs no model (its tokens are counted from
 the shapes): the declared load level (see :meth:`JouleCurveConfig.load_level`) is the
 workload, as in every other experiment, and holds the simulated GPU busy until the minimum
-duration; the load markers cover each event exactly. ``cpu_stand_in`` also runs the tiny
-model on the CPU in each pass to exercise the workload code; that costs a torch +
+duration; the load markers cover each event exactly, and the VRAM they declare is the
+model's (``config.model`` in ``config.dtype``: weights plus the memory model's peak of
+prefill and decode). ``cpu_stand_in`` also runs the tiny model of the same family on the
+CPU in each pass to exercise the workload code; that costs a torch +
 transformers import (about 6 CPU-seconds per host, which a fleet of simulated hosts on one
 machine pays many times) and changes nothing the simulated sensors see.
 """
@@ -38,7 +40,6 @@ from experiments.memory import ActivationModel, MiB, translate_cuda_oom
 
 NAME = "joule_curve"
 SCHEMA_VERSION = 1
-SIMULATED_SHAPE = "tiny"
 
 
 def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
@@ -59,27 +60,7 @@ def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
 
 def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
     simulated = ctx.simulated
-    spec = SIMULATED_SHAPE if simulated else (config.model_path or config.shape)
-    dtype = "float32" if simulated else config.dtype
-    device = "cpu" if simulated else ctx.torch_device
-    model, workload = None, None
-    if simulated and not config.cpu_stand_in:
-        dims = model_shapes.shape_dims(spec)
-    else:
-        from experiments import workload  # torch and transformers
-        # The model is built before the measurement window opens.
-        try:
-            with translate_cuda_oom():
-                model = workload.build_model(spec, device=device, dtype=dtype,
-                                             attn_implementation=config.attn_implementation)
-        except OutOfDeviceMemory as exc:
-            raise ExperimentError(f"{NAME}: the model {spec!r} ({dtype}) does not fit on {device}: {exc}") from None
-        dims = workload.model_dims(model)
-    if config.input_tokens + config.output_tokens > dims["n_positions"]:
-        raise ExperimentError(
-            f"{NAME}: input_tokens + output_tokens = {config.input_tokens + config.output_tokens} exceeds the "
-            f"model's position limit {dims['n_positions']}; lower them in the joule_curve config")
-    act = ActivationModel.from_dims(dims, dtype, attn_implementation=config.attn_implementation)
+    shape, act, model, workload, ran = _model(ctx, config)
     min_event_s = effective_min_event_s(ctx, config)
     runner = _EventRunner(ctx, config, model, workload, simulated, min_event_s)
     events: list[dict] = []
@@ -92,8 +73,8 @@ def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
                 stopped = True
                 break
             ids = None if model is None else workload.synthetic_batch(
-                batch, config.input_tokens, dims["vocab_size"], config.seed + batch)
-            vram_mb = (act.weight_bytes() + act.peak_bytes(batch, config.input_tokens + config.output_tokens)) / MiB
+                batch, config.input_tokens, int(model.config.vocab_size), config.seed + batch)
+            vram_mb = predicted_vram_mb(act, config, batch)
             runner.vram_mb = vram_mb if simulated else None
             try:
                 warmup_passes += runner.warmup(batch, ids)
@@ -115,7 +96,45 @@ def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
             if stopped:
                 break
     runner.model = model = None  # free the weights before the report is built
-    return _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_event_s, spec, dtype, act)
+    return _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_event_s, shape, ran, act)
+
+
+# -- the model (where its shape and dtype enter) -----------------------------------------------
+
+
+def _model(ctx: RunContext, config: JouleCurveConfig):
+    """(shape, memory model, built model or None, workload module or None, what ran) for ``config.model``.
+
+    On a real GPU the model itself runs in ``config.dtype``. On a simulated board it runs
+    nowhere (its memory model sizes the declared VRAM), unless ``cpu_stand_in`` asks for the
+    tiny model of the same family on the CPU (float32). The model is built before the
+    measurement window opens.
+    """
+    shape = model_shapes.resolve(config.model)
+    act = ActivationModel.from_shape(shape, config.dtype, attn_implementation=config.attn_implementation)
+    if config.input_tokens + config.output_tokens > shape.n_positions:
+        raise ExperimentError(
+            f"{NAME}: input_tokens + output_tokens = {config.input_tokens + config.output_tokens} exceeds the "
+            f"position limit {shape.n_positions} of {config.model}; lower them in the joule_curve config")
+    if ctx.simulated and not config.cpu_stand_in:
+        return shape, act, None, None, "none (declared load)"
+    from experiments import workload  # torch and transformers
+
+    if ctx.simulated:
+        spec, dtype, device, ran = shape.tiny(), "float32", "cpu", f"{shape.tiny().name} on the CPU (stand-in)"
+    else:
+        spec, dtype, device, ran = config.model, config.dtype, ctx.torch_device, "on the device"
+    try:
+        with translate_cuda_oom():
+            model = workload.build_model(spec, device=device, dtype=dtype, attn_implementation=config.attn_implementation)
+    except OutOfDeviceMemory as exc:
+        raise ExperimentError(f"{NAME}: the model {config.model!r} ({dtype}) does not fit on {device}: {exc}") from None
+    return shape, act, model, workload, ran
+
+
+def predicted_vram_mb(act: ActivationModel, config: JouleCurveConfig, batch: int) -> float:
+    """Weights plus the larger of the prefill's and the last decode step's peak, MiB."""
+    return (act.weight_bytes() + act.serve_peak_bytes(batch, config.input_tokens, config.output_tokens)) / MiB
 
 
 def effective_min_event_s(ctx: RunContext, config: JouleCurveConfig) -> float:
@@ -262,7 +281,7 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_event_s, spec, dtype, act) -> dict:
+def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_event_s, shape, ran, act) -> dict:
     simulated = ctx.simulated
     throughput = []
     for phase in ("prefill", "decode"):
@@ -292,15 +311,17 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
             "throughput": throughput,
             "min_event_s": min_event_s,
             "model": {
-                "shape": spec if model_shapes.is_shape(spec) else None,
-                "model_path_given": not model_shapes.is_shape(spec),
-                "ran": "on the device" if not simulated else ("tiny model on the CPU (stand-in)"
-                                                             if config.cpu_stand_in else "none (declared load)"),
-                "n_params": act.n_params(),
-                "dtype": dtype,
+                "name": shape.name, "builtin": shape.builtin,
+                "shape": shape.name if shape.builtin else None,  # the older key
+                "model_path_given": not shape.builtin,
+                "ran": ran,
+                **act.figures(),
+                "dtype": config.dtype,
                 "attn_implementation": config.attn_implementation,
                 "input_tokens": config.input_tokens,
                 "output_tokens": config.output_tokens,
+                "predicted_vram_mb": [{"batch_size": b, "vram_mb": predicted_vram_mb(act, config, b)}
+                                      for b in config.batch_sizes],
             },
         },
         "quality": {

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from experiments.model_shapes import legacy_model_fields
 from experiments.presets import check_batch_sizes, pick
 
 
@@ -20,8 +21,8 @@ class VramCliffConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: Literal["tiny", "124m", "1.5b"] = Field("124m", description="GPT-2 shape built from a config")
-    model_path: str | None = Field(None, description="local model directory (real devices), instead of shape")
+    model: str = Field("124m", description="a built-in model (experiments.model_shapes.BUILTIN_CONFIGS) or a local "
+                       "config.json or model directory; the memory model and the GPU's prefill use it")
     n_positions: int | None = Field(None, ge=1, description="position limit override; None = above memory's limit")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     attn_implementation: Literal["eager", "sdpa"] = Field(
@@ -39,6 +40,11 @@ class VramCliffConfig(BaseModel):
     torture_resolution_mb: float = Field(2.0, gt=0, description="resolution of the largest-block probe")
     block_granularity_mb: float = Field(2.0, gt=0, description="segment rounding of the simulated allocator")
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_fields(cls, data):
+        return legacy_model_fields(data)
 
     @field_validator("batch_sizes")
     @classmethod

@@ -59,17 +59,13 @@ def run(ctx: RunContext, config: VramCliffConfig) -> dict:
         with ctx.phase(f"{NAME}.torture"):
             frag = torture(memory, config, ctx)
         ctx.progress(NAME, 0.2)
-        dims = model_shapes.shape_dims(config.shape) if config.model_path is None else _path_dims(config.model_path)
-        n_positions = config.n_positions or auto_n_positions(dims, config, memory)
-        dims["n_positions"] = n_positions
-        act = ActivationModel.from_dims(dims, config.dtype, kv_cache=config.kv_cache,
-                                        attn_implementation=config.attn_implementation)
+        shape, act = model_memory(config, memory)
         try:
             prober = (_SimulatedProber if memory.simulated else _CudaProber)(ctx, config, memory, act)
         except OutOfDeviceMemory as exc:
             raise ExperimentError(
-                f"{NAME}: the model's weights ({act.weight_bytes() / MiB:.0f} MiB) do not fit in "
-                f"{memory.capacity_bytes / MiB:.0f} MiB of device memory; choose a smaller shape or dtype ({exc})"
+                f"{NAME}: the weights of {config.model} ({act.weight_bytes() / MiB:.0f} MiB in {config.dtype}) do not "
+                f"fit in {memory.capacity_bytes / MiB:.0f} MiB of device memory; choose a smaller model or dtype ({exc})"
             ) from None
         try:
             with ctx.phase(f"{NAME}.search"):
@@ -84,7 +80,7 @@ def run(ctx: RunContext, config: VramCliffConfig) -> dict:
                         probes.append(rec)
                         return rec["ok"]
 
-                    found = search_max_context(probe, n_positions, config.context_start, config.context_step,
+                    found = search_max_context(probe, act.n_positions, config.context_start, config.context_step,
                                                ctx.should_stop)
                     stopped = stopped or found["stopped"]
                     cliff.append(_cliff_row(batch, found, probes[before:], prober, config))
@@ -93,7 +89,7 @@ def run(ctx: RunContext, config: VramCliffConfig) -> dict:
                         break
         finally:
             prober.close()
-    return _report(ctx, config, memory, act, prober, frag, cliff, probes, stopped)
+    return _report(ctx, config, memory, shape, act, prober, frag, cliff, probes, stopped)
 
 
 # -- memory back ends -------------------------------------------------------------------------
@@ -110,21 +106,42 @@ def open_memory(ctx: RunContext, config: VramCliffConfig) -> DeviceMemory:
     return CudaMemory(ctx.torch_device)
 
 
-def _path_dims(path: str) -> dict:
-    from transformers import AutoConfig
-
-    from experiments import workload
-
-    return workload.model_dims(AutoConfig.from_pretrained(path, local_files_only=True))
+# -- the model (where its shape and dtype enter) -----------------------------------------------
 
 
-def auto_n_positions(dims: dict, config: VramCliffConfig, memory: DeviceMemory) -> int:
-    """A position limit at least twice what memory allows the smallest batch (multiple of 1024)."""
-    act = ActivationModel.from_dims(dims, config.dtype, kv_cache=config.kv_cache,
-                                    attn_implementation=config.attn_implementation)
+def model_memory(config: VramCliffConfig, memory: DeviceMemory) -> tuple[model_shapes.ModelShape, ActivationModel]:
+    """The model's shape (position limit set) and its memory model, for ``config.model`` in ``config.dtype``."""
+    shape = model_shapes.resolve(config.model)
+    n_positions = config.n_positions or auto_n_positions(shape, config, memory)
+    shape = shape.with_positions(n_positions)
+    return shape, _activation_model(shape, config)
+
+
+def _activation_model(shape: model_shapes.ModelShape, config: VramCliffConfig) -> ActivationModel:
+    return ActivationModel.from_shape(shape, config.dtype, kv_cache=config.kv_cache,
+                                      attn_implementation=config.attn_implementation)
+
+
+def auto_n_positions(shape: model_shapes.ModelShape, config: VramCliffConfig, memory: DeviceMemory) -> int:
+    """A position limit at least twice what memory allows the smallest batch (multiple of 1024).
+
+    Above a RoPE model's ``max_position_embeddings`` it only lifts the search's limit (RoPE
+    has no position table); a GPT-2 gets a larger position table.
+    """
+    act = _activation_model(shape, config)
     budget = memory.capacity_bytes - act.weight_bytes()
     limit = act.max_context(config.batch_sizes[0], budget, limit=1 << 24)
-    return max(int(dims["n_positions"]), 1024 * math.ceil(2 * max(limit, 1) / 1024))
+    return max(int(shape.n_positions), 1024 * math.ceil(2 * max(limit, 1) / 1024))
+
+
+def _model_figures(config: VramCliffConfig, shape: model_shapes.ModelShape, act: ActivationModel) -> dict:
+    return {
+        "name": shape.name, "builtin": shape.builtin,
+        "shape": shape.name if shape.builtin else None,  # the older key
+        "model_path_given": not shape.builtin,
+        **act.figures(),
+        "dtype": config.dtype, "attn_implementation": config.attn_implementation, "kv_cache": config.kv_cache,
+    }
 
 
 # -- (a) torture ------------------------------------------------------------------------------
@@ -323,7 +340,7 @@ class _CudaProber:
         self._torch, self._workload = torch, workload
         with translate_cuda_oom():
             self.model = workload.build_model(
-                config.model_path or config.shape, n_positions=act.n_positions, device=ctx.torch_device,
+                config.model, n_positions=act.n_positions, device=ctx.torch_device,
                 dtype=config.dtype, attn_implementation=config.attn_implementation)
         workload.synchronize(ctx.torch_device)
         memory.empty_cache()
@@ -434,6 +451,7 @@ def _summary(cliff: list[dict], probes: list[dict], frag: dict, vram_total_mb: f
         oom_mb = ooms[0]["nvml_used_mb"] if ooms else None
     return {
         "vram_total_mb": vram_total_mb,
+        "predicted_max_context": first["model_max_context"] if first else None,
         "max_context": first["max_context"] if first and first["cause"] is not None else None,
         "max_context_batch1": by_batch.get(1),
         "limiting_cause": first["cause"] if first else None,
@@ -444,7 +462,24 @@ def _summary(cliff: list[dict], probes: list[dict], frag: dict, vram_total_mb: f
     }
 
 
-def _report(ctx, config, memory, act, prober, frag, cliff, probes, stopped) -> dict:
+def _predicted_cliff_mb(memory, prober, act, cliff: list[dict], vram_total_mb: float) -> float | None:
+    """NVML 'used' (MiB) the memory model predicts at the smallest batch's predicted max context.
+
+    What the device holds beyond this process's reach (driver, context, other processes),
+    plus the weights and the prefill's peak tensors: each in the fresh segment the simulated
+    allocator reserves for it, or raw bytes on CUDA (its cache rounds less coarsely). The
+    measured twin is ``cliff_mb``.
+    """
+    if not cliff or cliff[0]["model_max_context"] < 1:
+        return None
+    batch, context = cliff[0]["batch_size"], cliff[0]["model_max_context"]
+    seg = memory.segment_bytes if memory.simulated else int
+    peak = sum(seg(n) for _, n in act.peak_tensors(batch, context))
+    weights = prober.weights_reserved_bytes if memory.simulated else prober.weights_allocated_bytes
+    return (vram_total_mb * MiB - memory.capacity_bytes + weights + peak) / MiB
+
+
+def _report(ctx, config, memory, shape, act, prober, frag, cliff, probes, stopped) -> dict:
     simulated = bool(memory.simulated)
     vram_total_mb = float(ctx.device.info.vram_total_mb)
     step = config.context_step
@@ -463,14 +498,8 @@ def _report(ctx, config, memory, act, prober, frag, cliff, probes, stopped) -> d
             "weights_mb": prober.weights_allocated_bytes / MiB,
             "weights_reserved_mb": prober.weights_reserved_bytes / MiB,
             "n_positions": int(act.n_positions),
-            "model": {
-                "shape": config.shape if config.model_path is None else None,
-                "model_path_given": config.model_path is not None,
-                "n_params": act.n_params(),
-                "dtype": config.dtype,
-                "attn_implementation": config.attn_implementation,
-                "kv_cache": config.kv_cache,
-            },
+            "model": _model_figures(config, shape, act),
+            "predicted_cliff_mb": _predicted_cliff_mb(memory, prober, act, cliff, vram_total_mb),
         },
         "quality": {
             "simulated": simulated,
