@@ -61,7 +61,7 @@ def _timeline(t0: int, soak_s: float):
     return marks, edges, results, t_ns
 
 
-def render_host(target: str, host: str, run_id: str, run_index: int = 0, soak_s: float = 900.0) -> dict:
+def render_host(target: str, host: str, run_id: str, run_index: int = 0, soak_s: float = 1800.0) -> dict:
     """Everything ``ingest_tables`` takes for one simulated host (one device, slot 0)."""
     from agents.fingerprint import fingerprint_from_fields
     from agents.physics import render_trace
@@ -85,7 +85,8 @@ def render_host(target: str, host: str, run_id: str, run_index: int = 0, soak_s:
         "wall_ns": pa.array([m[0] + WALL0_NS for m in marks], pa.int64()),
         "device_uuid": pa.array([None] * len(marks), pa.string()),
         "name": [m[1] for m in marks], "attrs_json": [json.dumps(m[2], sort_keys=True) for m in marks]})
-    configs = {name: experiment_config(name, "quick") for name in results}
+    # the soak is the full preset's (TR122's 30 min cap, 5-minute slope windows); the rest quick
+    configs = {name: experiment_config(name, "full" if name == "heat_soak" else "quick") for name in results}
     frame = trace.to_pandas()
     docs, _ = analyse_all(results, configs, frame, markers.to_pandas(), {"simulated": True})
     fields = {"gpu_name": board.name, "vram_total_mb": board.vram_total_mb, "power_limit_w": board.power_limit_w,
