@@ -309,8 +309,11 @@ def test_cli_registers_dashboard_and_bench() -> None:
 def test_cli_rejects_a_bad_port(capsys) -> None:
     from cluster.cli import main
 
-    assert main(["dashboard", "--port", "70000"]) == 2
-    assert "--port 70000" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse's one line (agents/cli_args.py)
+        main(["dashboard", "--port", "70000"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port: '70000' is out of range" in err and "from 1 to 65535" in err and err.count("\n") == 1
 
 
 def test_bench_dashboard_renders_every_page(tmp_path) -> None:

@@ -311,3 +311,14 @@ def test_a_writer_blocked_by_a_reader_is_told_a_reader_may_hold_the_file(wh, tmp
     finally:
         child.kill()
         child.wait()
+
+
+def test_analyze_past_the_memory_limit_is_one_line(tmp_path, monkeypatch, capsys):
+    """Internal readers (analyze, export) share the limit; past it they say how to raise it."""
+    path = tmp_path / "w.duckdb"
+    trace = fx.make_trace(400_000)
+    ingest_tables(path, fx.run_metadata(), fx.fingerprint(), trace, fx.make_markers(trace))
+    monkeypatch.setenv("FLEETPHYSICS_READ_MEMORY_LIMIT", "20MB")
+    code, out, err = cli(["analyze", "--run", "run-0001", "--warehouse", str(path), "--json"], capsys)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "FLEETPHYSICS_READ_MEMORY_LIMIT" in err

@@ -112,10 +112,26 @@ def check_limits(max_rows: int, timeout_s: float, max_bytes: int) -> None:
             raise ValidationError(f"sql: {name} is {value!r}; pass a finite number above zero")
 
 
+def _memory_error(exc: BaseException) -> WarehouseError:
+    return WarehouseError(
+        f"sql: the query needs more memory than a reader may use ({_first_line(exc)}); narrow it "
+        f"(WHERE, LIMIT, fewer columns) or raise ${ENV_READ_MEMORY_LIMIT} (e.g. 4GB)")
+
+
+def _is_memory_error(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(exc)
+
+
 def fetch_arrow(con, sql: str, params=None) -> pa.Table:
-    """The whole result of a trusted (internal) query as an Arrow table."""
-    relation = con.sql(sql, params=params or None)
-    return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    """The whole result of a trusted (internal) query as an Arrow table; a result past the
+    reader's memory limit is one line naming the setting that raises it."""
+    try:
+        relation = con.sql(sql, params=params or None)
+        return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+    except (duckdb.Error, OSError) as exc:
+        if _is_memory_error(exc):
+            raise _memory_error(exc) from exc
+        raise
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
@@ -167,10 +183,8 @@ def run_readonly(con, sql: str, params=None, max_rows: int = DEFAULT_MAX_ROWS,
             # OSError / ArrowException carrying DuckDB's text.
             if watchdog.reason or isinstance(exc, duckdb.InterruptException):
                 raise watchdog.error() from exc
-            if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(exc):
-                raise WarehouseError(
-                    f"sql: the query needs more memory than a reader may use ({_first_line(exc)}); narrow it "
-                    f"(WHERE, LIMIT, fewer columns) or raise ${ENV_READ_MEMORY_LIMIT}") from exc
+            if _is_memory_error(exc):
+                raise _memory_error(exc) from exc
             refusal = _refusal(exc)
             if refusal is not None:
                 raise refusal from exc
