@@ -4,9 +4,9 @@ Every page reads through :func:`frame`, which runs one SELECT with
 :func:`warehouse.query.run_readonly` (statement check, row, size and time limits) on a
 connection from :func:`warehouse.connection.connect_readonly` (file access and extensions
 off, a memory limit). The file is held only while a query runs (:class:`Reader`), and a
-query is cancelled when the session that asked for it ends. Results are cached with ``st.cache_data`` for :data:`TTL_S`
-seconds, keyed by the SQL, its parameters and the warehouse file's size and mtime, so a
-new ingest shows up on the next rerun.
+query is cancelled when the session that asked for it ends. Results are cached with
+``st.cache_data`` for :data:`TTL_S` seconds, keyed by the SQL, its parameters and the
+warehouse file's size and mtime, so a new ingest shows up on the next rerun.
 
 Heavy series are downsampled in SQL: traces in time buckets (min / mean / max), idle
 distributions as quantiles, heat-soak series in bins of at most ~600 points per device.
