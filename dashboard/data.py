@@ -30,13 +30,16 @@ import streamlit as st
 
 from agents.errors import WarehouseError
 from warehouse import migrations
-from warehouse.connection import connect_readonly, default_warehouse
+from warehouse.connection import WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
 from warehouse.query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly, to_frame
 from warehouse.sql_text import sql_literal
 
 TTL_S = 60
 INTERNAL_MAX_ROWS = 500_000
 INTERNAL_TIMEOUT_S = 30.0
+# The longest query a viewer may ask for: half a writer's default lock wait, so an ingest
+# that arrives while a query runs still gets the file when it ends.
+MAX_USER_TIMEOUT_S = WRITER_LOCK_TIMEOUT_S / 2
 INTERNAL_MAX_BYTES = 1 << 30  # the pages' own queries: bounded by their SQL, this is a backstop
 TRACE_POINTS = 1_500  # buckets per trace chart
 SERIES_POINTS = 600  # bins per heat-soak curve

@@ -20,7 +20,7 @@ import pytest
 
 import warehouse_fixtures as fx
 from agents.errors import WarehouseError
-from warehouse.connection import connect_writer
+from warehouse.connection import WRITER_LOCK_TIMEOUT_S, connect_writer
 from warehouse.ingest import ingest_tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,6 +117,8 @@ def test_a_query_from_a_link_waits_for_run(wh, monkeypatch):
     assert not at.exception, [e.message for e in at.exception]
     assert at.text_area(key="q").value == "SELECT 42 AS answer"
     assert calls == [] and not at.dataframe
+    # No viewer's query may outlast half of a writer's wait for the file.
+    assert at.number_input(key="sql_timeout").max <= WRITER_LOCK_TIMEOUT_S / 2
     assert any("Press Run" in i.value for i in at.info)
     at = at.button(key="sql_run").click().run()
     assert calls == ["SELECT 42 AS answer"] and at.dataframe[0].value["answer"].tolist() == [42]

@@ -25,7 +25,9 @@ sql = st.text_area("Query", value=DEFAULT_SQL, key="q", bind="query-params", hei
                    help="Press Run to run it. The query is kept in the URL; a query from a link waits for Run.")
 left, middle, right = st.columns([2, 2, 1], vertical_alignment="bottom")
 max_rows = left.number_input("Row limit", min_value=1, max_value=1_000_000, value=10_000, step=1_000, key="sql_rows")
-timeout_s = middle.number_input("Time limit (s)", min_value=1.0, max_value=120.0, value=30.0, step=5.0, key="sql_timeout")
+timeout_s = middle.number_input("Time limit (s)", min_value=1.0, max_value=data.MAX_USER_TIMEOUT_S,
+                                value=min(30.0, data.MAX_USER_TIMEOUT_S), step=5.0, key="sql_timeout",
+                                help="At most half of an ingest's wait for the file, so a query never makes one fail.")
 if right.button("Run", key="sql_run", type="primary", icon=":material/play_arrow:"):
     st.session_state[RAN] = sql
 if not sql.strip():
