@@ -29,8 +29,8 @@ import pandas as pd
 import streamlit as st
 
 from agents.errors import WarehouseError
-from warehouse import migrations
-from warehouse.connection import WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
+from warehouse import migrations, writer_waiting
+from warehouse.connection import READER_LOCK_TIMEOUT_S, WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
 from warehouse.query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly, to_frame
 from warehouse.sql_text import sql_literal
 
@@ -85,6 +85,9 @@ def _stamp(path: str) -> tuple:
 
 
 def _acquire(path: str):
+    # A writer waiting for the file goes first: no new query joins the open instance, so it
+    # closes when the queries in flight end (warehouse/writer_waiting.py).
+    writer_waiting.yield_to_writers(path, READER_LOCK_TIMEOUT_S)
     with _SHARED_LOCK:
         entry = _SHARED.get(path)
         if entry is None:

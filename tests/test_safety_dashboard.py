@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -103,6 +104,59 @@ def test_a_query_is_cancelled_when_its_session_ends(wh, monkeypatch):
     assert not thread.is_alive(), "the query kept running after its session ended"
     assert "cancelled" in outcome["error"] and outcome["done"] - stopped < 3
     connect_writer(wh, timeout_s=1).close()  # and the file is free for the next ingest
+
+
+BUSY_DASHBOARD = textwrap.dedent("""
+    import itertools, sys, threading, time
+    sys.path.insert(0, {repo!r})
+    from dashboard import data
+    path, stop_file = sys.argv[1], sys.argv[2]
+    counter, errors = itertools.count(), []
+    import os
+
+    def viewer(delay_s):
+        time.sleep(delay_s)  # staggered: one query is always in flight
+        while not os.path.exists(stop_file):
+            try:
+                with data.reading(path):  # a new text each time, so no cached result
+                    data.frame(f"SELECT count(*) + {{next(counter)}} AS n FROM range(10000000) WHERE hash(range) % 7 = 0")
+            except Exception as exc:  # the yield to a waiting writer may time out: keep going
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=viewer, args=(d,), daemon=True) for d in [i * 0.05 for i in range(8)]]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    print("busy", flush=True)
+    for t in threads:
+        t.join()
+    print(next(counter), len(errors), flush=True)
+""")
+
+
+def test_a_busy_dashboard_lets_a_waiting_writer_in(wh, tmp_path):
+    """Eight viewers whose queries overlap without a gap kept the file open for good: the
+    shared instance never closed and the ingest gave up after 30 s. Readers now yield to a
+    waiting writer, which gets the file when the queries in flight end."""
+    script = tmp_path / "busy.py"
+    script.write_text(BUSY_DASHBOARD.format(repo=str(REPO)))
+    stop_file = tmp_path / "stop"
+    child = subprocess.Popen([sys.executable, str(script), str(wh), str(stop_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "busy"
+        start = time.monotonic()
+        con = connect_writer(wh, timeout_s=30)  # was: held by process N for more than 30 s
+        waited_s = time.monotonic() - start
+        con.close()
+        assert not Path(str(wh) + ".writer-waiting").exists()
+        time.sleep(1.0)  # the viewers carry on once the writer is done
+        stop_file.write_text("")
+        queries, errors = map(int, child.stdout.readline().split())
+        assert queries > 6, (queries, errors)
+        print(f"writer waited {waited_s:.2f} s; viewers ran {queries} queries")
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_query_from_a_link_waits_for_run(wh, monkeypatch):

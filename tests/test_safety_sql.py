@@ -308,6 +308,7 @@ def test_a_writer_blocked_by_a_reader_is_told_a_reader_may_hold_the_file(wh, tmp
         text = str(info.value)
         assert f"held by process {child.pid}" in text and "a reader may hold it" in text and "dashboard" in text
         assert "that ingest" not in text and "\n" not in text
+        assert not Path(str(wh) + ".writer-waiting").exists()  # it gave up: no longer waiting
     finally:
         child.kill()
         child.wait()
@@ -322,3 +323,22 @@ def test_analyze_past_the_memory_limit_is_one_line(tmp_path, monkeypatch, capsys
     code, out, err = cli(["analyze", "--run", "run-0001", "--warehouse", str(path), "--json"], capsys)
     assert code == 1 and out == "" and err.count("\n") == 1
     assert "FLEETPHYSICS_READ_MEMORY_LIMIT" in err
+
+
+def test_readers_yield_to_a_live_waiting_writer_and_ignore_a_dead_one(wh):
+    marker = Path(str(wh) + ".writer-waiting")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    marker.write_text(f"{dead.pid}\n")
+    live = None
+    try:
+        assert query(wh, "SELECT 1 AS a")["a"].tolist() == [1]  # a killed writer's marker is ignored
+        live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        marker.write_text(f"{live.pid}\n")
+        with pytest.raises(WarehouseError, match=rf"process {live.pid} waits to write the file and readers let it go"):
+            query(wh, "SELECT 1", lock_timeout_s=0.3)
+    finally:
+        if live is not None:
+            live.kill()
+            live.wait()
+        marker.unlink()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +19,7 @@ import duckdb
 
 from agents.errors import ConfigError, WarehouseError, first_line
 
-from . import migrations
+from . import migrations, writer_waiting
 
 DEFAULT_WAREHOUSE = "fleet.duckdb"
 ENV_WAREHOUSE = "FLEETPHYSICS_WAREHOUSE"
@@ -61,6 +61,7 @@ WRITER_CONFIG = {"storage_compatibility_version": STORAGE_COMPATIBILITY}
 MIN_DUCKDB = (2, 0)
 
 _LOCK_HINTS = ("could not set lock", "conflicting lock")
+_FIRST_DELAY_S = 0.02  # lock retries back off from here to 0.5 s
 # Only a writer keeps a reader out; a writer is kept out by a writer or by any reader.
 _WHO_HOLDS = {
     "reader": "wait for that ingest (or import, compact, fleet run) to finish and retry",
@@ -114,21 +115,29 @@ def require_duckdb(path: str, version: str | None = None) -> None:
 def _connect_with_retry(path: str, read_only: bool, config: dict, timeout_s: float, role: str):
     require_duckdb(path)
     deadline = time.monotonic() + timeout_s
-    delay_s = 0.02
-    while True:
-        try:
-            return duckdb.connect(path, read_only=read_only, config=dict(config))
-        except duckdb.Error as exc:
-            if not _is_lock_error(exc):
-                raise WarehouseError(
-                    f"{path}: cannot open the warehouse ({first_line(exc)}); check that it is a "
-                    "fleetphysics DuckDB file and that you may read it"
-                ) from exc
-            if time.monotonic() >= deadline:
-                raise WarehouseError(
-                    f"{path}: held by {_holder(exc)} for more than {timeout_s:g} s, so this {role} "
-                    f"could not open it; {_WHO_HOLDS[role]}, or raise the timeout (--lock-timeout-s)"
-                ) from exc
+    delay_s = _FIRST_DELAY_S
+    with ExitStack() as waiting:  # a writer kept out says it waits, until it returns or gives up
+        while True:
+            if role == "reader" and (writer := writer_waiting.waiting_writer(path)) is not None:
+                if time.monotonic() >= deadline:  # readers let a waiting writer in first
+                    raise writer_waiting.kept_out(path, writer, timeout_s)
+                time.sleep(writer_waiting.POLL_S)
+                continue
+            try:
+                return duckdb.connect(path, read_only=read_only, config=dict(config))
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise WarehouseError(
+                        f"{path}: cannot open the warehouse ({first_line(exc)}); check that it is a "
+                        "fleetphysics DuckDB file and that you may read it"
+                    ) from exc
+                if time.monotonic() >= deadline:
+                    raise WarehouseError(
+                        f"{path}: held by {_holder(exc)} for more than {timeout_s:g} s, so this {role} "
+                        f"could not open it; {_WHO_HOLDS[role]}, or raise the timeout (--lock-timeout-s)"
+                    ) from exc
+                if role == "writer" and delay_s == _FIRST_DELAY_S:
+                    waiting.enter_context(writer_waiting.announced(path))
             time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
             delay_s = min(delay_s * 2, 0.5)
 
