@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from agents.cli_args import non_negative_int, positive_float, positive_int
 from agents.physics import NS, LoadEdge, SensorModel, Timeline
 from agents.profiles import builtin_profile_names, load_profile
 from experiments.analysis import baseline, energy, heat_soak, instrument_response
@@ -29,10 +30,10 @@ CHUNK_S = 60.0
 def register(bench_sub) -> None:
     """Add `bench analysis`."""
     p = bench_sub.add_parser("analysis", help="time the analyses on a long simulated multi-device trace")
-    p.add_argument("--hours", type=float, default=1.0, help="trace length (default 1 h)")
-    p.add_argument("--hz", type=float, default=100.0, help="poller rate (default 100 Hz)")
-    p.add_argument("--devices", type=int, default=8, help="simulated devices (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hours", type=positive_float, default=1.0, help="trace length (default 1 h)")
+    p.add_argument("--hz", type=positive_float, default=100.0, help="poller rate (default 100 Hz)")
+    p.add_argument("--devices", type=positive_int, default=8, help="simulated devices (default 8)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="machine output (the only output there is)")
     p.set_defaults(func=cmd_bench_analysis)
 

@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 
+from agents.cli_args import positive_int
 from agents.profiles import builtin_profile_names
 from warehouse.progress import Report, no_report, progress_bars
 
@@ -16,7 +17,7 @@ from warehouse.progress import Report, no_report, progress_bars
 def register(bench_sub) -> None:
     """Add `bench fleet`."""
     p = bench_sub.add_parser("fleet", help="N simulated hosts on a local multi-node cluster vs one host")
-    p.add_argument("--hosts", type=int, default=16)
+    p.add_argument("--hosts", type=positive_int, default=16)
     p.add_argument("--profile", default="smoke")
     p.add_argument("--experiments", default=None, help="subset of the suite (default: all)")
     p.add_argument("--json", action="store_true")

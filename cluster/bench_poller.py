@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from agents.cli_args import positive_float, positive_int
 from agents.factory import DeviceSpec, open_device, parse_device_specs
 from agents.poller import PollerConfig, PollerProcess, run_poller
 from warehouse.progress import Report, no_report, progress_bars, ticking
@@ -31,9 +32,9 @@ def register(bench_sub) -> None:
     """Add `bench poller`."""
     p = bench_sub.add_parser("poller", help="poller lateness and drops under CPU load vs an in-process thread")
     p.add_argument("--device", default=None, help="device specs (default: N simulated h100-sxm)")
-    p.add_argument("--devices", type=int, default=4, help="number of simulated devices when --device is not given")
-    p.add_argument("--period-ms", type=float, default=10.0)
-    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--devices", type=positive_int, default=4, help="number of simulated devices when --device is not given")
+    p.add_argument("--period-ms", type=positive_float, default=10.0)
+    p.add_argument("--seconds", type=positive_float, default=30.0)
     p.add_argument("--load", choices=("cpu", "none"), default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_poller)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from agents.errors import FleetPhysicsError
+from agents.safe_text import terminal_safe
 
 # Modules that contribute commands; a module that fails to import for a missing optional
 # dependency is reported when its command is used, never at startup of other commands.
@@ -34,11 +36,21 @@ BENCH_MODULES = (
 )
 
 
+# argparse takes a value starting with "-" for an option unless it looks like a negative
+# number; UTC offsets (-05:00) and negative times are values too, so `--tz -05:00` parses
+# like `--tz=-05:00`. No fleetphysics option is named like a number, so none is shadowed.
+_NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(:\d+)+$|^-\d+(\.\d*)?[eE][-+]?\d+$")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (argparse's own usage errors are bad input)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_VALUE
+
     def error(self, message: str) -> None:  # noqa: D102
-        self.exit(2, f"fleetphysics: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"fleetphysics: error: {terminal_safe(message)} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FleetPhysicsError as exc:
-        print(f"fleetphysics: {exc}", file=sys.stderr)
+        print(f"fleetphysics: {terminal_safe(str(exc), keep_newlines=True)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("fleetphysics: interrupted", file=sys.stderr)

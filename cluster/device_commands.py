@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from agents.cli_args import positive_float
 from agents.factory import open_device, parse_device_specs
 from agents.fingerprint import fingerprint_device
 from agents.poller import PollerConfig, PollerProcess
@@ -23,8 +24,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("poll", help="run the strict-grid poller and show a live table")
     p.add_argument("--device", default="auto", help="sim:PROFILE|sim:FILE.yaml|nvml:N|nvml:all|all|auto, comma-separated")
-    p.add_argument("--period-ms", type=float, default=100.0)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--period-ms", type=positive_float, default=100.0)
+    p.add_argument("--seconds", type=positive_float, default=10.0)
     p.add_argument("--out", default="runs/poll", help="artifact dir (one sub-dir per device)")
     p.add_argument("--json", action="store_true", help="print the poller stats as JSON, no table")
     p.set_defaults(func=cmd_poll)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from agents.cli_args import positive_float
 from agents.errors import ConfigError, FleetPhysicsError
 from cluster.faults import FleetStatus, HostStatus, decide
 
@@ -311,7 +312,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--experiments", default=None, help="comma-separated subset of the suite")
     p.add_argument("--warehouse", default=default_warehouse())
     p.add_argument("--out", default="runs", help="artifact root on each host")
-    p.add_argument("--deadline-s", type=float, default=None, help="a host silent past this is lost")
+    p.add_argument("--deadline-s", type=positive_float, default=None, help="a host silent past this is lost")
     from cluster.suite_commands import add_model_arguments
 
     add_model_arguments(p)

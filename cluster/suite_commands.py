@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from agents.cli_args import non_negative_int, positive_float
 from experiments.presets import PROFILES
 
 
@@ -15,8 +16,8 @@ def register(sub) -> None:
     p.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
     p.add_argument("--experiments", default=None, help="comma-separated subset (default: all five)")
     p.add_argument("--out", default="runs", help="artifact root: OUT/<run_id>/<host>/<device_uid>/")
-    p.add_argument("--period-ms", type=float, default=None, help="poller period (default by profile)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--period-ms", type=positive_float, default=None, help="poller period (default by profile)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.set_defaults(func=cmd_suite)

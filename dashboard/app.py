@@ -38,12 +38,12 @@ def main() -> None:
             st.session_state["_filters"] = ui.sidebar_filters()
             charts.set_device_order(data.device_labels())  # one color per device on every page
             with st.sidebar:
-                st.caption(f"Warehouse `{status.path}`: {status.runs:,} run(s), {status.devices:,} device(s), "
+                st.caption(f"Warehouse `{Path(status.path).name}`: {status.runs:,} run(s), {status.devices:,} device(s), "
                            f"{status.trace_rows:,} trace rows. Read-only; results cached {data.TTL_S} s.")
             page.run()
         except FleetPhysicsError as exc:
             # Expected failures (a lock held too long, a query past its time limit) as one line.
-            st.error(str(exc), icon=":material/error:")
+            st.error(data.public_text(str(exc), path), icon=":material/error:")
 
 
 main()

@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from agents.cli_args import positive_int
 from warehouse.progress import Report, no_report, progress_bars
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -304,9 +305,9 @@ def _print(doc: dict, as_json: bool) -> None:
 def register(bench_subparsers) -> None:
     """Add `bench dashboard`."""
     p = bench_subparsers.add_parser("dashboard", help="render every dashboard page through AppTest over a large warehouse")
-    p.add_argument("--rows", type=int, default=100_000_000, help="trace rows in all (default 100,000,000)")
-    p.add_argument("--runs", type=int, default=100, help="runs to spread them over (default 100)")
-    p.add_argument("--devices", type=int, default=20, help="distinct devices (default 20)")
+    p.add_argument("--rows", type=positive_int, default=100_000_000, help="trace rows in all (default 100,000,000)")
+    p.add_argument("--runs", type=positive_int, default=100, help="runs to spread them over (default 100)")
+    p.add_argument("--devices", type=positive_int, default=20, help="distinct devices (default 20)")
     p.add_argument("--warehouse", metavar="PATH", help="render over this existing warehouse instead of building one")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)

@@ -1,12 +1,12 @@
 """The dashboard's data access: read-only, cached, always through the warehouse package.
 
 Every page reads through :func:`frame`, which runs one SELECT with
-:func:`warehouse.query.run_readonly` (statement check, row and time limits) on a connection
-from :func:`warehouse.connection.connect_readonly` (file access and extensions off). A
-connection is opened lazily, once per script run (one request), and closed when the run
-ends (:func:`reading`). Results are cached with ``st.cache_data`` for :data:`TTL_S`
-seconds, keyed by the SQL, its parameters and the warehouse file's size and mtime, so a
-new ingest shows up on the next rerun.
+:func:`warehouse.query.run_readonly` (statement check, row, size and time limits) on a
+connection from :func:`warehouse.connection.connect_readonly` (file access and extensions
+off, a memory limit). The file is held only while a query runs (:class:`Reader`), and a
+query is cancelled when the session that asked for it ends. Results are cached with
+``st.cache_data`` for :data:`TTL_S` seconds, keyed by the SQL, its parameters and the
+warehouse file's size and mtime, so a new ingest shows up on the next rerun.
 
 Heavy series are downsampled in SQL: traces in time buckets (min / mean / max), idle
 distributions as quantiles, heat-soak series in bins of at most ~600 points per device.
@@ -22,33 +22,38 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from agents.errors import WarehouseError
-from warehouse import migrations
-from warehouse.connection import connect_readonly, default_warehouse
-from warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly, to_frame
+from warehouse import migrations, writer_waiting
+from warehouse.connection import READER_LOCK_TIMEOUT_S, WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
+from warehouse.query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly, to_frame
 from warehouse.sql_text import sql_literal
 
 TTL_S = 60
 INTERNAL_MAX_ROWS = 500_000
 INTERNAL_TIMEOUT_S = 30.0
+# The longest query a viewer may ask for: half a writer's default lock wait, so an ingest
+# that arrives while a query runs still gets the file when it ends.
+MAX_USER_TIMEOUT_S = WRITER_LOCK_TIMEOUT_S / 2
+INTERNAL_MAX_BYTES = 1 << 30  # the pages' own queries: bounded by their SQL, this is a backstop
 TRACE_POINTS = 1_500  # buckets per trace chart
 SERIES_POINTS = 600  # bins per heat-soak curve
 MAX_STEP_EDGES = 5  # rising load edges averaged per device on the sensor page
 
 # DuckDB shares one database instance per file within a process and the read-only
 # connection locks that instance's configuration, so a second connect_readonly() in the
-# same process fails while the first is open. Streamlit serves every session from one
-# process: concurrent script runs therefore share one connection per file (a cursor per
-# query), opened by the first run that needs it and closed when the last one ends, so the
-# file is free for the next ingest between requests.
+# same process joins the first one's instance. Streamlit serves every session from one
+# process: a query takes a cursor on the file's shared connection, opened by the first query
+# that needs it and closed when the last query in flight ends. So the file is held only while
+# a query runs (each bounded by its time limit), never while a page is drawn or a session is
+# idle, and an ingest gets it between queries.
 _SHARED_LOCK = threading.Lock()
-_SHARED: dict[str, list] = {}  # path -> [connection, users]
+_SHARED: dict[str, list] = {}  # path -> [connection, queries in flight]
 _LOCAL = threading.local()
 
 
@@ -80,6 +85,9 @@ def _stamp(path: str) -> tuple:
 
 
 def _acquire(path: str):
+    # A writer waiting for the file goes first: no new query joins the open instance, so it
+    # closes when the queries in flight end (warehouse/writer_waiting.py).
+    writer_waiting.yield_to_writers(path, READER_LOCK_TIMEOUT_S)
     with _SHARED_LOCK:
         entry = _SHARED.get(path)
         if entry is None:
@@ -99,38 +107,59 @@ def _release(path: str) -> None:
             entry[0].close()
 
 
+def session_stopped() -> Callable[[], bool] | None:
+    """A test of whether this script run's session has ended (or its run was stopped), for
+    the query watchdog to cancel on; None outside a Streamlit script run.
+
+    Streamlit asks a run to stop when its session disconnects or shuts down; it sees the
+    request only at its next ``st`` call, which a query inside DuckDB never makes, so the
+    watchdog reads the same request (Streamlit's ScriptRequests state) every 0.1 s.
+    """
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+    except ImportError:  # a Streamlit without these internals: queries stop at their time limit
+        return None
+    requests = getattr(get_script_run_ctx(suppress_warning=True), "script_requests", None)
+    if requests is None:
+        return None
+    return lambda: getattr(requests, "_state", None) == ScriptRequestType.STOP
+
+
 class Reader:
-    """The read-only connection of one script run (one request), opened on first use."""
+    """Read access to one warehouse for one script run (one request): each query holds the
+    file only while it runs."""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
-        self._con = None
 
-    def connection(self):
-        """The open connection (opened, or joined, on first use)."""
-        if self._con is None:
-            self._con = _acquire(self.path)
-        return self._con
-
-    def fetch(self, sql: str, params: dict | None, max_rows: int, timeout_s: float) -> pd.DataFrame:
-        """Run one SELECT; ``df.attrs['truncated']`` says whether rows were cut at max_rows."""
-        con = self.connection()
-        with _SHARED_LOCK:  # the connection object itself is not thread-safe; its cursors are
-            cursor = con.cursor()
-        # A cursor per query also discards a result cut at max_rows (left unfinished).
+    @contextmanager
+    def cursor(self) -> Iterator:
+        """A cursor on the file's shared read-only connection, for one query."""
+        con = _acquire(self.path)
         try:
-            table, truncated = run_readonly(cursor, sql, params or None, max_rows=max_rows, timeout_s=timeout_s)
+            with _SHARED_LOCK:  # the connection object itself is not thread-safe; its cursors are
+                cursor = con.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()  # also discards a result cut at max_rows (left unfinished)
         finally:
-            cursor.close()
+            _release(self.path)
+
+    def fetch(self, sql: str, params: dict | None, max_rows: int, timeout_s: float,
+              max_bytes: int = INTERNAL_MAX_BYTES) -> pd.DataFrame:
+        """Run one SELECT; ``df.attrs['truncated']`` says whether rows were cut at max_rows.
+        The query is cancelled when the session that asked for it ends."""
+        with self.cursor() as cursor:
+            table, truncated = run_readonly(cursor, sql, params or None, max_rows=max_rows, timeout_s=timeout_s,
+                                            max_bytes=max_bytes, cancelled=session_stopped())
         df = to_frame(table)
         df.attrs["truncated"] = truncated
         return df
 
     def close(self) -> None:
-        """Leave the connection (closed when no other run uses it); idempotent."""
-        if self._con is not None:
-            self._con = None
-            _release(self.path)
+        """Nothing to release between queries (kept for callers that close a Reader)."""
 
 
 @contextmanager
@@ -154,27 +183,32 @@ def current_path() -> str:
 
 @st.cache_data(ttl=TTL_S, max_entries=1024, show_spinner=False)
 def _cached_frame(path: str, stamp: tuple, sql: str, params: dict | None, max_rows: int,
-                  timeout_s: float) -> pd.DataFrame:
-    reader = getattr(_LOCAL, "reader", None)
-    if reader is not None and reader.path == path:
-        return reader.fetch(sql, params, max_rows, timeout_s)
-    with reading(path) as own:
-        return own.fetch(sql, params, max_rows, timeout_s)
+                  timeout_s: float, max_bytes: int) -> pd.DataFrame:
+    return Reader(path).fetch(sql, params, max_rows, timeout_s, max_bytes)
 
 
 def frame(sql: str, params: dict | None = None, max_rows: int = INTERNAL_MAX_ROWS,
-          timeout_s: float = INTERNAL_TIMEOUT_S) -> pd.DataFrame:
+          timeout_s: float = INTERNAL_TIMEOUT_S, max_bytes: int = INTERNAL_MAX_BYTES) -> pd.DataFrame:
     """The cached result of one read-only SELECT on the current warehouse."""
     path = current_path()
-    return _cached_frame(path, _stamp(path), sql, params or None, max_rows, timeout_s)
+    return _cached_frame(path, _stamp(path), sql, params or None, max_rows, timeout_s, max_bytes)
 
 
-def user_query(sql: str, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float = DEFAULT_TIMEOUT_S) -> pd.DataFrame:
-    """A query typed on the SQL page: the warehouse's read-only guard, row and time limits.
+def user_query(sql: str, max_rows: int = DEFAULT_MAX_ROWS, timeout_s: float = DEFAULT_TIMEOUT_S,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """A query typed on the SQL page: the warehouse's read-only guard, row, size and time limits.
 
     Raises ReadOnlyViolation, ValidationError or WarehouseError with one line to show.
     """
-    return frame(sql, None, max_rows=max_rows, timeout_s=timeout_s)
+    return frame(sql, None, max_rows=max_rows, timeout_s=timeout_s, max_bytes=max_bytes)
+
+
+def public_text(text: str, path: str | None = None) -> str:
+    """``text`` with the warehouse's absolute path shortened to its file name: a viewer of
+    the dashboard sees which file, never where it lives on the server."""
+    full = str(Path(path or current_path()).resolve())
+    text = str(text).replace(full, Path(full).name).replace(str(path or current_path()), Path(full).name)
+    return text.replace(str(Path(full).parent) + "/", "")
 
 
 # ---------------------------------------------------------------- status
@@ -193,10 +227,7 @@ class Status:
 
 
 def _read_status(reader: Reader) -> Status:
-    con = reader.connection()
-    with _SHARED_LOCK:
-        cur = con.cursor()
-    try:
+    with reader.cursor() as cur:
         version = migrations.current_version(cur)
         if version == 0:
             return Status("empty", reader.path, "the file has no fleetphysics tables yet")
@@ -207,8 +238,6 @@ def _read_status(reader: Reader) -> Status:
         runs, devices, rows = cur.execute(
             "SELECT count(DISTINCT run_id), count(DISTINCT device_uid), coalesce(sum(trace_rows), 0) FROM run_devices"
         ).fetchall()[0]
-    finally:
-        cur.close()
     if not devices:
         return Status("empty", reader.path, "the warehouse has no runs yet")
     return Status("ok", reader.path, runs=int(runs), devices=int(devices), trace_rows=int(rows))
@@ -216,11 +245,7 @@ def _read_status(reader: Reader) -> Status:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def _cached_status(path: str, stamp: tuple) -> Status:
-    reader = getattr(_LOCAL, "reader", None)
-    if reader is not None and reader.path == path:
-        return _read_status(reader)
-    with reading(path) as own:
-        return _read_status(own)
+    return _read_status(Reader(path))
 
 
 def warehouse_status(path: str) -> Status:

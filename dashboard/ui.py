@@ -4,10 +4,13 @@ first-run screen."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+
+from warehouse.result_text import csv_safe_frame
 
 from . import data
 
@@ -39,11 +42,17 @@ def _plotly_config(name: str) -> dict:
     return {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}}
 
 
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """``df`` as the bytes of a CSV download; every download goes through here, so no text
+    cell can start a spreadsheet formula (warehouse.result_text.csv_safe_frame)."""
+    return csv_safe_frame(df).to_csv(index=False).encode()
+
+
 def chart(fig: go.Figure, table: pd.DataFrame, name: str, caption: str | None = None) -> None:
     """A Plotly chart, a CSV download of the data it draws, and how to get its PNG."""
     st.plotly_chart(fig, width="stretch", config=_plotly_config(name), key=f"chart-{name}")
     left, right = st.columns([1, 5], vertical_alignment="center")
-    left.download_button("CSV", data=table.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
+    left.download_button("CSV", data=csv_bytes(table), file_name=f"{name}.csv", mime="text/csv",
                          key=f"csv-{name}", on_click="ignore", icon=":material/download:",
                          help=f"{len(table):,} rows: the data of this chart")
     right.caption(" ".join(x for x in (caption, PNG_NOTE) if x))
@@ -67,13 +76,15 @@ def first_run(status: data.Status) -> None:
     """The screen of an empty or missing warehouse: what to run, never a traceback."""
     st.title("fleetphysics")
     if status.kind == "error":
-        st.error(status.message, icon=":material/error:")
+        st.error(data.public_text(status.message, status.path), icon=":material/error:")
         return
-    st.info(f"No measurements yet in `{status.path}` ({status.message}).", icon=":material/info:")
-    st.markdown("Fill it with one of:")
+    name = Path(status.path).name  # viewers see the file, never where it lives on the server
+    st.info(f"No measurements yet in `{name}` ({data.public_text(status.message, status.path)}).",
+            icon=":material/info:")
+    st.markdown("Fill it with one of (on the dashboard's host, `--warehouse` naming this file):")
     st.code("make run\n"
-            f"fleetphysics run --warehouse {status.path}            # every GPU host of the (embedded) Ray cluster\n"
-            f"fleetphysics ingest DIR --warehouse {status.path}     # artifact dirs of earlier runs",
+            f"fleetphysics run --warehouse {name}            # every GPU host of the (embedded) Ray cluster\n"
+            f"fleetphysics ingest DIR --warehouse {name}     # artifact dirs of earlier runs",
             language="bash")
     st.markdown("then reload this page. On a machine without GPUs `fleetphysics run` measures simulated "
                 "devices, labelled **simulated** everywhere.")

@@ -14,7 +14,10 @@ REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def _run(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's usage errors, numeric option types included
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -36,7 +39,7 @@ def test_devices_json_lists_simulated_devices(capsys):
         (["poll", "--device", "sim:h100-sxm", "--period-ms", "70000"], "1..60000 ms"),
         (["poll", "--device", "sim:h100-sxm", "--out", "/proc/fleetphysics-nope"], "cannot write there"),
         (["poll", "--device", "sim:no-such-board"], "unknown simulated profile"),
-        (["bench", "poller", "--period-ms", "0"], "--period-ms 0"),
+        (["bench", "poller", "--period-ms", "0"], "argument --period-ms: '0' is out of range"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):

@@ -254,10 +254,13 @@ def test_sql_page_runs_selects_and_refuses_the_rest(fleet_app) -> None:
                        ("ATTACH 'x.db'", "refused"), ("SELECT 1; SELECT 2", "statements"),
                        ("SELECT * FROM no_such_table", "no_such_table")):
         at = at.text_area(key="q").input(sql).run()
+        assert not at.error and any("Press Run" in i.value for i in at.info)  # typed, not yet run
+        at = at.button(key="sql_run").click().run()
         assert not at.exception
         assert at.error and words in at.error[0].value, (sql, [e.value for e in at.error])
 
     at = at.text_area(key="q").input("SELECT t_ns, power_w FROM v_power_trace").run()
+    at = at.button(key="sql_run").click().run()
     at = at.number_input(key="sql_rows").set_value(7).run()
     assert len(at.dataframe[0].value) == 7
     assert any("the first 7" in c.value for c in at.caption)
@@ -325,8 +328,11 @@ def test_cli_registers_dashboard_and_bench() -> None:
 def test_cli_rejects_a_bad_port(capsys) -> None:
     from cluster.cli import main
 
-    assert main(["dashboard", "--port", "70000"]) == 2
-    assert "--port 70000" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse's one line (agents/cli_args.py)
+        main(["dashboard", "--port", "70000"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port: '70000' is out of range" in err and "from 1 to 65535" in err and err.count("\n") == 1
 
 
 def test_bench_dashboard_renders_every_page(tmp_path) -> None:

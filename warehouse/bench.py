@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from agents.cli_args import positive_int
 from agents.host import host_platform
 
 from .columns import WAREHOUSE_TRACE_COLUMNS
@@ -262,17 +263,17 @@ def _print(result: dict, as_json: bool) -> int:
 def register(bench_subparsers) -> None:
     """Add `bench ingest` and `bench views` to the shared `bench` parser."""
     p = bench_subparsers.add_parser("ingest", help="trace rows/s into a file warehouse vs executemany")
-    p.add_argument("--rows", type=int, default=10_000_000, help="trace rows to ingest (default 10,000,000)")
-    p.add_argument("--sample-rows", type=int, default=100_000, help="rows for the executemany baseline (default 100,000)")
-    p.add_argument("--repeats", type=int, default=3, help="ingests to take the median of (default 3)")
+    p.add_argument("--rows", type=positive_int, default=10_000_000, help="trace rows to ingest (default 10,000,000)")
+    p.add_argument("--sample-rows", type=positive_int, default=100_000, help="rows for the executemany baseline (default 100,000)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="ingests to take the median of (default 3)")
     p.add_argument("--unchecked", action="store_true",
                    help="also time the same ingest into a power_trace without its CHECKs (their cost)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=lambda a: _print(_watched(bench_ingest, a.rows, a.sample_rows, a.repeats, a.unchecked), a.json))
 
     p = bench_subparsers.add_parser("views", help="time SELECT * FROM v_fleet_latest over a large warehouse")
-    p.add_argument("--rows", type=int, default=100_000_000, help="trace rows in all (default 100,000,000)")
-    p.add_argument("--runs", type=int, default=1000, help="runs to spread them over (default 1,000)")
-    p.add_argument("--devices", type=int, default=100, help="distinct devices (default 100)")
+    p.add_argument("--rows", type=positive_int, default=100_000_000, help="trace rows in all (default 100,000,000)")
+    p.add_argument("--runs", type=positive_int, default=1000, help="runs to spread them over (default 1,000)")
+    p.add_argument("--devices", type=positive_int, default=100, help="distinct devices (default 100)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=lambda a: _print(_watched(bench_views, a.rows, a.runs, a.devices), a.json))

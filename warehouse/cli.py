@@ -12,13 +12,16 @@ import dataclasses
 import importlib
 import json
 import sys
+import time
 
 import pandas as pd
 
+from agents.cli_args import positive_float, positive_int
 from agents.errors import ConfigError, ValidationError
 
 from .connection import READER_LOCK_TIMEOUT_S, WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
-from .query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, fetch_arrow, query
+from .query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, Watchdog, fetch_arrow, query
+from .result_text import csv_chunks, json_chunks, table_chunks
 
 ANALYSES = ("instrument_response", "baseline", "heat_soak")
 
@@ -27,7 +30,7 @@ def _common(parser: argparse.ArgumentParser, lock_timeout_s: float) -> None:
     parser.add_argument("--warehouse", default=default_warehouse(), metavar="PATH",
                         help="warehouse file (default: $FLEETPHYSICS_WAREHOUSE, else ./fleet.duckdb)")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--lock-timeout-s", type=float, default=lock_timeout_s, metavar="S",
+    parser.add_argument("--lock-timeout-s", type=positive_float, default=lock_timeout_s, metavar="S",
                         help=f"wait this long for another process's lock on the file (default {lock_timeout_s:g})")
 
 
@@ -74,14 +77,16 @@ def _import_nvidia_smi(args) -> int:
 def _sql(args) -> int:
     if args.json and args.csv:
         raise ConfigError("sql: pass one of --json and --csv")
+    # The time limit covers the whole command: waiting for the file, the query, fetching and
+    # formatting; the row and byte limits bound what is fetched and formatted.
+    deadline = time.monotonic() + args.timeout_s
     df = query(args.warehouse, args.query, max_rows=args.max_rows, timeout_s=args.timeout_s,
-               lock_timeout_s=args.lock_timeout_s)
-    if args.json:
-        print(df.to_json(orient="records", date_format="iso"))
-    elif args.csv:
-        sys.stdout.write(df.to_csv(index=False))
-    else:
-        print(df.to_string(index=False) if len(df.columns) else "(no columns)")
+               lock_timeout_s=min(args.lock_timeout_s, args.timeout_s), max_bytes=args.max_bytes,
+               deadline=deadline)
+    check = Watchdog(None, deadline, timeout_s=args.timeout_s).check
+    chunks = json_chunks if args.json else csv_chunks if args.csv else table_chunks
+    for text in chunks(df, check):
+        sys.stdout.write(text)
     if df.attrs.get("truncated"):
         print(f"fleetphysics: showing the first {args.max_rows:,} rows; pass --max-rows to see more", file=sys.stderr)
     return 0
@@ -228,10 +233,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sql", help="run one read-only SELECT on the warehouse")
     p.add_argument("query", metavar="SQL", help='e.g. "SELECT * FROM v_fleet_latest"')
     p.add_argument("--csv", action="store_true", help="print CSV")
-    p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, metavar="N",
+    p.add_argument("--max-rows", type=positive_int, default=DEFAULT_MAX_ROWS, metavar="N",
                    help=f"return at most N rows (default {DEFAULT_MAX_ROWS:,})")
-    p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                   help=f"stop the query after S seconds (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--max-bytes", type=positive_int, default=DEFAULT_MAX_BYTES, metavar="B",
+                   help=f"stop when the result passes B bytes (default {DEFAULT_MAX_BYTES:,})")
+    p.add_argument("--timeout-s", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help=f"stop the whole command (query, fetching, printing) after S seconds "
+                        f"(default {DEFAULT_TIMEOUT_S:g})")
     _common(p, READER_LOCK_TIMEOUT_S)
     p.set_defaults(func=_sql)
 

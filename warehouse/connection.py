@@ -11,28 +11,39 @@ from __future__ import annotations
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
 
-from agents.errors import WarehouseError, first_line
+from agents.errors import ConfigError, WarehouseError, first_line
 
-from . import migrations
+from . import migrations, writer_waiting
 
 DEFAULT_WAREHOUSE = "fleet.duckdb"
 ENV_WAREHOUSE = "FLEETPHYSICS_WAREHOUSE"
 WRITER_LOCK_TIMEOUT_S = 60.0
 READER_LOCK_TIMEOUT_S = 15.0
 
-# Settings of every read-only connection: no file system, no extensions; the configuration
-# is locked right after opening (see connect_readonly) so SQL cannot turn them back on.
+# Settings of every read-only connection: no file system, no extensions, no temporary
+# directory (DuckDB lets a query write into it even with external access off, and spilling is
+# what the memory limit is there to stop); the configuration is locked right after opening
+# (see connect_readonly) so SQL cannot turn them back on.
 READONLY_CONFIG = {
     "enable_external_access": False,
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
+    "temp_directory": "",
 }
+# A reader's share of a machine that also runs ingests, the poller and other readers:
+# DuckDB's defaults (80 % of RAM, every core) are the whole machine. One dashboard process
+# shares one DuckDB instance per file, so these bound the dashboard as a whole.
+ENV_READ_MEMORY_LIMIT = "FLEETPHYSICS_READ_MEMORY_LIMIT"
+ENV_READ_THREADS = "FLEETPHYSICS_READ_THREADS"
+DEFAULT_READ_MEMORY_LIMIT = "1GB"
+DEFAULT_READ_THREADS = 2
+_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
 
 # The on-disk format a writer creates new warehouse files in. DuckDB 2.0 writes its newest
 # format by default, which every DuckDB 1.x client (the 1.4 LTS CLI, JDBC in DBeaver, ...)
@@ -50,12 +61,33 @@ WRITER_CONFIG = {"storage_compatibility_version": STORAGE_COMPATIBILITY}
 MIN_DUCKDB = (2, 0)
 
 _LOCK_HINTS = ("could not set lock", "conflicting lock")
+_FIRST_DELAY_S = 0.02  # lock retries back off from here to 0.5 s
+# Only a writer keeps a reader out; a writer is kept out by a writer or by any reader.
+_WHO_HOLDS = {
+    "reader": "wait for that ingest (or import, compact, fleet run) to finish and retry",
+    "writer": ("a reader may hold it (the dashboard, `fleetphysics sql`, `export`, `analyze` or a DuckDB "
+               "client) or another writer: let it finish (stop a dashboard query, or the dashboard) and retry"),
+}
 _PID = re.compile(r"PID (\d+)")
 
 
 def default_warehouse() -> str:
     """The warehouse path used when --warehouse is not given (as cluster.cli has it)."""
     return os.environ.get(ENV_WAREHOUSE, DEFAULT_WAREHOUSE)
+
+
+def readonly_config() -> dict:
+    """READONLY_CONFIG plus the memory limit and thread count of a reader, from
+    $FLEETPHYSICS_READ_MEMORY_LIMIT (default 1GB) and $FLEETPHYSICS_READ_THREADS (default 2)."""
+    memory = os.environ.get(ENV_READ_MEMORY_LIMIT, "").strip() or DEFAULT_READ_MEMORY_LIMIT
+    if not _SIZE.match(memory) or float(re.match(r"\s*([\d.]+)", memory).group(1)) <= 0:
+        raise ConfigError(f"${ENV_READ_MEMORY_LIMIT}={memory!r}: pass a size above zero such as 512MB or 2GB "
+                          f"(default {DEFAULT_READ_MEMORY_LIMIT})")
+    threads_text = os.environ.get(ENV_READ_THREADS, "").strip() or str(DEFAULT_READ_THREADS)
+    if not threads_text.isdigit() or not 1 <= int(threads_text) <= 1024:
+        raise ConfigError(f"${ENV_READ_THREADS}={threads_text!r}: pass a whole number of threads from 1 to 1024 "
+                          f"(default {DEFAULT_READ_THREADS})")
+    return {**READONLY_CONFIG, "memory_limit": memory.replace(" ", ""), "threads": int(threads_text)}
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -83,21 +115,29 @@ def require_duckdb(path: str, version: str | None = None) -> None:
 def _connect_with_retry(path: str, read_only: bool, config: dict, timeout_s: float, role: str):
     require_duckdb(path)
     deadline = time.monotonic() + timeout_s
-    delay_s = 0.02
-    while True:
-        try:
-            return duckdb.connect(path, read_only=read_only, config=dict(config))
-        except duckdb.Error as exc:
-            if not _is_lock_error(exc):
-                raise WarehouseError(
-                    f"{path}: cannot open the warehouse ({first_line(exc)}); check that it is a "
-                    "fleetphysics DuckDB file and that you may read it"
-                ) from exc
-            if time.monotonic() >= deadline:
-                raise WarehouseError(
-                    f"{path}: held by {_holder(exc)} for more than {timeout_s:g} s, so this {role} "
-                    "could not open it; wait for that ingest to finish and retry, or raise the timeout"
-                ) from exc
+    delay_s = _FIRST_DELAY_S
+    with ExitStack() as waiting:  # a writer kept out says it waits, until it returns or gives up
+        while True:
+            if role == "reader" and (writer := writer_waiting.waiting_writer(path)) is not None:
+                if time.monotonic() >= deadline:  # readers let a waiting writer in first
+                    raise writer_waiting.kept_out(path, writer, timeout_s)
+                time.sleep(writer_waiting.POLL_S)
+                continue
+            try:
+                return duckdb.connect(path, read_only=read_only, config=dict(config))
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise WarehouseError(
+                        f"{path}: cannot open the warehouse ({first_line(exc)}); check that it is a "
+                        "fleetphysics DuckDB file and that you may read it"
+                    ) from exc
+                if time.monotonic() >= deadline:
+                    raise WarehouseError(
+                        f"{path}: held by {_holder(exc)} for more than {timeout_s:g} s, so this {role} "
+                        f"could not open it; {_WHO_HOLDS[role]}, or raise the timeout (--lock-timeout-s)"
+                    ) from exc
+                if role == "writer" and delay_s == _FIRST_DELAY_S:
+                    waiting.enter_context(writer_waiting.announced(path))
             time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
             delay_s = min(delay_s * 2, 0.5)
 
@@ -134,7 +174,7 @@ def connect_readonly(path: str | os.PathLike, timeout_s: float = READER_LOCK_TIM
             f"{path}: no warehouse file here; run `fleetphysics run` or "
             "`fleetphysics ingest DIR` first, or pass --warehouse PATH"
         )
-    con = _connect_with_retry(path, True, READONLY_CONFIG, timeout_s, "reader")
+    con = _connect_with_retry(path, True, readonly_config(), timeout_s, "reader")
     try:
         try:
             con.execute("SET enable_progress_bar = false")

@@ -94,6 +94,6 @@ st.dataframe(table, hide_index=True, width="stretch", placeholder=ui.MISSING, co
     "floor fraction": st.column_config.NumberColumn(format="percent"),
     "device (host · GPU)": st.column_config.TextColumn(pinned=True),
 })
-st.download_button("CSV of every figure and flag", data=df.drop(columns=["label"]).to_csv(index=False).encode(),
+st.download_button("CSV of every figure and flag", data=ui.csv_bytes(df.drop(columns=["label"])),
                    file_name="fleet.csv", mime="text/csv", key="csv-fleet-table", on_click="ignore",
                    icon=":material/download:")

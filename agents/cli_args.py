@@ -1,0 +1,46 @@
+"""argparse types for numeric options: finite, in range, or one line and exit 2.
+
+``type=float`` accepts ``nan``, ``inf``, ``0`` and ``-1``, which turn a limit off or into a
+traceback further down (``--timeout-s 0`` ran without a limit, ``--lock-timeout-s nan``
+waited forever). Every numeric option of ``fleetphysics`` takes one of these instead; argparse
+turns the ArgumentTypeError into ``fleetphysics: error: argument --timeout-s: ...`` and
+exit 2. A leaf module: it imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+
+def _describe(low, high, low_open: bool) -> str:
+    if high is None:
+        return f"> {low:g}" if low_open else f">= {low:g}"
+    return f"from {low:g} to {high:g}" if not low_open else f"> {low:g} and <= {high:g}"
+
+
+def number(kind: type = float, low: float = 0.0, high: float | None = None,
+           low_open: bool = True) -> Callable[[str], float | int]:
+    """An argparse ``type`` for a finite ``kind`` (float or int) above ``low`` (or at least
+    ``low`` when ``low_open`` is false) and at most ``high``."""
+    wanted = "a whole number" if kind is int else "a number"
+    rule = _describe(low, high, low_open)
+
+    def parse(text: str):
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}; pass {wanted} {rule}") from None
+        if not math.isfinite(value) or (value <= low if low_open else value < low) or \
+                (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; pass {wanted} {rule}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_float = number(float)
+positive_int = number(int)
+non_negative_int = number(int, 0, low_open=False)
