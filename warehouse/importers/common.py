@@ -17,10 +17,16 @@ from agents.errors import ValidationError
 
 from ..connection import WRITER_LOCK_TIMEOUT_S
 from ..ingest import with_writer, prepare_bundle, write_bundle
+from ..validate import quote
 
 # Cells a tool writes when it could not read a value: failed reads, not bad input.
 _FAILED_CELL = r"^(\[.*\]|N/A|n/a|NA|nan|NaN|)$"
 _NUMBER = r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"
+
+# The header line is read on its own, within these bounds, before the CSV reader sees the
+# file: a header of millions of columns would otherwise cost gigabytes and minutes.
+MAX_HEADER_BYTES = 65_536
+MAX_COLUMNS = 1_024
 
 
 @dataclass
@@ -59,13 +65,9 @@ def read_text_csv(path: Path, label: str) -> tuple[list[str], pa.Table, list[int
     Cells are trimmed. A line with the wrong number of fields is skipped only when it is the
     file's last line (a log cut off mid-write); anywhere else it is a ValidationError.
     """
-    data = path.read_bytes() if path.is_file() else None
-    if data is None:
+    if not path.is_file():
         raise ValidationError(f"{label}: file is missing; pass the path of an existing file")
-    if not data.strip():
-        raise ValidationError(f"{label}: file is empty; pass a non-empty CSV with a header line")
-    first_line = data.splitlines()[0].decode("utf-8", errors="replace")
-    header = [h.strip() for h in next(csv.reader([first_line]))]
+    header = _header(path, label)
     invalid: list[int] = []
 
     def on_invalid(row) -> str:
@@ -84,8 +86,9 @@ def read_text_csv(path: Path, label: str) -> tuple[list[str], pa.Table, list[int
             ),
         )
     except pa.ArrowInvalid as exc:
-        raise ValidationError(f"{label}: not a readable CSV ({str(exc).splitlines()[0]}); re-export the file") from exc
-    total_lines = len(data.rstrip(b"\n").splitlines())
+        raise ValidationError(f"{label}: not a readable CSV ({quote(str(exc).splitlines()[0], 120)}); "
+                              "re-export the file") from exc
+    total_lines = _count_lines(path)
     for number in invalid:
         if number != total_lines:
             raise ValidationError(
@@ -94,6 +97,31 @@ def read_text_csv(path: Path, label: str) -> tuple[list[str], pa.Table, list[int
             )
     table = pa.table({name: pc.utf8_trim_whitespace(table.column(name)) for name in table.column_names})
     return header, table, invalid
+
+
+def _header(path: Path, label: str) -> list[str]:
+    """The header's trimmed names, read from at most MAX_HEADER_BYTES of the file."""
+    with open(path, "rb") as f:
+        head = f.read(MAX_HEADER_BYTES + 1)
+    if not head.strip():
+        raise ValidationError(f"{label}: file is empty; pass a non-empty CSV with a header line")
+    end = head.find(b"\n")
+    if end < 0 and len(head) > MAX_HEADER_BYTES:
+        raise ValidationError(f"{label}: header line is longer than {MAX_HEADER_BYTES:,} bytes; the first line "
+                              "names the columns: re-export the file")
+    line = (head if end < 0 else head[:end]).rstrip(b"\r").decode("utf-8", errors="replace")
+    if line.count(",") >= MAX_COLUMNS:
+        raise ValidationError(f"{label}: header line has {line.count(',') + 1:,} columns, more than {MAX_COLUMNS:,}; "
+                              "the first line names the columns: re-export the file")
+    return [h.strip() for h in next(csv.reader([line]))]
+
+
+def _count_lines(path: Path) -> int:
+    """``len(data.rstrip(b"\\n").splitlines())`` of the file's bytes, without the list."""
+    body = path.read_bytes().rstrip(b"\n")
+    if not body:
+        return 0
+    return body.count(b"\n") + body.count(b"\r") - body.count(b"\r\n") + 1
 
 
 def failed_cells(values: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -117,20 +145,22 @@ def parse_numbers(label: str, column: str, values: pa.ChunkedArray, unit: str | 
     row = pc.index(bad, pa.scalar(True)).as_py()
     if row >= 0:
         raise ValidationError(
-            f"{label}: column {column} has {values[row].as_py()!r} at line {row + 2}; expected {what}"
+            f"{label}: column {column} has {quote(values[row].as_py())} at line {row + 2}; expected {what}"
             f"{' in ' + unit if unit else ''} or a failed-read cell like [N/A]: fix or delete that line"
         )
     numbers = pc.if_else(failed, pa.scalar(None, pa.string()), text).cast(pa.float64())
     return numbers, failed
 
 
-def write_imported(warehouse, run: ImportedRun, source: str, lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S) -> dict:
-    """Validate an imported run like any ingest, then write it in one transaction."""
+def write_imported(warehouse, run: ImportedRun, source: str, lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S,
+                   replace: bool = False) -> dict:
+    """Validate an imported run like any ingest, then write it in one transaction (a run
+    stored from another kind of source is replaced only with ``replace``)."""
     bundle = prepare_bundle(
         run.run_metadata, run.fingerprint, [(run.label, run.trace)], run.markers, run.events,
         run.experiments, None, source=source, labels={"dir": run.label} | run.labels,
     )
-    return with_writer(warehouse, lock_timeout_s, lambda con: write_bundle(con, bundle))
+    return with_writer(warehouse, lock_timeout_s, lambda con: write_bundle(con, bundle, replace))
 
 
 def basename(path: str | os.PathLike | None) -> str | None:
