@@ -204,6 +204,17 @@ def test_nvidia_smi_failed_power_cells_are_failed_reads(tmp_path, capsys):
     assert ok == [True] * 3 + [False] + [True] * 16
 
 
+def test_a_log_of_instant_power_only_imports_with_its_failed_cells_marked(tmp_path, capsys):
+    rows = _smi_rows()
+    rows[4] = rows[4].replace("100.5", "[N/A]")
+    path = _smi(tmp_path, rows, header="timestamp, power.draw.instant [W], temperature.gpu")
+    wh = tmp_path / "w.duckdb"
+    assert cli(["import", "nvidia-smi", path, "--warehouse", wh], capsys)[0] == 0
+    from warehouse.query import query
+    trace = query(wh, "SELECT read_ok, power_w, power_instant_w FROM v_power_trace ORDER BY t_ns")
+    assert trace["read_ok"].tolist() == [True] * 4 + [False] + [True] * 15 and trace["power_w"].isna().all()
+
+
 def test_nan_power_with_read_ok_true_in_parquet_is_refused(tmp_path, capsys):
     device = fx.write_device_dir(tmp_path / "out", "run-n", "host-a", "dev-0")
     part = device / "power_trace" / "part-00000.parquet"
@@ -367,8 +378,10 @@ def test_export_onto_a_symlink_is_one_line(stored, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("target", ["smi", "tr122", "artifact"])
-def test_binary_garbage_is_one_line_without_noise(tmp_path, target):
-    garbage = bytes(range(256)) * 40 + b"\xff\xfe\x00\n\x00,\x80" * 100
+@pytest.mark.parametrize("garbage", [bytes(range(256)) * 40 + b"\xff\xfe\x00\n\x00,\x80" * 100,
+                                     b"1,50\n\x80\x81,2,3\n3,50\n"],  # a bad row that is not UTF-8
+                         ids=["noise", "non-utf8-row"])
+def test_binary_garbage_is_one_line_without_noise(tmp_path, target, garbage):
     if target == "smi":
         path = tmp_path / "g.csv"
         path.write_bytes(b"timestamp, power.draw [W]\n" + garbage)
@@ -387,6 +400,7 @@ def test_binary_garbage_is_one_line_without_noise(tmp_path, target):
                           env=os.environ | {"PYTHONPATH": str(REPO)})
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("fleetphysics: "), proc.stderr
+    assert "\ufffd" not in lines[0]  # no undecodable file content echoed
 
 
 # ---------------------------------------------------------------- defect 9: names, staging, modes

@@ -29,6 +29,7 @@ from .columns import (
     MARKER_FIELDS,
     MARKER_REQUIRED,
     MIN_PEAK_POWER_W,
+    POWER_FIELDS,
     RUN_STATES,
     SCHEDULING_QUALITIES,
     SUPPORTED_SCHEMA_VERSION,
@@ -256,9 +257,13 @@ def _check_finite(label: str, name: str, column: pa.ChunkedArray, low_high: tupl
 
 
 def _check_failed_reads(label: str, columns: dict) -> None:
-    """A row whose power could not be read (null or NaN power_w) is a failed read."""
+    """A row whose power could not be read (null or NaN power_w) is a failed read.
+
+    A power_w column without any value is a field the source does not record (an
+    nvidia-smi log of power.draw.instant only): it marks no row.
+    """
     power, ok = columns["power_w"], columns["read_ok"]
-    if power.null_count == 0:
+    if power.null_count == 0 or power.null_count == len(power):
         return
     row = first_index(pc.and_(pc.is_null(power), ok))
     if row >= 0:
@@ -271,14 +276,15 @@ def check_imported_power(label: str, trace: pa.Table) -> None:
     MIN_PEAK_POWER_W (else its unit is wrong: W values under a [mW] header, or kW)."""
     if trace.num_rows == 0:
         return
-    power = trace.column("power_w")
-    if power.null_count == len(power):
-        raise fail(label, "column power_w", f"has no power reading in any of its {len(power):,} rows (every cell failed)",
+    recorded = [n for n in POWER_FIELDS if trace.column(n).null_count < trace.num_rows]
+    if not recorded:
+        raise fail(label, "column power_w", f"has no power reading in any of its {trace.num_rows:,} rows (every cell failed)",
                    "a recording without power cannot be measured: record with a board that reports power")
-    peak = pc.max(power).as_py()
-    if peak < MIN_PEAK_POWER_W:
-        raise fail(label, "column power_w", f"peaks at {_show(peak)} W, below {MIN_PEAK_POWER_W:g} W, which no powered GPU draws",
-                   "the power unit is wrong (watts written under [mW], or kilowatts under [W]): fix the header's unit")
+    for name in recorded:
+        peak = pc.max(trace.column(name)).as_py()
+        if peak < MIN_PEAK_POWER_W:
+            raise fail(label, f"column {name}", f"peaks at {_show(peak)} W, below {MIN_PEAK_POWER_W:g} W, which no powered GPU draws",
+                       "the power unit is wrong (watts written under [mW], or kilowatts under [W]): fix the header's unit")
 
 
 def distinct_strings(column: pa.ChunkedArray) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import os
@@ -68,6 +69,7 @@ def read_text_csv(path: Path, label: str) -> tuple[list[str], pa.Table, list[int
     if not path.is_file():
         raise ValidationError(f"{label}: file is missing; pass the path of an existing file")
     header = _header(path, label)
+    total_lines = _scan(path, label)
     invalid: list[int] = []
 
     def on_invalid(row) -> str:
@@ -86,9 +88,7 @@ def read_text_csv(path: Path, label: str) -> tuple[list[str], pa.Table, list[int
             ),
         )
     except pa.ArrowInvalid as exc:
-        raise ValidationError(f"{label}: not a readable CSV ({quote(str(exc).splitlines()[0], 120)}); "
-                              "re-export the file") from exc
-    total_lines = _count_lines(path)
+        raise ValidationError(f"{label}: not a readable CSV ({_csv_error(exc)}); re-export the file") from exc
     for number in invalid:
         if number != total_lines:
             raise ValidationError(
@@ -116,12 +116,45 @@ def _header(path: Path, label: str) -> list[str]:
     return [h.strip() for h in next(csv.reader([line]))]
 
 
-def _count_lines(path: Path) -> int:
-    """``len(data.rstrip(b"\\n").splitlines())`` of the file's bytes, without the list."""
-    body = path.read_bytes().rstrip(b"\n")
-    if not body:
+def _scan(path: Path, label: str) -> int:
+    """The file's line count as pyarrow numbers lines (\\n, \\r or \\r\\n; trailing newlines not
+    counted), checking in the same bounded pass that it is UTF-8 text.
+
+    Checked before pyarrow reads it: pyarrow decodes a malformed row's text for the
+    invalid-row handler, and a non-UTF-8 row there ends in an "Exception ignored" message.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    newlines = returns = pairs = offset = 0
+    last = tail = b""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                line = newlines + block.count(b"\n", 0, max(exc.start, 0)) + 1
+                raise ValidationError(f"{label}: line {line} is not UTF-8 text (byte {offset + max(exc.start, 0):,}); "
+                                      "re-export the file as UTF-8 text") from exc
+            newlines += block.count(b"\n")
+            returns += block.count(b"\r")
+            pairs += (tail + block).count(b"\r\n") - tail.count(b"\r\n")
+            tail, last, offset = block[-1:], block, offset + len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{label}: ends inside a UTF-8 character; re-export the file as UTF-8 text") from exc
+    trailing = len(last) - len(last.rstrip(b"\n"))  # a file of only newlines has no lines
+    if offset == trailing:
         return 0
-    return body.count(b"\n") + body.count(b"\r") - body.count(b"\r\n") + 1
+    return newlines - trailing + returns - pairs + 1
+
+
+def _csv_error(exc: Exception) -> str:
+    """pyarrow's reason, without the row's text that it quotes (file content stays out)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    match = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", text)
+    if match:
+        return f"line {match.group(1)} has {match.group(3)} fields, the header {match.group(2)}"
+    return quote(text.split(": ", 2)[-1] if "Row #" in text else text, 80)
 
 
 def failed_cells(values: pa.ChunkedArray) -> pa.ChunkedArray:

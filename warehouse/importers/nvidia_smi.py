@@ -256,6 +256,8 @@ def read_nvidia_smi(csv_path, edges_path=None, tz: str = "+00:00", gpu_name: str
     ignored: list[str] = []
     uuid = None
     has_average = "power.draw.average" in names
+    # The power a row is for: power_w, else (a log of power.draw.instant only) the instant.
+    primary_power = "power_w" if {"power.draw", "power.draw.average"} & set(names) else "power_instant_w"
     for i, (name, unit) in enumerate(columns):
         values = table.column(f"c{i}")
         cell = f"{name}" + (f" [{unit}]" if unit is not None else "")
@@ -293,9 +295,9 @@ def read_nvidia_smi(csv_path, edges_path=None, tz: str = "+00:00", gpu_name: str
             ignored.append(cell)
             continue
         mapping[cell] = target
-        # An unsupported column (never read) marks no row failed; power_w is what a row is
-        # for, so a failed power cell always makes its row a failed read.
-        if target == "power_w" or not pc.all(failed).as_py():
+        # An unsupported column (never read) marks no row failed; the primary power is what
+        # a row is for, so a failed power cell always makes its row a failed read.
+        if target == primary_power or not pc.all(failed).as_py():
             failures.append(failed)
     read_ok = np.ones(rows, dtype=bool)
     for failed in failures:
