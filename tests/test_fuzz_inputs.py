@@ -67,7 +67,10 @@ def outcome(argv: list, warehouse: Path) -> None:
             code = main([str(a) for a in argv] + ["--warehouse", str(warehouse)])
     finally:
         sys.unraisablehook = old_hook
-    assert not unraisable, [str(u.exc_value) for u in unraisable]
+    # hypothesis's own gc callback may fail while json parses a deep document near the
+    # recursion limit (the parse's RecursionError is caught): that noise is the harness's.
+    ours = [u for u in unraisable if not getattr(u.object, "__module__", "").startswith("hypothesis")]
+    assert not ours, [str(u.exc_value) for u in ours]
     event(f"exit {code}")  # shown by --hypothesis-show-statistics: both outcomes must occur
     lines = err.getvalue().strip().splitlines()
     if code == 0:
@@ -221,14 +224,18 @@ TRACE_COLUMNS = ["t_ns", "wall_ns", "power_w", "energy_j", "temp_c", "dt_s", "la
 TRACE_EXTREMES = [float("nan"), float("inf"), float("-inf"), -1.0, 1e308, 0.0, None, 2**62, -(2**62)]
 
 
-def _set_json_field(doc, path: list, value):
-    """Set ``value`` at a path of keys chosen inside ``doc`` (as deep as the path reaches)."""
-    node = doc
-    for key in path[:-1]:
-        if isinstance(node, dict) and node:
-            node = node[sorted(node)[key % len(node)]]
-    if isinstance(node, dict) and node:
-        node[sorted(node)[path[-1] % len(node)]] = value
+def _set_json_field(doc, pick: int, value):
+    """Set ``value`` at one of ``doc``'s fields or list items, any depth (``pick`` chooses)."""
+    slots, stack = [], [doc]
+    while stack:
+        node = stack.pop()
+        keys = sorted(node) if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+        for key in keys:
+            slots.append((node, key))
+            stack.append(node[key])
+    if slots:
+        node, key = slots[pick % len(slots)]
+        node[key] = value
     return doc
 
 
@@ -236,8 +243,7 @@ def _set_json_field(doc, path: list, value):
 def artifact_damage(draw):
     kind = draw(st.sampled_from(["json field", "json bytes", "trace value", "parquet bytes", "deep json"]))
     if kind == "json field":
-        return kind, draw(st.sampled_from(ARTIFACT_JSON)), (draw(st.lists(st.integers(0, 50), min_size=1, max_size=4)),
-                                                             draw(json_values))
+        return kind, draw(st.sampled_from(ARTIFACT_JSON)), (draw(st.integers(0, 10_000)), draw(json_values))
     if kind in ("json bytes", "parquet bytes"):
         name = draw(st.sampled_from(ARTIFACT_JSON)) if kind == "json bytes" else draw(st.sampled_from(
             ["power_trace/part-00000.parquet", "markers.parquet", "events.parquet"]))
@@ -252,11 +258,12 @@ def artifact_damage(draw):
 def test_fuzz_artifact_ingest(warehouse, tmp_path_factory, changes):
     root = tmp_path_factory.mktemp("art") / "out"
     device = fx.write_device_dir(root, "run-fuzz", "host-a", "dev-fuzz", rows=500)
-    for kind, name, arg in changes:
+    order = ["trace value", "json field", "deep json", "json bytes", "parquet bytes"]  # byte damage last
+    for kind, name, arg in sorted(changes, key=lambda change: order.index(change[0])):
         path = device / name
         if kind == "json field":
-            keys, value = arg
-            doc = _set_json_field(json.loads(path.read_text()), keys, value)
+            pick, value = arg
+            doc = _set_json_field(json.loads(path.read_text()), pick, value)
             path.write_text(json.dumps(doc))
         elif kind in ("json bytes", "parquet bytes"):
             path.write_bytes(arg(path.read_bytes()))

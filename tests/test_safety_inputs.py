@@ -115,7 +115,7 @@ def test_an_ingest_over_an_imported_run_is_refused_before_anything_is_written(tm
 # ---------------------------------------------------------------- defect 2: not a DuckDB file
 
 
-@pytest.mark.parametrize("content", [b"t_ns,power_w\n1,2\n", b"PAR1\x00\x00\x00\x00junkPAR1", b"\x00" * 5000,
+@pytest.mark.parametrize("content", [b"", b"t_ns,power_w\n1,2\n", b"PAR1\x00\x00\x00\x00junkPAR1", b"\x00" * 5000,
                                      b"SQLite format 3\x00" + b"\x00" * 100])
 def test_a_warehouse_path_that_is_not_duckdb_is_refused_and_untouched(stored, tmp_path, capsys, content):
     _, out = stored
@@ -365,6 +365,24 @@ def test_numbers_too_large_for_64_bits_are_one_line(tmp_path, capsys):
     (pack / "generation_events.jsonl").unlink()
     (pack / "run_metadata.json").write_text(json.dumps({"started_wall_ns": 10**40}))
     refused(["import", "tr122", pack, "--warehouse", tmp_path / "w.duckdb"], capsys, None, "started_wall_ns")
+
+
+@pytest.mark.parametrize("name,path,value", [
+    ("baseline.json", ["figures", "fields", "power_w", "n"], 10**40),
+    ("vram_cliff.json", ["figures", "capacity_mb"], 2**70),
+    ("poller_stats.json", ["samples"], 2**64),
+    ("fingerprint.json", ["fields", "cpu_cores"], 2**40),  # fits 64 bits, not the INTEGER column
+])
+def test_integers_too_large_in_artifact_json_are_one_line(tmp_path, capsys, name, path, value):
+    device = fx.write_device_dir(tmp_path / "out", "run-o", "host-a", "dev-0")
+    doc = json.loads((device / name).read_text())
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    (device / name).write_text(json.dumps(doc))
+    needle = "does not fit its column" if value < 2**63 else f"field {'.'.join(map(str, path))}"
+    refused(["ingest", tmp_path / "out", "--warehouse", tmp_path / "w.duckdb"], capsys, None, needle)
 
 
 def test_export_onto_a_symlink_is_one_line(stored, tmp_path, capsys):

@@ -461,6 +461,13 @@ def write_bundle(con, bundle: DeviceBundle, replace: bool = False) -> dict:
                 f"{bundle.label}: the warehouse refused run {bundle.key[0]} device {bundle.key[1]} ({first}); "
                 "the input breaks a physical constraint: fix it and ingest again"
             ) from exc
+        if isinstance(exc, (duckdb.ConversionException, duckdb.OutOfRangeException, OverflowError)):
+            # validated input whose value does not fit its column's type is still bad input
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValidationError(
+                f"{bundle.label}: the warehouse refused run {bundle.key[0]} device {bundle.key[1]} ({first[:200]}); "
+                "a value does not fit its column: fix it and ingest again"
+            ) from exc
         if isinstance(exc, duckdb.Error):
             first = str(exc).splitlines()[0]
             raise WarehouseError(

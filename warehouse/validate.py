@@ -89,6 +89,26 @@ def json_depth(value) -> int:
     return deepest
 
 
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def check_json_numbers(label: str, doc) -> None:
+    """Refuse a document nested deeper than MAX_JSON_DEPTH or holding an integer beyond 64
+    bits (which no column stores), naming the field's path; walked without recursion."""
+    stack = [(doc, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                raise fail(label, "document", f"is nested deeper than {MAX_JSON_DEPTH} levels",
+                           "write the file with fleetphysics, or flatten it")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in pairs)
+        elif isinstance(item, int) and not isinstance(item, bool) and not INT64_RANGE[0] <= item <= INT64_RANGE[1]:
+            raise fail(label, f"field {path or 'document'}", f"is {_show(item)}, beyond a 64-bit integer",
+                       "write a number that fits 64 bits: fix the file")
+
+
 def parse_json(text: str | bytes) -> tuple[object, str | None, str]:
     """(document, problem, detail): problem is None for valid JSON nested at most
     MAX_JSON_DEPTH deep, else "is not valid JSON" or "is nested deeper than ... levels"."""
@@ -555,6 +575,7 @@ def check_run_metadata(label: str, doc) -> dict:
     """Validated run metadata: ids safe, run_state and end_reason known, times ordered."""
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write run_metadata as a JSON object")
+    check_json_numbers(label, doc)
     _check_schema_version(label, doc)
     meta = {
         "schema_version": SUPPORTED_SCHEMA_VERSION,
@@ -591,6 +612,7 @@ def check_fingerprint(label: str, doc, run_meta: dict) -> dict:
     """Validated fingerprint.json, consistent with the run metadata beside it."""
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write fingerprint as a JSON object")
+    check_json_numbers(label, doc)
     device_uid = safe_name(doc.get("device_uid"), label, "device_uid")
     if device_uid != run_meta["device_uid"]:
         raise fail(label, "field device_uid", f"is {device_uid!r} but run_metadata has {run_meta['device_uid']!r}",
@@ -640,6 +662,7 @@ def check_poller_stats(label: str, doc) -> dict | None:
         return None
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write poller_stats as a JSON object")
+    check_json_numbers(label, doc)
     for field in ("scheduling_quality", "continuity_quality"):
         if doc.get(field) is not None:
             _choice(label, doc, field, SCHEDULING_QUALITIES)
@@ -650,6 +673,7 @@ def check_experiment(label: str, doc, expected_name: str | None = None) -> dict:
     """Validated experiment JSON: a safe ``experiment`` name, known schema_version, dict figures."""
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write the experiment result as a JSON object")
+    check_json_numbers(label, doc)
     name = safe_name(doc.get("experiment"), label, "experiment")
     if expected_name is not None and name != expected_name:
         raise fail(label, "field experiment", f"is {name!r} but the file is named {expected_name}.json",
