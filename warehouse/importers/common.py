@@ -154,6 +154,8 @@ def _csv_error(exc: Exception) -> str:
     match = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", text)
     if match:
         return f"line {match.group(1)} has {match.group(3)} fields, the header {match.group(2)}"
+    if "straddl" in text:
+        return "a line is longer than the reader's 1 MiB block, which no log line is"
     return quote(text.split(": ", 2)[-1] if "Row #" in text else text, 80)
 
 
