@@ -273,7 +273,7 @@ def _check_finite(label: str, name: str, column: pa.ChunkedArray, low_high: tupl
         return
     row = first_index(pc.is_inf(column))
     raise fail(label, f"column {name}", f"is {column[row].as_py()} at row {row}",
-               f"a measured value is finite: write null for a value that was not read, or re-record the trace")
+               "a measured value is finite: write null for a value that was not read, or re-record the trace")
 
 
 def _check_failed_reads(label: str, columns: dict) -> None:
