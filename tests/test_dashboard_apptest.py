@@ -307,7 +307,7 @@ def test_a_file_that_is_not_a_warehouse_is_one_line(monkeypatch, tmp_path) -> No
     bad.write_bytes(b"this is not a database" * 100)
     at = _app(monkeypatch, bad)
     assert not at.exception
-    assert at.error and "cannot open the warehouse" in at.error[0].value
+    assert at.error and "not a DuckDB database" in at.error[0].value
 
 
 def test_cli_registers_dashboard_and_bench() -> None:

@@ -30,7 +30,8 @@ def test_no_terminal_no_bar(capsys):
 def test_ingest_command_prints_only_its_json_when_piped(tmp_path, capsys):
     root = tmp_path / "out"
     fx.write_device_dir(root, "run-0001", "host-a", "dev-0")
-    args = type("Args", (), {"warehouse": str(tmp_path / "w.duckdb"), "dirs": [str(root)], "lock_timeout_s": 5.0})
+    args = type("Args", (), {"warehouse": str(tmp_path / "w.duckdb"), "dirs": [str(root)], "lock_timeout_s": 5.0,
+                                   "replace": False})
     assert _ingest(args) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == {"run_id": "run-0001", "devices": ["dev-0"], "rows": 2000} and err == ""

@@ -4,11 +4,14 @@ A device dir is ``<out>/<run_id>/<host>/<device_uid>/`` holding run_metadata.jso
 fingerprint.json, the trace (``power_trace.parquet`` once the suite has compacted it, else
 the poller's ``power_trace/part-*.parquet``), markers.parquet, and optionally events.parquet,
 poller_stats.json and one ``<experiment>.json`` per experiment.
+
+Only regular files inside the device dir are read: a symbolic link (to a file or to the
+power_trace/ folder) is refused, so a link cannot bring a file from elsewhere into the
+warehouse.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -17,9 +20,10 @@ import pyarrow as pa
 from agents.errors import ValidationError, first_line
 
 from .connection import WRITER_LOCK_TIMEOUT_S
-from .ingest import DeviceBundle, prepare_bundle, with_writer, write_bundle
+from .file_checks import check_no_links, inside_dir, inside_file
+from .ingest import DeviceBundle, check_replace, prepare_bundle, with_writer, write_bundle
 from .progress import Report, no_report
-from .validate import check_run_metadata, fail
+from .validate import check_run_metadata, fail, load_json
 
 _RESERVED_JSON = {"run_metadata.json", "fingerprint.json", "poller_stats.json"}
 
@@ -49,17 +53,14 @@ def find_device_dirs(path: str | os.PathLike) -> list[Path]:
 
 
 def _read_json(path: Path, required: bool = True):
-    if not path.is_file():
+    if inside_file(path.parent, path.name) is None:
         if required:
             raise ValidationError(f"{path}: file is missing; every device dir has {path.name}: re-collect the artifacts")
         return None
     data = path.read_bytes()
     if not data.strip():
         raise ValidationError(f"{path}: file is empty (0 bytes of JSON); re-collect the artifacts")
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise ValidationError(f"{path}: not valid JSON ({exc}); re-collect the artifacts or re-run the analysis") from exc
+    return load_json(data, str(path), "re-collect the artifacts or re-run the analysis")
 
 
 def _read_parquet(path: Path) -> pa.Table:
@@ -87,9 +88,10 @@ def read_device_dir(device_dir: str | os.PathLike) -> DeviceBundle:
     if meta["device_uid"] != d.name:
         raise fail(meta_label, "field device_uid", f"is {meta['device_uid']!r} but its folder is {d.name!r}",
                    "the device dir is <run_id>/<host>/<device_uid>: fix the file or rename the folder")
-    single = d / "power_trace.parquet"  # the suite compacts the parts into this file
+    single = inside_file(d, "power_trace.parquet")  # the suite compacts the parts into this file
     part_dir = d / "power_trace"
-    parts = [single] if single.is_file() else sorted(part_dir.glob("part-*.parquet")) if part_dir.is_dir() else []
+    parts = [single] if single else sorted(part_dir.glob("part-*.parquet")) if inside_dir(d, "power_trace") else []
+    check_no_links(d, parts)
     if not parts and meta["run_state"] not in ("lost", "aborted"):
         raise ValidationError(
             f"{part_dir}: no trace (power_trace.parquet or power_trace/part-*.parquet) for a {meta['run_state']} run; "
@@ -97,9 +99,9 @@ def read_device_dir(device_dir: str | os.PathLike) -> DeviceBundle:
         )
     trace_parts = [(str(p), _read_parquet(p)) for p in parts]
     markers_path = d / "markers.parquet"
-    markers = _read_parquet(markers_path) if markers_path.exists() else None
+    markers = _read_parquet(markers_path) if inside_file(d, markers_path.name) else None
     events_path = d / "events.parquet"
-    events = _read_parquet(events_path) if events_path.exists() else None
+    events = _read_parquet(events_path) if inside_file(d, events_path.name) else None
     experiments = {}
     labels = {"run_metadata": meta_label, "fingerprint": str(d / "fingerprint.json"),
               "markers": str(markers_path), "events": str(events_path),
@@ -123,7 +125,7 @@ KEEP_ROWS = 20_000_000  # keep validated bundles in memory up to this many trace
 
 def ingest_paths(
     warehouse: str | os.PathLike, paths: list[str | os.PathLike], lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S,
-    progress: Report = no_report,
+    progress: Report = no_report, replace: bool = False,
 ) -> list[dict]:
     """Ingest every device dir under ``paths``; returns one result dict per device.
 
@@ -131,6 +133,8 @@ def ingest_paths(
     leaves the warehouse unchanged. Each run x device is then written in its own
     transaction, opening the file only for that write. ``progress(phase, done, total)``
     hears of each device dir validated (``validating``), then of each written (``writing``).
+    A run x device already stored from another kind of source (a TR122 or nvidia-smi
+    import) is refused before anything is written, unless ``replace``.
     """
     device_dirs: list[Path] = []
     for path in paths:
@@ -138,6 +142,7 @@ def ingest_paths(
     kept: dict[Path, DeviceBundle] = {}
     rows = 0
     seen: dict[tuple[str, str], Path] = {}
+    sources: dict[Path, str] = {}
     progress("validating", 0, len(device_dirs))
     for i, d in enumerate(device_dirs, 1):
         bundle = read_device_dir(d)
@@ -146,14 +151,20 @@ def ingest_paths(
                 f"{d}: run {bundle.key[0]} device {bundle.key[1]} is also in {seen[bundle.key]}; pass only one of them"
             )
         seen[bundle.key] = d
+        sources[d] = bundle.source
         rows += bundle.trace.rows
         if rows <= KEEP_ROWS:
             kept[d] = bundle
         progress("validating", i, len(device_dirs))
+    if not replace and Path(warehouse).is_file():  # refuse a clash before the first write
+        def check(con):
+            for key, d in seen.items():
+                check_replace(con, str(d), *key, sources[d])
+        with_writer(warehouse, lock_timeout_s, check)
     results = []
     progress("writing", 0, len(device_dirs))
     for d in device_dirs:
         bundle = kept.pop(d, None) or read_device_dir(d)
-        results.append(with_writer(warehouse, lock_timeout_s, lambda con, b=bundle: write_bundle(con, b)))
+        results.append(with_writer(warehouse, lock_timeout_s, lambda con, b=bundle: write_bundle(con, b, replace)))
         progress("writing", len(results), len(device_dirs))
     return results

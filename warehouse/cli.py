@@ -34,6 +34,12 @@ def _common(parser: argparse.ArgumentParser, lock_timeout_s: float) -> None:
                         help=f"wait this long for another process's lock on the file (default {lock_timeout_s:g})")
 
 
+def _replace_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replace", action="store_true",
+                        help="replace a run x device already stored from another kind of source (an export "
+                             "imported back, say); without it such an import is refused")
+
+
 def _print_json(value, pretty: bool = False) -> None:
     print(json.dumps(value, indent=2 if pretty else None, default=str))
 
@@ -47,7 +53,8 @@ def _ingest(args) -> int:
     from .progress import progress_bars
 
     with progress_bars() as report:
-        results = ingest_paths(args.warehouse, args.dirs, lock_timeout_s=args.lock_timeout_s, progress=report)
+        results = ingest_paths(args.warehouse, args.dirs, lock_timeout_s=args.lock_timeout_s, progress=report,
+                               replace=args.replace)
     runs = summarize(results)
     _print_json(runs[0] if len(runs) == 1 else runs)
     return 0
@@ -57,7 +64,8 @@ def _import_tr122(args) -> int:
     from .ingest import summarize
     from .importers.tr122 import import_tr122
 
-    _print_json(summarize([import_tr122(args.warehouse, args.dir, lock_timeout_s=args.lock_timeout_s)])[0])
+    _print_json(summarize([import_tr122(args.warehouse, args.dir, lock_timeout_s=args.lock_timeout_s,
+                                        replace=args.replace)])[0])
     return 0
 
 
@@ -66,7 +74,8 @@ def _import_nvidia_smi(args) -> int:
     from .importers.nvidia_smi import import_nvidia_smi
 
     result = import_nvidia_smi(args.warehouse, args.file, edges_path=args.edges, tz=args.tz,
-                               gpu_name=args.gpu_name, host=args.host, lock_timeout_s=args.lock_timeout_s)
+                               gpu_name=args.gpu_name, host=args.host, lock_timeout_s=args.lock_timeout_s,
+                               replace=args.replace)
     _print_json(summarize([result])[0])
     return 0
 
@@ -101,6 +110,8 @@ def _export(args) -> int:
         _print_json(result)
     else:
         print(f"exported run {result['run_id']} device {result['device_uid']} ({result['rows']:,} rows) to {result['out']}")
+        for path in result["cleaned"]:
+            print(f"removed {path}, left by an export that was killed", file=sys.stderr)
     return 0
 
 
@@ -211,6 +222,7 @@ def register(subparsers) -> None:
     """Add ingest, import (tr122, nvidia-smi), sql, export, analyze and compact to the CLI."""
     p = subparsers.add_parser("ingest", help="ingest artifact dirs (device, run or root dirs) into the warehouse")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="device dir, run dir or a root holding run dirs")
+    _replace_flag(p)
     _common(p, WRITER_LOCK_TIMEOUT_S)
     p.set_defaults(func=_ingest)
 
@@ -218,6 +230,7 @@ def register(subparsers) -> None:
     sub = imp.add_subparsers(dest="import_format", metavar="FORMAT", parser_class=type(imp))
     q = sub.add_parser("tr122", help="a TR122 artifact pack (power_trace.csv, generation_events.jsonl, ...)")
     q.add_argument("dir", metavar="DIR", help="the pack's folder")
+    _replace_flag(q)
     _common(q, WRITER_LOCK_TIMEOUT_S)
     q.set_defaults(func=_import_tr122)
     q = sub.add_parser("nvidia-smi", help="an nvidia-smi --query-gpu --format=csv log")
@@ -226,6 +239,7 @@ def register(subparsers) -> None:
     q.add_argument("--tz", default="+00:00", metavar="+HH:MM", help="UTC offset of the log's local timestamps (default +00:00)")
     q.add_argument("--gpu-name", metavar="NAME", help="the GPU's name (default: the log's name column, else 'gpu')")
     q.add_argument("--host", default="imported", metavar="NAME", help="host name to record (default 'imported')")
+    _replace_flag(q)
     _common(q, WRITER_LOCK_TIMEOUT_S)
     q.set_defaults(func=_import_nvidia_smi)
     imp.set_defaults(func=lambda args: (imp.print_help(), 2)[1])

@@ -72,6 +72,11 @@ EVENT_FIELDS: dict[str, pa.DataType] = {
 }
 EVENT_REQUIRED = ("event_id", "t_start_ns", "t_end_ns")
 
+# Wall-clock times (UTC epoch ns) a recording can carry: 2000-01-01 to 2100-01-01. A time
+# outside is a wrong unit, a wrong year or a clock that was never set.
+WALL_NS_RANGE = (946_684_800 * 10**9, 4_102_444_800 * 10**9)
+WALL_NS_HINT = "wall-clock times are UTC epoch nanoseconds between 2000 and 2100"
+
 # Plausible physical ranges, checked before writing (and again by CHECK constraints).
 # (low, high, unit, hint when out of range)
 TRACE_RANGES: dict[str, tuple[float, float, str, str]] = {
@@ -87,7 +92,12 @@ TRACE_RANGES: dict[str, tuple[float, float, str, str]] = {
     "vram_used_mb": (0.0, 1.0e8, "MB", "VRAM is megabytes >= 0"),
     "pstate": (0.0, 32.0, "", "pstate is the NVML P-state number 0..15 (32 = unknown)"),
     "dt_s": (0.0, float("inf"), "s", "dt_s is seconds since the previous row and must be >= 0"),
+    "wall_ns": (*WALL_NS_RANGE, "ns", WALL_NS_HINT),
 }
+
+# A powered GPU draws well above this; an imported trace whose readings all stay below it
+# was recorded in another unit than its header says (W values under [mW], kW under [W]).
+MIN_PEAK_POWER_W = 1.0
 
 RUN_STATES = ("completed", "aborted", "timeout", "partial", "lost")
 END_REASONS = (

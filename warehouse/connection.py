@@ -20,6 +20,7 @@ import duckdb
 from agents.errors import ConfigError, WarehouseError, first_line
 
 from . import migrations, writer_waiting
+from .file_checks import check_warehouse_file
 
 DEFAULT_WAREHOUSE = "fleet.duckdb"
 ENV_WAREHOUSE = "FLEETPHYSICS_WAREHOUSE"
@@ -114,6 +115,7 @@ def require_duckdb(path: str, version: str | None = None) -> None:
 
 def _connect_with_retry(path: str, read_only: bool, config: dict, timeout_s: float, role: str):
     require_duckdb(path)
+    check_warehouse_file(path)  # before DuckDB opens it: some files it would take as in-memory
     deadline = time.monotonic() + timeout_s
     delay_s = _FIRST_DELAY_S
     with ExitStack() as waiting:  # a writer kept out says it waits, until it returns or gives up

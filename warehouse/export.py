@@ -9,19 +9,24 @@ lower-case ``energy_quality`` and ``power_samples`` (rows of the trace with t_st
 t_ns <= t_end_ns), baseline.json with idle_watts_mean_robust, fake_idle_flag and the rest
 (this project's keys beside them), run_metadata.json with run_state, end_reason, poller,
 baseline and git.hash.
+written into a staging sibling folder ``.<out>.export-<pid>.tmp`` and renamed into place,
+so ``--out`` either holds a whole pack or nothing. A staging folder left by an export that
+was killed (its process is gone) is removed by the next export into the same parent
+folder. The pack's folder and files get the usual modes (0777 and 0666 less the umask).
+Reads go through the read-only connection.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow.csv as pacsv
 
-from agents.errors import ValidationError
+from agents.errors import ValidationError, WarehouseError
 
 from .connection import READER_LOCK_TIMEOUT_S, connect_readonly
 from .query import fetch_arrow
@@ -45,6 +50,8 @@ _TR122_BASELINE = {
 # figures of the baseline experiment's JSON that the typed table does not hold (first key found)
 _BASELINE_FIGURES = {"idle_temp_c": ("idle_temp_c",), "util_p95": ("util_p95", "idle_gpu_util_p95"),
                      "min_w": ("min_w", "idle_watts_min"), "max_w": ("max_w", "idle_watts_max")}
+_STAGING = re.compile(r"\.(?P<name>.+)\.export-(?P<pid>\d+)\.tmp")
+_PACK_FILES = {TRACE_FILE, EVENTS_FILE, BASELINE_FILE, METADATA_FILE}
 _BASELINE_COLUMNS = ("field", "idle_robust_w", "idle_sem_w", "idle_mean_w", "idle_median_w", "idle_std_w",
                      "floor_w", "floor_fraction", "fake_idle", "n_samples", "window_s", "quality")
 
@@ -117,16 +124,56 @@ def _pick_device(con, run_id: str, device_uid: str | None) -> dict:
                           f"{', '.join(r['device_uid'] for r in rows[:5])}")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def clean_stale_staging(parent: Path) -> list[str]:
+    """Remove staging folders in ``parent`` left by exports whose process is gone; return them.
+
+    Only folders named like a staging folder, holding nothing but pack files, are removed.
+    """
+    cleaned = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return cleaned
+    for entry in entries:
+        match = _STAGING.fullmatch(entry.name)
+        if not match or entry.is_symlink() or not entry.is_dir() or _alive(int(match.group("pid"))):
+            continue
+        try:
+            if all(p.name in _PACK_FILES and p.is_file() and not p.is_symlink() for p in entry.iterdir()):
+                shutil.rmtree(entry)
+                cleaned.append(str(entry))
+        except OSError:
+            continue  # someone else's folder, or gone meanwhile: leave it
+    return cleaned
+
+
+def _check_out(out: Path) -> None:
+    if out.is_symlink():
+        raise ValidationError(f"{out}: is a symbolic link; pass a new folder path for --out, not a link")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValidationError(f"{out}: already exists and is not an empty folder; pass a new --out folder")
+
+
 def export_tr122(warehouse, run_id: str, out_dir, device_uid: str | None = None,
                  lock_timeout_s: float = READER_LOCK_TIMEOUT_S) -> dict:
     """Write run ``run_id`` (one device) as a TR122 pack into ``out_dir``; return what was written.
 
-    ``out_dir`` must not exist or be an empty folder. Returns ``{"run_id", "device_uid",
-    "out", "files", "rows"}``.
+    ``out_dir`` must not exist or be an empty folder (not a link). Returns ``{"run_id",
+    "device_uid", "out", "files", "rows", "cleaned"}``, ``cleaned`` listing the staging
+    folders of killed exports that were removed.
     """
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValidationError(f"{out}: already exists and is not an empty folder; pass a new --out folder")
+    _check_out(out)
     con = connect_readonly(warehouse, timeout_s=lock_timeout_s)
     try:
         device = _pick_device(con, run_id, device_uid)
@@ -170,8 +217,17 @@ def export_tr122(warehouse, run_id: str, out_dir, device_uid: str | None = None,
         "baseline": tr122_baseline,
         "git": {"hash": device.get("git_hash") or (pack_meta.get("git") or {}).get("hash")},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(f"{out.parent}: cannot create the folder ({exc.strerror}); pass an --out you may write") from exc
+    cleaned = clean_stale_staging(out.parent)
+    staging = out.parent / f".{out.name}.export-{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)  # this process's own, from an export that raised
+    try:
+        os.mkdir(staging)  # mode 0777 less the umask, as the pack's folder will have
+    except OSError as exc:
+        raise ValidationError(f"{out.parent}: cannot write the pack there ({exc.strerror}); pass an --out you may write") from exc
     try:
         with open(staging / TRACE_FILE, "wb") as f:
             f.write((",".join(trace.column_names) + "\n").encode())  # pyarrow would quote the names
@@ -184,12 +240,17 @@ def export_tr122(warehouse, run_id: str, out_dir, device_uid: str | None = None,
         for path in staging.iterdir():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+        _check_out(out)  # again: it may have changed while the pack was written
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(staging, out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WarehouseError(f"{out}: writing the pack failed ({exc.strerror or exc}); nothing was left there: "
+                             "check the disk and export again") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = [TRACE_FILE, EVENTS_FILE, BASELINE_FILE, METADATA_FILE]
     return {"run_id": run_id, "device_uid": device["device_uid"], "out": str(out), "files": files,
-            "rows": trace.num_rows}
+            "rows": trace.num_rows, "cleaned": cleaned}

@@ -10,6 +10,9 @@ Both validate every input first (``validate.py``), then replace the run x device
 transaction: delete whatever an earlier ingest of the same (run_id, device_uid) wrote and
 insert the new rows. Ingesting the same run again therefore replaces it, never duplicates
 it, and an error at any point rolls back and leaves the warehouse exactly as it was.
+Only the same kind of input replaces a run without being asked (:func:`check_replace`):
+a TR122 pack exported from a run holds its trace, events and baseline but not its markers
+or other results, so importing it over that run is refused unless ``replace=True``.
 Traces go from Arrow into DuckDB without a Python loop over rows.
 """
 
@@ -36,6 +39,7 @@ from .validate import (
     check_experiment,
     check_fingerprint,
     check_poller_stats,
+    check_imported_power,
     check_run_metadata,
     clean_json,
     finite_or_none,
@@ -45,6 +49,13 @@ from .validate import (
 )
 
 ROW_GROUP_ROWS = 122_880  # DuckDB's row-group size
+
+# Sources whose rows are a recording made outside fleetphysics (checked for power units).
+IMPORTED_SOURCES = ("tr122", "nvidia-smi")
+# Sources that replace each other without --replace: fleetphysics's own artifacts (a dir on
+# disk or the same tables in memory) hold a run whole; an import only replaces the same kind.
+SOURCE_KINDS = {"artifact": "fleetphysics artifacts", "arrow": "fleetphysics artifacts",
+                "tr122": "a TR122 pack", "nvidia-smi": "an nvidia-smi log"}
 
 # Tables holding rows of one run x device, keyed by (run_id, device_uid).
 PER_DEVICE_TABLES = (
@@ -119,6 +130,8 @@ def prepare_bundle(
     check_choice(meta_label, "source", source, SOURCES)
     fp = check_fingerprint(labels.get("fingerprint", "fingerprint"), fingerprint, meta)
     trace = normalize_trace(trace_parts, require_all=require_all_trace_columns)
+    if source in IMPORTED_SOURCES:
+        check_imported_power(labels.get("dir", trace_parts[0][0] if trace_parts else meta_label), trace.table)
     if markers is None:
         markers = pa.table({name: pa.array([], dtype) for name, dtype in MARKER_FIELDS.items()})
     marker_table = normalize_markers(labels.get("markers", "markers"), markers)
@@ -404,10 +417,37 @@ def _stats_row(stats: dict) -> dict:
     }
 
 
-def write_bundle(con, bundle: DeviceBundle) -> dict:
-    """Replace one run x device in one transaction; roll back and raise on any error."""
+def check_replace(con, label: str, run_id: str, device_uid: str, source: str) -> None:
+    """Raise a ValidationError when run x device is already stored from another kind of source.
+
+    A replacement by the same kind (an artifact dir ingested again, the same nvidia-smi log
+    imported again) goes ahead; anything else would silently lose what the new input lacks.
+    """
+    rows = con.execute("SELECT source, ingested_at FROM run_devices WHERE run_id = ? AND device_uid = ?",
+                       [run_id, device_uid]).fetchall()
+    if not rows:
+        return
+    stored, at = rows[0]
+    if SOURCE_KINDS.get(stored, stored) == SOURCE_KINDS.get(source, source):
+        return
+    when = f" on {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
+    raise ValidationError(
+        f"{label}: run {run_id} device {device_uid} is already in the warehouse (from {stored}{when}) and this "
+        f"{source} input would replace it, losing what it lacks; import it into another warehouse, or pass "
+        "--replace to replace the stored run"
+    )
+
+
+def write_bundle(con, bundle: DeviceBundle, replace: bool = False) -> dict:
+    """Replace one run x device in one transaction; roll back and raise on any error.
+
+    Without ``replace``, a run x device stored from another kind of source is refused
+    (:func:`check_replace`) and nothing is written.
+    """
     con.execute("BEGIN TRANSACTION")
     try:
+        if not replace:
+            check_replace(con, bundle.label, *bundle.key, bundle.source)
         _write(con, bundle)
         con.execute("COMMIT")
     except BaseException as exc:
@@ -420,6 +460,13 @@ def write_bundle(con, bundle: DeviceBundle) -> dict:
             raise ValidationError(
                 f"{bundle.label}: the warehouse refused run {bundle.key[0]} device {bundle.key[1]} ({first}); "
                 "the input breaks a physical constraint: fix it and ingest again"
+            ) from exc
+        if isinstance(exc, (duckdb.ConversionException, duckdb.OutOfRangeException, OverflowError)):
+            # validated input whose value does not fit its column's type is still bad input
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValidationError(
+                f"{bundle.label}: the warehouse refused run {bundle.key[0]} device {bundle.key[1]} ({first[:200]}); "
+                "a value does not fit its column: fix it and ingest again"
             ) from exc
         if isinstance(exc, duckdb.Error):
             first = str(exc).splitlines()[0]
@@ -464,6 +511,7 @@ def ingest_tables(
     *,
     source: str = "arrow",
     lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S,
+    replace: bool = False,
 ) -> dict:
     """Ingest one run x device from memory; returns ``{"run_id", "device_uid", "rows"}``.
 
@@ -473,6 +521,7 @@ def ingest_tables(
     tables, or pandas DataFrames, converted without their index);
     ``experiments`` maps experiment name to its JSON document. Validation runs first; a
     ValidationError leaves the warehouse untouched, and so does any error while writing.
+    A run x device stored from another kind of source is replaced only with ``replace``.
     """
     bundle = prepare_bundle(
         run_metadata, fingerprint, [("power_trace (in memory)", _as_table(trace))], _as_table(markers),
@@ -483,7 +532,7 @@ def ingest_tables(
                 "poller_stats": "poller_stats (in memory)"}
         | {f"experiment:{n}": f"{n} (in memory)" for n in (experiments or {})},
     )
-    return with_writer(con_or_path, lock_timeout_s, lambda con: write_bundle(con, bundle))
+    return with_writer(con_or_path, lock_timeout_s, lambda con: write_bundle(con, bundle, replace))
 
 
 def summarize(results: list[dict]) -> list[dict]:

@@ -28,17 +28,26 @@ from .columns import (
     EVENT_REQUIRED,
     MARKER_FIELDS,
     MARKER_REQUIRED,
+    MIN_PEAK_POWER_W,
+    POWER_FIELDS,
     RUN_STATES,
     SCHEDULING_QUALITIES,
     SUPPORTED_SCHEMA_VERSION,
     TRACE_EXTRA_FIELDS,
     TRACE_FIELDS,
     TRACE_RANGES,
+    WALL_NS_HINT,
+    WALL_NS_RANGE,
     WAREHOUSE_TRACE_COLUMNS,
     null_column,
 )
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}$")
+# Used with fullmatch: "$" would also match before a trailing newline.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}")
+
+# No document fleetphysics writes nests deeper than a few levels; a deeper one is refused
+# before any recursive code (json, clean_json, the figures) walks it.
+MAX_JSON_DEPTH = 64
 
 
 def fail(label: str, what: str, problem: str, fix: str) -> ValidationError:
@@ -55,15 +64,81 @@ def _show(value) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.6g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return quote(value, 60)
+
+
+def quote(value, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a cell quoted in a message never carries
+    a file's content beyond a few characters."""
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def json_depth(value) -> int:
+    """How deep lists and dicts nest in ``value`` (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def check_json_numbers(label: str, doc) -> None:
+    """Refuse a document nested deeper than MAX_JSON_DEPTH or holding an integer beyond 64
+    bits (which no column stores), naming the field's path; walked without recursion."""
+    stack = [(doc, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                raise fail(label, "document", f"is nested deeper than {MAX_JSON_DEPTH} levels",
+                           "write the file with fleetphysics, or flatten it")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in pairs)
+        elif isinstance(item, int) and not isinstance(item, bool) and not INT64_RANGE[0] <= item <= INT64_RANGE[1]:
+            raise fail(label, f"field {path or 'document'}", f"is {_show(item)}, beyond a 64-bit integer",
+                       "write a number that fits 64 bits: fix the file")
+
+
+def parse_json(text: str | bytes) -> tuple[object, str | None, str]:
+    """(document, problem, detail): problem is None for valid JSON nested at most
+    MAX_JSON_DEPTH deep, else "is not valid JSON" or "is nested deeper than ... levels"."""
+    deep = f"is nested deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        return None, deep, ""
+    except ValueError as exc:  # UnicodeDecodeError included
+        if isinstance(exc, json.JSONDecodeError):
+            return None, "is not valid JSON", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        return None, "is not valid JSON", "not UTF-8 text"
+    if json_depth(doc) > MAX_JSON_DEPTH:
+        return None, deep, ""
+    return doc, None, ""
+
+
+def load_json(text: str | bytes, label: str, fix: str):
+    """Parse JSON text; invalid, or nested deeper than MAX_JSON_DEPTH, is a ValidationError."""
+    doc, problem, detail = parse_json(text)
+    if problem:
+        raise fail(label, "document", problem + (f" ({detail})" if detail else ""), fix)
+    return doc
 
 
 def safe_name(value, label: str, field: str) -> str:
     """``value`` if it is a safe id (letters, digits, ``_.:@+=-``; no path separator, no '..')."""
     if not isinstance(value, str) or not value:
         raise fail(label, f"field {field}", f"is {_show(value)}, not a non-empty string", f"set {field} to a name like 'run-0001'")
-    if "/" in value or "\\" in value or ".." in value or not _SAFE_NAME.match(value):
+    if "/" in value or "\\" in value or ".." in value or not _SAFE_NAME.fullmatch(value):
         raise fail(
             label,
             f"field {field}",
@@ -193,6 +268,45 @@ def _check_range(label: str, name: str, column: pa.ChunkedArray, low_high: tuple
                f"{hint}; fix the units or re-record the trace")
 
 
+def _check_finite(label: str, name: str, column: pa.ChunkedArray, low_high: tuple) -> None:
+    if math.isfinite(low_high[0]) and math.isfinite(low_high[1]):
+        return
+    row = first_index(pc.is_inf(column))
+    raise fail(label, f"column {name}", f"is {column[row].as_py()} at row {row}",
+               "a measured value is finite: write null for a value that was not read, or re-record the trace")
+
+
+def _check_failed_reads(label: str, columns: dict) -> None:
+    """A row whose power could not be read (null or NaN power_w) is a failed read.
+
+    A power_w column without any value is a field the source does not record (an
+    nvidia-smi log of power.draw.instant only): it marks no row.
+    """
+    power, ok = columns["power_w"], columns["read_ok"]
+    if power.null_count == 0 or power.null_count == len(power):
+        return
+    row = first_index(pc.and_(pc.is_null(power), ok))
+    if row >= 0:
+        raise fail(label, "column read_ok", f"is true at row {row}, where power_w is null or NaN (not read)",
+                   "a row whose power was not read has read_ok false: fix read_ok, or re-record the trace")
+
+
+def check_imported_power(label: str, trace: pa.Table) -> None:
+    """An imported recording holds power readings in watts: at least one, peaking above
+    MIN_PEAK_POWER_W (else its unit is wrong: W values under a [mW] header, or kW)."""
+    if trace.num_rows == 0:
+        return
+    recorded = [n for n in POWER_FIELDS if trace.column(n).null_count < trace.num_rows]
+    if not recorded:
+        raise fail(label, "column power_w", f"has no power reading in any of its {trace.num_rows:,} rows (every cell failed)",
+                   "a recording without power cannot be measured: record with a board that reports power")
+    for name in recorded:
+        peak = pc.max(trace.column(name)).as_py()
+        if peak < MIN_PEAK_POWER_W:
+            raise fail(label, f"column {name}", f"peaks at {_show(peak)} W, below {MIN_PEAK_POWER_W:g} W, which no powered GPU draws",
+                       "the power unit is wrong (watts written under [mW], or kilowatts under [W]): fix the header's unit")
+
+
 def distinct_strings(column: pa.ChunkedArray) -> list[str]:
     """The distinct non-null values of a string or dictionary column, in order of first use.
 
@@ -252,13 +366,20 @@ def _normalize_trace_part(label: str, table: pa.Table, require_all: bool) -> tup
                       ("read_ok", "read_ok is true or false in every row")):
         if columns[name].null_count:
             raise fail(label, f"column {name}", f"is null at row {first_index(pc.is_null(columns[name]))}", fix)
-    if table.num_rows > 1:
+    if table.num_rows:
         t = columns["t_ns"].to_numpy()
         back = np.flatnonzero(t[1:] < t[:-1])
         if back.size:
             row = int(back[0]) + 1
             raise fail(label, "column t_ns", f"is not monotonic at row {row} (t_ns {int(t[row]):,} after {int(t[row - 1]):,})",
                        "re-record or sort the trace")
+        if t[0] < 0:
+            raise fail(label, "column t_ns", f"is {int(t[0]):,} at row 0, below 0",
+                       "t_ns is nanoseconds on a clock counting from boot or the epoch, never negative: "
+                       "fix the clock or re-record")
+        if len(t) > 1 and t[0] == t[-1]:
+            raise fail(label, "column t_ns", f"has the same value ({int(t[0]):,}) in all {len(t):,} rows",
+                       "a trace's rows are ticks at different times: re-record it, or fix the time column")
 
     # numpy and pyarrow release the GIL: the bounds of the columns are taken on two threads,
     # then checked in column order so that the first bad column is the one reported.
@@ -267,8 +388,11 @@ def _normalize_trace_part(label: str, table: pa.Table, require_all: bool) -> tup
         cleaned = dict(zip(bounded, pool.map(_clean_bounds, [columns[n] for n in bounded])))
     for name in bounded:
         columns[name], low_high = cleaned[name]
+        if low_high is not None and pa.types.is_floating(wanted[name]):
+            _check_finite(label, name, columns[name], low_high)
         if name in TRACE_RANGES and low_high is not None:
             _check_range(label, name, columns[name], low_high)
+    _check_failed_reads(label, columns)
 
     device_uuid = None
     distinct = distinct_strings(columns["device_uuid"])
@@ -348,11 +472,10 @@ def normalize_markers(label: str, table: pa.Table) -> pa.Table:
     for row, text in enumerate(attrs.to_pylist()):  # markers are few: hundreds, not millions
         if text is None:
             continue
-        try:
-            json.loads(text)
-        except ValueError as exc:
-            raise fail(label, "column attrs_json", f"is not valid JSON at row {row} ({exc.msg})",
-                       "write attrs_json with json.dumps(attrs, sort_keys=True)") from exc
+        _, problem, detail = parse_json(text)
+        if problem:
+            raise fail(label, "column attrs_json", f"{problem} at row {row}" + (f" ({detail})" if detail else ""),
+                       "write attrs_json with json.dumps(attrs, sort_keys=True)")
     columns["seq"] = pa.chunked_array([pa.array(np.arange(table.num_rows, dtype=np.int32))])
     return pa.table(columns)
 
@@ -384,6 +507,10 @@ def normalize_events(label: str, table: pa.Table) -> pa.Table:
                    "write the event's end after its start")
     for name in ("energy_counter_j", "energy_integrated_j", "energy_net_j", "gap_fraction", "tokens_per_second"):
         columns[name] = _nan_to_null(columns[name])
+        infinite = first_index(pc.is_inf(columns[name]))
+        if infinite >= 0:
+            raise fail(label, f"column {name}", f"is {columns[name][infinite].as_py()} at row {infinite}",
+                       "a measured value is finite: write null for a value that was not measured")
     quality = pc.utf8_upper(columns["energy_quality"])
     bad = first_index(pc.invert(pc.is_in(quality, value_set=pa.array(ENERGY_QUALITIES))))
     if bad >= 0 and quality[bad].is_valid:
@@ -425,6 +552,8 @@ def _optional_int(label: str, doc: dict, field: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise fail(label, f"field {field}", f"is {_show(value)}, not an integer", f"write {field} as integer nanoseconds")
+    if field.endswith("_wall_ns") and not WALL_NS_RANGE[0] <= value < WALL_NS_RANGE[1]:
+        raise fail(label, f"field {field}", f"is {_show(value)}, outside 2000..2100", f"{WALL_NS_HINT}: fix {field}")
     return value
 
 
@@ -446,6 +575,7 @@ def check_run_metadata(label: str, doc) -> dict:
     """Validated run metadata: ids safe, run_state and end_reason known, times ordered."""
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write run_metadata as a JSON object")
+    check_json_numbers(label, doc)
     _check_schema_version(label, doc)
     meta = {
         "schema_version": SUPPORTED_SCHEMA_VERSION,
@@ -482,6 +612,7 @@ def check_fingerprint(label: str, doc, run_meta: dict) -> dict:
     """Validated fingerprint.json, consistent with the run metadata beside it."""
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write fingerprint as a JSON object")
+    check_json_numbers(label, doc)
     device_uid = safe_name(doc.get("device_uid"), label, "device_uid")
     if device_uid != run_meta["device_uid"]:
         raise fail(label, "field device_uid", f"is {device_uid!r} but run_metadata has {run_meta['device_uid']!r}",
@@ -496,6 +627,7 @@ def check_fingerprint(label: str, doc, run_meta: dict) -> dict:
     simulated = doc.get("simulated", run_meta["simulated"])
     if not isinstance(simulated, bool):
         raise fail(label, "field simulated", f"is {_show(simulated)}, not true/false", "write simulated as a JSON boolean")
+    _check_simulated(label, run_meta, fields, device_uid, simulated)
     key = doc.get("comparability_key")
     return {
         "device_uid": device_uid,
@@ -507,12 +639,30 @@ def check_fingerprint(label: str, doc, run_meta: dict) -> dict:
     }
 
 
+def _check_simulated(label: str, run_meta: dict, fields: dict, device_uid: str, simulated: bool) -> None:
+    """Simulated data is always labelled simulated: run metadata and fingerprint agree, and a
+    board that shows a simulation's marks (a physics profile's hash, fields.simulated, a SIM-
+    device uid) is not called real."""
+    if simulated != run_meta["simulated"]:
+        raise fail(label, "field simulated", f"is {simulated} but run_metadata has {run_meta['simulated']}",
+                   "write the same simulated flag in both files")
+    marks = [name for name, present in (
+        ("fields.simulated", fields.get("simulated") is True),
+        ("fields.profile_sha256", bool(fields.get("profile_sha256"))),
+        ("a SIM- device_uid", device_uid.startswith("SIM-")),
+    ) if present]
+    if marks and not simulated:
+        raise fail(label, "field simulated", f"is false on a simulated board ({', '.join(marks)})",
+                   "simulated data is always labelled simulated: set simulated to true")
+
+
 def check_poller_stats(label: str, doc) -> dict | None:
     """Validated poller statistics (None stays None)."""
     if doc is None:
         return None
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write poller_stats as a JSON object")
+    check_json_numbers(label, doc)
     for field in ("scheduling_quality", "continuity_quality"):
         if doc.get(field) is not None:
             _choice(label, doc, field, SCHEDULING_QUALITIES)
@@ -523,6 +673,7 @@ def check_experiment(label: str, doc, expected_name: str | None = None) -> dict:
     """Validated experiment JSON: a safe ``experiment`` name, known schema_version, dict figures."""
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write the experiment result as a JSON object")
+    check_json_numbers(label, doc)
     name = safe_name(doc.get("experiment"), label, "experiment")
     if expected_name is not None and name != expected_name:
         raise fail(label, "field experiment", f"is {name!r} but the file is named {expected_name}.json",

@@ -44,9 +44,9 @@ import pyarrow.compute as pc
 
 from agents.errors import ConfigError, ValidationError
 
-from ..columns import TRACE_EXTRA_FIELDS, TRACE_FIELDS
+from ..columns import TRACE_EXTRA_FIELDS, TRACE_FIELDS, WALL_NS_HINT, WALL_NS_RANGE
 from ..connection import WRITER_LOCK_TIMEOUT_S
-from ..validate import safe_name
+from ..validate import quote, safe_name
 from .common import ImportedRun, basename, failed_cells, file_sha256, parse_numbers, read_text_csv, slug, write_imported
 
 _HEADER = re.compile(r"^(?P<name>[^\[\]]+?)\s*(\[(?P<unit>[^\]]*)\])?$")
@@ -98,7 +98,7 @@ def _parse_header(label: str, header: list[str]) -> list[tuple[str, str | None]]
     for i, cell in enumerate(header):
         match = _HEADER.match(cell)
         if not match:
-            raise ValidationError(f"{label}: header column {i + 1} ({cell!r}) is not 'name [unit]'; re-export the log")
+            raise ValidationError(f"{label}: header column {i + 1} ({quote(cell)}) is not 'name [unit]'; re-export the log")
         name, unit = match.group("name").strip(), match.group("unit")
         unit = unit.strip() if unit is not None else None
         if name in seen:
@@ -115,7 +115,7 @@ def _timestamps(label: str, values: pa.ChunkedArray, tz_ns: int) -> np.ndarray:
     failed = failed_cells(values)
     row = pc.index(failed, pa.scalar(True)).as_py()
     if row >= 0:
-        raise ValidationError(f"{label}: column timestamp is {values[row].as_py()!r} at line {row + 2}; "
+        raise ValidationError(f"{label}: column timestamp is {quote(values[row].as_py())} at line {row + 2}; "
                               "every row needs its time: delete that line")
     series = pd.Series(values.to_numpy(zero_copy_only=False))
     parsed = pd.to_datetime(series, format="%Y/%m/%d %H:%M:%S.%f", errors="coerce")
@@ -125,8 +125,15 @@ def _timestamps(label: str, values: pa.ChunkedArray, tz_ns: int) -> np.ndarray:
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         row = int(bad[0])
-        raise ValidationError(f"{label}: column timestamp has {series[row]!r} at line {row + 2}; "
+        raise ValidationError(f"{label}: column timestamp has {quote(series[row])} at line {row + 2}; "
                               "expected nvidia-smi's 'YYYY/MM/DD HH:MM:SS.mmm': fix or delete that line")
+    # Check the year before converting to ns: a year outside datetime64[ns] would wrap around.
+    low, high = (np.datetime64(ns, "ns") for ns in WALL_NS_RANGE)
+    outside = np.flatnonzero(((parsed < low) | (parsed >= high)).to_numpy())
+    if outside.size:
+        row = int(outside[0])
+        raise ValidationError(f"{label}: column timestamp has {quote(series[row])} at line {row + 2}, outside "
+                              f"2000..2100; {WALL_NS_HINT}: fix the recording machine's clock or that line")
     local_ns = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     return local_ns - tz_ns
 
@@ -136,7 +143,7 @@ def _pstate(label: str, values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.Ch
     good = pc.match_substring_regex(values, r"^P\d{1,2}$")
     row = pc.index(pc.and_(pc.invert(good), pc.invert(failed)), pa.scalar(True)).as_py()
     if row >= 0:
-        raise ValidationError(f"{label}: column pstate has {values[row].as_py()!r} at line {row + 2}; "
+        raise ValidationError(f"{label}: column pstate has {quote(values[row].as_py())} at line {row + 2}; "
                               "expected P0..P15 or [N/A]: fix or delete that line")
     numbers = pc.if_else(failed, pa.scalar(None, pa.string()), pc.utf8_slice_codeunits(values, 1))
     return numbers.cast(pa.int32()), failed
@@ -147,7 +154,7 @@ def _bitmask(label: str, column: str, values: pa.ChunkedArray) -> tuple[pa.Chunk
     good = pc.match_substring_regex(values, r"^0x[0-9A-Fa-f]{1,16}$")
     row = pc.index(pc.and_(pc.invert(good), pc.invert(failed)), pa.scalar(True)).as_py()
     if row >= 0:
-        raise ValidationError(f"{label}: column {column} has {values[row].as_py()!r} at line {row + 2}; "
+        raise ValidationError(f"{label}: column {column} has {quote(values[row].as_py())} at line {row + 2}; "
                               "expected a hex bitmask like 0x0000000000000004 or [N/A]")
     texts = values.to_pylist()  # bitmask columns are rare; int(x, 16) has no vector form
     ints = [None if f else int(t, 16) for t, f in zip(texts, failed.to_pylist())]
@@ -173,6 +180,9 @@ def read_edges(path: Path, label: str | None = None) -> np.ndarray:
         values.append(float(line) if "." in line else int(line))
     scales = []
     for (number, _), value in zip(numbered, values):
+        if value >= 1e19:
+            raise ValidationError(f"{label}: column timestamp has {quote(value)} at line {number}, too large for an "
+                                  "epoch timestamp; write epoch seconds, ms, us or ns")
         if value >= 1e17:
             scales.append(1)
         elif value >= 1e14:
@@ -189,6 +199,10 @@ def read_edges(path: Path, label: str | None = None) -> np.ndarray:
         raise ValidationError(f"{label}: column timestamp mixes units (line {number} differs from line "
                               f"{numbered[0][0]}); write every edge in the same unit")
     ns = np.array([int(round(v * scales[0])) if isinstance(v, float) else v * scales[0] for v in values], dtype=np.int64)
+    outside = np.flatnonzero((ns < WALL_NS_RANGE[0]) | (ns >= WALL_NS_RANGE[1]))
+    if outside.size:
+        raise ValidationError(f"{label}: column timestamp has {quote(values[outside[0]])} at line "
+                              f"{numbered[outside[0]][0]}, outside 2000..2100; {WALL_NS_HINT}: fix that line")
     keep = np.concatenate([[True], ns[1:] != ns[:-1]])
     ns, lines_kept = ns[keep], [n for (n, _), k in zip(numbered, keep) if k]
     back = np.flatnonzero(ns[1:] < ns[:-1])
@@ -242,6 +256,8 @@ def read_nvidia_smi(csv_path, edges_path=None, tz: str = "+00:00", gpu_name: str
     ignored: list[str] = []
     uuid = None
     has_average = "power.draw.average" in names
+    # The power a row is for: power_w, else (a log of power.draw.instant only) the instant.
+    primary_power = "power_w" if {"power.draw", "power.draw.average"} & set(names) else "power_instant_w"
     for i, (name, unit) in enumerate(columns):
         values = table.column(f"c{i}")
         cell = f"{name}" + (f" [{unit}]" if unit is not None else "")
@@ -279,7 +295,9 @@ def read_nvidia_smi(csv_path, edges_path=None, tz: str = "+00:00", gpu_name: str
             ignored.append(cell)
             continue
         mapping[cell] = target
-        if not pc.all(failed).as_py():  # an unsupported column (never read) marks no row failed
+        # An unsupported column (never read) marks no row failed; the primary power is what
+        # a row is for, so a failed power cell always makes its row a failed read.
+        if target == primary_power or not pc.all(failed).as_py():
             failures.append(failed)
     read_ok = np.ones(rows, dtype=bool)
     for failed in failures:
@@ -347,11 +365,13 @@ def _check_edges_in_trace(label: str, edges: np.ndarray, t_first: int, t_last: i
 
 
 def import_nvidia_smi(warehouse, csv_path, edges_path=None, tz: str = "+00:00", gpu_name: str | None = None,
-                      host: str = "imported", lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S) -> dict:
+                      host: str = "imported", lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S,
+                      replace: bool = False) -> dict:
     """Import an nvidia-smi CSV log (and optional edge file) as one run; returns the ingest result.
 
     The run_id and device_uid come from the files' SHA-256, so importing the same files
-    again replaces the run. The warehouse is unchanged on any error.
+    again replaces the run; a run stored from another kind of source only with ``replace``.
+    The warehouse is unchanged on any error.
     """
     run = read_nvidia_smi(csv_path, edges_path, tz=tz, gpu_name=gpu_name, host=host)
-    return write_imported(warehouse, run, "nvidia-smi", lock_timeout_s)
+    return write_imported(warehouse, run, "nvidia-smi", lock_timeout_s, replace)

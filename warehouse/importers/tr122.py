@@ -14,11 +14,13 @@ idle_gpu_util_p95, idle_watts_min, idle_watts_max) as well as this project's; wi
 baseline.json, run_metadata.json's ``baseline`` block stands in. run_metadata.json's
 section 3.4 keys are read too: run_state, end_reason, ``git.hash``, and ``poller`` (kept
 with the run's metadata).
+energy_net_j (baseline subtracted); baseline.json becomes the ``baseline`` experiment.
+Only regular files in the pack's folder are read (a symbolic link is refused), and an
+error quotes at most a few characters of a cell.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,8 @@ from agents.errors import ValidationError
 
 from ..columns import END_REASONS, EVENT_FIELDS, RUN_STATES, TRACE_EXTRA_FIELDS, TRACE_FIELDS
 from ..connection import WRITER_LOCK_TIMEOUT_S
-from ..validate import safe_name
+from ..file_checks import inside_file
+from ..validate import fail, load_json, parse_json, quote, safe_name
 from .common import ImportedRun, file_sha256, parse_numbers, read_text_csv, slug, write_imported
 
 TRACE_FILE = "power_trace.csv"
@@ -64,22 +67,20 @@ BASELINE_KEYS = {  # baseline figure -> keys a TR122 baseline.json may use, firs
     "window_s": ("window_s", "duration_s"),
     "field": ("field",),
 }
+INT64_MAX = 2**63 - 1
 _TRUE = {"true", "1", "True", "TRUE", "t", "yes"}
 _FALSE = {"false", "0", "False", "FALSE", "f", "no"}
 
 
 def _json_file(path: Path, required: bool = False):
-    if not path.is_file():
+    if inside_file(path.parent, path.name) is None:
         if required:
             raise ValidationError(f"{path}: file is missing; a TR122 pack has {path.name}")
         return None
     text = path.read_text("utf-8", errors="replace")
     if not text.strip():
         raise ValidationError(f"{path}: file is empty; write a JSON object or delete the file")
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise ValidationError(f"{path}: not valid JSON ({exc}); re-export the pack") from exc
+    doc = load_json(text, str(path), "re-export the pack")
     if not isinstance(doc, dict):
         raise ValidationError(f"{path}: document is a {type(doc).__name__}, not a JSON object; re-export the pack")
     return doc
@@ -97,12 +98,17 @@ def _trace(path: Path) -> tuple[pa.Table, list[str]]:
     if rows == 0:
         raise ValidationError(f"{label}: no rows after the header; the pack's trace is empty")
     t_text = table.column(f"c{index['t_ns']}")
-    bad = pc.invert(pc.match_substring_regex(t_text, r"^-?\d+$"))
+    bad = pc.invert(pc.match_substring_regex(t_text, r"^-?\d{1,19}$"))
     row = pc.index(bad, pa.scalar(True)).as_py()
     if row >= 0:
-        raise ValidationError(f"{label}: column t_ns has {t_text[row].as_py()!r} at line {row + 2}; "
-                              "t_ns is integer nanoseconds in every row: fix or delete that line")
-    columns: dict[str, pa.ChunkedArray] = {"t_ns": t_text.cast(pa.int64())}
+        raise ValidationError(f"{label}: column t_ns has {quote(t_text[row].as_py())} at line {row + 2}; "
+                              "t_ns is integer nanoseconds (at most 19 digits) in every row: fix or delete that line")
+    try:
+        t_ns = t_text.cast(pa.int64())
+    except pa.ArrowInvalid as exc:  # 19 digits beyond 2**63
+        raise ValidationError(f"{label}: column t_ns has a value beyond 64-bit nanoseconds; "
+                              "t_ns is integer nanoseconds: fix that line") from exc
+    columns: dict[str, pa.ChunkedArray] = {"t_ns": t_ns}
     failed_power = None
     for name in TR122_TRACE_COLUMNS[1:]:
         if name not in index or name == "read_ok":
@@ -116,7 +122,7 @@ def _trace(path: Path) -> tuple[pa.Table, list[str]]:
         known = pc.is_in(text, value_set=pa.array(sorted(_TRUE | _FALSE)))
         row = pc.index(pc.invert(known), pa.scalar(True)).as_py()
         if row >= 0:
-            raise ValidationError(f"{label}: column read_ok has {text[row].as_py()!r} at line {row + 2}; "
+            raise ValidationError(f"{label}: column read_ok has {quote(text[row].as_py())} at line {row + 2}; "
                                   "write true or false")
         columns["read_ok"] = pc.is_in(text, value_set=pa.array(sorted(_TRUE)))
     else:
@@ -135,17 +141,17 @@ def _trace(path: Path) -> tuple[pa.Table, list[str]]:
 
 
 def _events(path: Path) -> pa.Table | None:
-    if not path.is_file():
+    if inside_file(path.parent, path.name) is None:
         return None
     kinds = EVENT_FIELDS | EVENT_EXTRA
     records = {column: [] for column in kinds}
     for number, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            doc = json.loads(line)
-        except ValueError as exc:
-            raise ValidationError(f"{path}: line {number} is not valid JSON ({exc}); repair or delete that line") from exc
+        doc, problem, detail = parse_json(line)
+        if problem:
+            raise ValidationError(f"{path}: line {number} {problem}" + (f" ({detail})" if detail else "")
+                                  + "; repair or delete that line")
         if not isinstance(doc, dict):
             raise ValidationError(f"{path}: line {number} is a {type(doc).__name__}, not a JSON object; one event per line")
         doc = {EVENT_MAP[k]: v for k, v in doc.items() if k in EVENT_MAP}
@@ -156,8 +162,11 @@ def _events(path: Path) -> pa.Table | None:
                 expected = int if pa.types.is_integer(dtype) else float if pa.types.is_floating(dtype) else str
                 ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
                 if not ok or isinstance(value, bool):
-                    raise ValidationError(f"{path}: field {column} is {value!r} at line {number}; "
+                    raise ValidationError(f"{path}: field {column} is {quote(value)} at line {number}; "
                                           f"expected {expected.__name__}: fix that event")
+                if expected is int and not -INT64_MAX <= value <= INT64_MAX:
+                    raise fail(str(path), f"field {column}", f"is {quote(value)} at line {number}, beyond 64 bits",
+                               "fix that event")
             records[column].append(float(value) if value is not None and pa.types.is_floating(dtype) else value)
     if not records["event_id"]:
         return None
@@ -185,7 +194,7 @@ def read_tr122(pack_dir) -> ImportedRun:
     if not d.is_dir():
         raise ValidationError(f"{d}: not a folder; pass the folder holding {TRACE_FILE}")
     trace_path = d / TRACE_FILE
-    if not trace_path.is_file():
+    if inside_file(d, TRACE_FILE) is None:
         raise ValidationError(f"{trace_path}: file is missing; a TR122 pack has {TRACE_FILE}")
     trace, ignored = _trace(trace_path)
     events = _events(d / EVENTS_FILE)
@@ -227,11 +236,12 @@ def read_tr122(pack_dir) -> ImportedRun:
     return ImportedRun(str(trace_path), meta, fp, trace, None, events, _baseline_experiment(baseline), labels)
 
 
-def import_tr122(warehouse, pack_dir, lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S) -> dict:
+def import_tr122(warehouse, pack_dir, lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S, replace: bool = False) -> dict:
     """Import a TR122 pack as one run x device; returns the ingest result.
 
-    The run keeps the pack's run_id and device_uid when its run_metadata.json has them
-    (so importing a pack exported from this warehouse replaces that run with the pack's
-    content), else both come from the trace file's SHA-256.
+    The run keeps the pack's run_id and device_uid when its run_metadata.json has them,
+    else both come from the trace file's SHA-256. A pack exported from this warehouse
+    names a run stored from artifacts: importing it is refused unless ``replace`` (the
+    pack lacks the run's markers and most results).
     """
-    return write_imported(warehouse, read_tr122(pack_dir), "tr122", lock_timeout_s)
+    return write_imported(warehouse, read_tr122(pack_dir), "tr122", lock_timeout_s, replace)
