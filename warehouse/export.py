@@ -1,19 +1,17 @@
 """Export one run x device from the warehouse back to a TR122 pack.
 
 The pack (power_trace.csv, generation_events.jsonl, baseline.json, run_metadata.json) is
-written into a temporary sibling folder and renamed into place, so ``--out`` either
-holds a whole pack or nothing. Reads go through the read-only connection.
+written into a staging sibling folder ``.<out>.export-<pid>.tmp`` and renamed into place,
+so ``--out`` either holds a whole pack or nothing. A staging folder left by an export that
+was killed (its process is gone) is removed by the next export into the same parent
+folder. The pack's folder and files get the usual modes (0777 and 0666 less the umask).
+Reads go through the read-only connection.
 
 The files carry TR122's own keys (section 3), as the report writes them: events with
 lower-case ``energy_quality`` and ``power_samples`` (rows of the trace with t_start_ns <=
 t_ns <= t_end_ns), baseline.json with idle_watts_mean_robust, fake_idle_flag and the rest
 (this project's keys beside them), run_metadata.json with run_state, end_reason, poller,
 baseline and git.hash.
-written into a staging sibling folder ``.<out>.export-<pid>.tmp`` and renamed into place,
-so ``--out`` either holds a whole pack or nothing. A staging folder left by an export that
-was killed (its process is gone) is removed by the next export into the same parent
-folder. The pack's folder and files get the usual modes (0777 and 0666 less the umask).
-Reads go through the read-only connection.
 """
 
 from __future__ import annotations

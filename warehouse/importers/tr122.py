@@ -13,9 +13,7 @@ idle_watts_mean, idle_watts_std, floor_fraction, idle_temp_c, fake_idle_flag,
 idle_gpu_util_p95, idle_watts_min, idle_watts_max) as well as this project's; without a
 baseline.json, run_metadata.json's ``baseline`` block stands in. run_metadata.json's
 section 3.4 keys are read too: run_state, end_reason, ``git.hash``, and ``poller`` (kept
-with the run's metadata).
-energy_net_j (baseline subtracted); baseline.json becomes the ``baseline`` experiment.
-Only regular files in the pack's folder are read (a symbolic link is refused), and an
+with the run's metadata). Only regular files in the pack's folder are read (a symbolic link is refused), and an
 error quotes at most a few characters of a cell.
 """
 
