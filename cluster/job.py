@@ -131,14 +131,14 @@ def run_fleet(opts: FleetOptions) -> dict:
                       host=h["host"], simulate=h["simulate"], seed=i, configs=opts.configs, period_ms=opts.period_ms)
         agent = place_agent(h["node_id"], **kwargs)
         placed.append((h, agent, agent.check.remote(driver_versions)))
-    checked = _check_agents(placed, opts.startup_timeout_s)
-    labels = host_labels({h["key"]: (info.get("name") or h.get("hostname") or h["node_id"][:8], h["node_id"])
-                          for h, _, info in checked})
-    ready = [(h, agent, info) for h, agent, info in checked if info["state"] == "ready"]
     try:
+        checked = _check_agents(placed, opts.startup_timeout_s)
+        labels = host_labels({h["key"]: (info.get("name") or h.get("hostname") or h["node_id"][:8], h["node_id"])
+                              for h, _, info in checked})
+        ready = [(h, agent, info) for h, agent, info in checked if info["state"] == "ready"]
         assigned = [agent.assign.remote(labels[h["key"]]) for h, agent, _ in ready]
         ray.get(assigned, timeout=opts.startup_timeout_s)
-    except BaseException:
+    except BaseException:  # Ctrl-C while starting, or an agent that died between its check and its label
         for _, agent, _ in placed:
             ray.kill(agent)
         raise
