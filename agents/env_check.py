@@ -34,6 +34,9 @@ HOST_PACKAGES = {
     "scipy": ("scipy", "1.10"),
     "ray": ("ray", "2.9"),
 }
+# What the job's driver itself imports (it runs where the entrypoint runs: the head).
+DRIVER_PACKAGES = {"duckdb": ("duckdb", "2.0"), "pyarrow": ("pyarrow", "14"), "rich": ("rich", "13"),
+                   "ray": ("ray", "2.9"), "pydantic": ("pydantic", "2.5"), "yaml": ("pyyaml", "6")}
 GPU_PACKAGES = {"pynvml": ("nvidia-ml-py", "12.535"), "torch": ("torch", "2.1")}
 SAME_AS_DRIVER = ("pyarrow", "ray", "python")
 

@@ -458,6 +458,15 @@ def cmd_run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m cluster.job ...`"""
+    from agents.env_check import DRIVER_PACKAGES, FIX, environment_problems, installed_versions
+
+    # Before anything imports them: a head whose Ray runs another Python would otherwise
+    # print a traceback ("No module named 'duckdb'") instead of the fix.
+    problems = environment_problems(installed_versions(DRIVER_PACKAGES), {}, DRIVER_PACKAGES)
+    if problems:
+        print(f"fleetphysics: {sys.executable} cannot run the job's driver: {'; '.join(problems)}; {FIX}",
+              file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return cmd_run(args)

@@ -108,3 +108,13 @@ def test_the_label_names_the_simulated_devices(monkeypatch):
     agent = _agent()
     assert agent.assign("ubuntu-a1b2c3d4") == ["sim:rtx4090", "sim:h100-sxm"]
     assert {s.host_id for s in agent.specs} == {"ubuntu-a1b2c3d4"} and agent.host_dir().endswith("/run-1/ubuntu-a1b2c3d4")
+
+
+def test_a_driver_without_the_environment_says_the_fix_in_one_line(tmp_path):
+    (tmp_path / "duckdb.py").write_text("raise ModuleNotFoundError(\"No module named 'duckdb'\")\n")
+    proc = subprocess.run([sys.executable, "-m", "cluster.job", "--profile", "smoke"], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "no module named 'duckdb'" in line and "environment on PATH" in line and "Traceback" not in proc.stderr
