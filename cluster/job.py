@@ -117,6 +117,7 @@ def run_fleet(opts: FleetOptions) -> dict:
     opts = replace(opts, address=address, warehouse=_absolute(opts.warehouse, "warehouse", in_ray_job),
                    out=_absolute(opts.out, "out", in_ray_job))
     connect(address)
+    cpu_start_s = time.process_time()
     if not opts.simulate_profiles and address == "local" and not _local_has_devices():
         # Only the embedded default stands in a simulated fleet; a cluster is measured as it is.
         opts = replace(opts, simulate_profiles=DEFAULT_SIM_FLEET)
@@ -155,7 +156,23 @@ def run_fleet(opts: FleetOptions) -> dict:
             raise ConfigError(f"no node can run the suite ({len(failed)} failed its check); {label}: {rec['reason']}")
         raise ConfigError("no node has an NVIDIA GPU or simulated devices: set FLEETPHYSICS_SIMULATE=<profile> "
                           "on the nodes (ray start ... with that env), or pass --simulate-profiles a,b,c")
-    return _drive(opts, run_id, agents, others)
+    summary = _drive(opts, run_id, agents, others)
+    summary["driver"] = _driver_cost(cpu_start_s, summary)
+    return summary
+
+
+def _driver_cost(cpu_start_s: float, summary: dict) -> dict:
+    """What the run cost the driver process (all its threads, Ray's included): CPU seconds
+    since it connected, seconds spent in ingest, its memory now and at its peak."""
+    import resource
+
+    import psutil
+
+    return {"cpu_s": round(time.process_time() - cpu_start_s, 3),
+            "ingest_s": round(sum(d.get("ingest_s") or 0.0 for d in summary["devices"]), 3),
+            "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "hosts": sum(h["state"] != "skipped" for h in summary["hosts"].values())}
 
 
 def _host_record(h: dict, info: dict, state: str, reason: str | None) -> dict:
@@ -381,13 +398,14 @@ def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
     for d in result["devices"]:
         meta = d["run_metadata"]
         row = _device_row(host, meta)
+        start = time.perf_counter()
         try:
             ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], d.get("events"),
                           d["experiments"], d.get("poller_stats"))
         except FleetPhysicsError as exc:  # one device's bad artifacts never cost the others theirs
             rows.append({**row, "error": str(exc), "note": "not in the warehouse"})
             continue
-        rows.append({**row, **_headline(d["experiments"])})
+        rows.append({**row, **_headline(d["experiments"]), "ingest_s": round(time.perf_counter() - start, 4)})
     return rows
 
 
@@ -410,8 +428,10 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason:
         meta.setdefault("checks", {})["lost_reason"] = reason
         row = _device_row(host, meta) | {"rows": 0 if d["trace"] is None else d["trace"].num_rows}
         if d["trace"] is not None and d.get("fingerprint"):
+            start = time.perf_counter()
             try:
                 ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], None, {}, None)
+                row["ingest_s"] = round(time.perf_counter() - start, 4)
             except FleetPhysicsError as exc:  # a torn part must not stop the other hosts' ingest
                 row.update(rows=0, error=str(exc), note="not in the warehouse")
         rows.append(row)
