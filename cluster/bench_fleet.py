@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 
+from agents.errors import FleetPhysicsError
 from agents.profiles import builtin_profile_names
 from warehouse.progress import Report, no_report, progress_bars
 
@@ -31,10 +32,14 @@ def register(bench_sub) -> None:
     p.set_defaults(func=cmd_bench_fleet)
 
 
-def _timed_run(tmp: str, tag: str, profile: str, experiments, light: bool) -> tuple[float, dict]:
-    from cluster.job import FleetOptions, run_fleet
+def _timed_run(tmp: str, tag: str, profile: str, experiments, light: bool, hosts: int = 1) -> tuple[float, dict]:
+    from cluster.job import STARTUP_TIMEOUT_S, FleetOptions, run_fleet
 
     extra = {"configs": LIGHT["configs"], "period_ms": LIGHT["period_ms"]} if light else {}
+    # Every agent imports the suite's packages at once: on a small machine 64 of them take
+    # minutes, which is the machine's limit, not the fleet's (at 64 hosts on 2 cores the
+    # default 120 s failed every host).
+    extra["startup_timeout_s"] = max(STARTUP_TIMEOUT_S, 10.0 * hosts)
     start = time.monotonic()
     summary = run_fleet(FleetOptions(address="auto", profile=profile, experiments=experiments, show_progress=False,
                                      warehouse=os.path.join(tmp, f"{tag}.duckdb"), out=os.path.join(tmp, tag),
@@ -119,15 +124,21 @@ def run_bench(hosts: int | list[int], profile: str, experiments, progress: Repor
                     add(i)
                 started = max(started, n)
                 cluster.wait_for_nodes()
-                fleet_s, fleet = _timed_run(tmp, f"fleet-{n}", profile, experiments, light)
-                progress("runs (1, then each size)", k + 2, runs)
+                try:
+                    fleet_s, fleet = _timed_run(tmp, f"fleet-{n}", profile, experiments, light, hosts=n)
+                except FleetPhysicsError as exc:  # the sizes measured so far still count
+                    docs.append({"hosts": n, "error": str(exc)})
+                    break
+                finally:
+                    progress("runs (1, then each size)", k + 2, runs)
                 docs.append(_size_doc(n, fleet_s, single_s, fleet))
-        last = docs[-1]
+        measured = [d for d in docs if "error" not in d]
+        last = measured[-1]
         doc = {"hosts": last["hosts"], "wall_s": last["wall_s"], "single_host_wall_s": round(single_s, 2),
                "ratio": last["ratio"], "run_state": last["run_state"], "single_run_state": single["run_state"],
                "light": light, "sizes": docs}
-        if len(docs) >= 3:
-            doc["driver_fit"] = {k: per_host_fit(docs, k) for k in ("driver_cpu_s", "driver_ingest_s", "driver_rss_mib")}
+        if len(measured) >= 3:
+            doc["driver_fit"] = {k: per_host_fit(measured, k) for k in ("driver_cpu_s", "driver_ingest_s", "driver_rss_mib")}
         return doc
     finally:
         ray.shutdown()
