@@ -261,6 +261,10 @@ def _drive(opts: FleetOptions, run_id: str, agents: dict, others: dict | None = 
                 host_status, rows = finish_host(opts, run_id, host, lambda r=ref: ray.get(r))
                 if host_status.state in ("done", "failed"):  # it answered
                     records[host]["last_seen_wall_ns"] = _now_wall_ns()
+                elif host_status.state == "lost":  # Ray's words name an actor: say which machine went
+                    rec = records[host]
+                    host_status = replace(host_status, reason=f"node {rec['node_id'][:8]} ({rec['hostname']}) "
+                                                              f"stopped answering: {host_status.reason}")
                 status = status.with_host(host_status)
                 devices.extend(rows)
             heartbeat.beat(running={h for h in refs.values()})
