@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fleetphysics-installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test test-fast clean browser
+.PHONY: install run test test-fast clean browser netns
 
 install: $(STAMP)
 
@@ -20,13 +20,17 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: install
-	$(VENV)/bin/fleetphysics run --profile smoke --warehouse fleet.duckdb --out runs
+	$(VENV)/bin/fleetphysics run --address local --profile smoke --warehouse fleet.duckdb --out runs
 
 # The dashboard's real-browser test drives Debian's chromium (never a downloaded browser).
 browser:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
-test: install browser
+# The multi-host test builds its cluster from network namespaces: iproute2's `ip`.
+netns:
+	@command -v ip >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2; }
+
+test: install browser netns
 	$(PY) -m pytest -q
 
 # The fast tier for your own feedback (under 90 s on 2 cores): no Ray, browser, real-time

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -42,36 +43,74 @@ class DeviceWorker:
 
 
 class HostAgent:
-    """One per Ray node with GPUs or simulated devices."""
+    """One per Ray node with GPUs or simulated devices.
+
+    The driver places one on every node, asks each to :meth:`check` itself (environment
+    and devices), labels the hosts from all the answers (``cluster.host_labels``) and
+    :meth:`assign` s each its label before :meth:`run`. Nothing here raises for a node
+    that cannot run the suite: :meth:`check` says why, in one line with the fix.
+    """
 
     def __init__(self, run_id: str, out_root: str, profile: str = "smoke", experiments: tuple[str, ...] | None = None,
                  host: str | None = None, simulate: list[str] | None = None, period_ms: float | None = None,
                  seed: int = 0, worker_factory=None, configs: dict | None = None) -> None:
-        from agents.factory import DeviceSpec, parse_device_specs
-
         self.run_id = run_id
         self.out_root = out_root
         self.profile = profile
         self.experiments = tuple(experiments) if experiments else None
-        # A node's own FLEETPHYSICS_HOST_ID wins over the driver's suggestion, except for the
-        # simulated hosts the driver places side by side on one node (it names those).
-        env_host = os.environ.get("FLEETPHYSICS_HOST_ID")
-        self.host = (host if simulate else env_host or host) or socket.gethostname()
+        # The host's name before labelling: the node's own FLEETPHYSICS_HOST_ID, else its
+        # hostname; the driver names the simulated hosts it places side by side on one node.
+        self.name = (host if simulate else os.environ.get("FLEETPHYSICS_HOST_ID")) or socket.gethostname()
+        self.host = self.name
+        self.simulate = list(simulate) if simulate else None
+        self.seed = seed
         self.configs = configs or {}
         self.period_ms = period_ms
         self.worker_factory = worker_factory
-        if simulate:
-            self.specs = [DeviceSpec("sim", name, i, self.host, seed + i) for i, name in enumerate(simulate)]
-        else:
-            self.specs = parse_device_specs("all", host=self.host, seed=seed)
+        self.specs = []
         self._host_run = None
         self._started = None
         self._stop_reason = None
 
-    def ping(self) -> dict:
-        """Where the agent runs and what it will measure (the startup check)."""
-        return {"host": self.host, "hostname": socket.gethostname(), "pid": os.getpid(),
-                "devices": [s.label for s in self.specs], "simulated": all(s.kind == "sim" for s in self.specs)}
+    def _device_specs(self, host: str) -> list:
+        from agents.factory import DeviceSpec, parse_device_specs
+
+        if self.simulate:
+            return [DeviceSpec("sim", name, i, host, self.seed + i) for i, name in enumerate(self.simulate)]
+        return parse_device_specs("all", host=host, seed=self.seed)
+
+    def check(self, driver_versions: dict | None = None) -> dict:
+        """Can this node run the suite? ``state`` is ready, skipped (nothing to measure) or
+        failed (``reason`` names what is missing and the fix)."""
+        from agents.env_check import FIX, GPU_PACKAGES, HOST_PACKAGES, environment_problems, installed_versions
+
+        info = {"name": self.name, "hostname": socket.gethostname(), "pid": os.getpid(), "python": sys.executable,
+                "devices": [], "simulated": None, "state": "ready", "reason": None}
+        versions = installed_versions(HOST_PACKAGES)
+        problems = environment_problems(versions, driver_versions or {})
+        if problems:
+            return info | {"state": "failed", "reason": f"{sys.executable} cannot run the suite: "
+                                                           f"{'; '.join(problems)}; {FIX}"}
+        from agents.errors import DeviceNotFound, FleetPhysicsError
+
+        try:
+            specs = self._device_specs(self.name)
+        except DeviceNotFound as exc:
+            return info | {"state": "skipped", "reason": f"nothing to measure: {exc}"}
+        except FleetPhysicsError as exc:  # FLEETPHYSICS_SIMULATE names an unknown profile, say
+            return info | {"state": "failed", "reason": str(exc)}
+        if any(s.kind == "nvml" for s in specs):
+            problems = environment_problems(installed_versions(GPU_PACKAGES), {}, GPU_PACKAGES)
+            if problems:
+                return info | {"state": "failed", "reason": f"{sys.executable} cannot drive its GPUs: "
+                                                               f"{'; '.join(problems)}; {FIX}"}
+        return info | {"devices": [s.label for s in specs], "simulated": all(s.kind == "sim" for s in specs)}
+
+    def assign(self, host: str) -> list[str]:
+        """Take the label the driver gave this host (unique in the run); its devices' labels."""
+        self.host = host
+        self.specs = self._device_specs(host)
+        return [s.label for s in self.specs]
 
     def host_dir(self) -> str:
         """The host's artifact dir (where flushed parts are, even if the run dies)."""
@@ -88,6 +127,8 @@ class HostAgent:
                    if n in names}
         opts = SuiteOptions(device="", profile=self.profile, experiments=names, out=self.out_root,
                             period_ms=self.period_ms, host=self.host, run_id=self.run_id, configs=configs)
+        if not self.specs:  # run without the driver's labelling (tests, a lone agent)
+            self.assign(self.host)
         factory = None
         if self.worker_factory is not None and any(s.kind == "nvml" for s in self.specs):
             factory = self._make_worker

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Where a submitted job writes when its arguments do not say: absolute on the node that runs
+# the job's driver (Ray runs the entrypoint through a shell there, which expands the ~).
+SUBMIT_DEFAULTS = {"--warehouse": "~/fleetphysics/fleet.duckdb", "--out": "~/fleetphysics/runs"}
 SUBMIT_EXCLUDES = [".venv", ".git", "runs", "*.duckdb", "*.duckdb.wal", "test-artifacts", "__pycache__", ".pytest_cache"]
 
 
@@ -46,6 +49,20 @@ def submit_with_retry(client, entrypoint: str, runtime_env: dict, timeout_s: flo
             time.sleep(2.0)
 
 
+def job_arguments(job_args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The job's arguments with the absolute defaults added, and where its results go."""
+    args = list(job_args)
+    where = {}
+    for flag, default in SUBMIT_DEFAULTS.items():
+        given = next((a.split("=", 1)[1] for a in args if a.startswith(flag + "=")), None)
+        if given is None and flag in args[:-1]:
+            given = args[args.index(flag) + 1]
+        if given is None:
+            args += [flag, default]
+        where[flag.lstrip("-")] = given or default
+    return args, where
+
+
 def cmd_submit(args) -> int:
     """Submit `python -m cluster.job ARGS` with the project as working_dir and follow the logs."""
     from agents.errors import ConfigError
@@ -61,7 +78,8 @@ def cmd_submit(args) -> int:
         hint = ("set RAY_AUTH_TOKEN (or copy ~/.ray/auth_token from the head) with RAY_AUTH_MODE=token"
                 if "auth" in text.lower() or "token" in text.lower() or "401" in text else "check the dashboard address")
         raise ConfigError(f"--address {args.address}: cannot reach the Ray job server; {hint}") from None
-    entrypoint = " ".join(["python", "-m", "cluster.job", *args.job_args])
+    job_args, where = job_arguments(args.job_args)
+    entrypoint = " ".join(["python", "-m", "cluster.job", *job_args])
     job_id = submit_with_retry(client, entrypoint, {"working_dir": str(PROJECT_ROOT), "excludes": SUBMIT_EXCLUDES})
     print(json.dumps({"job_id": job_id, "entrypoint": entrypoint}), file=sys.stderr)
     if args.no_wait:
@@ -75,4 +93,16 @@ def cmd_submit(args) -> int:
 
     asyncio.run(follow())
     status = client.get_job_status(job_id)
+    _say_where(client, job_id, where)
     return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+def _say_where(client, job_id: str, where: dict) -> None:
+    """One line: on which node the results are, and how to read them there."""
+    try:
+        node = client.get_job_info(job_id).driver_node_id or "?"
+    except Exception:  # noqa: BLE001 - the line is a courtesy; the job's own log names the paths too
+        node = "?"
+    print(f"results: warehouse {where['warehouse']} and artifacts {where['out']} on the node that ran the job's "
+          f"driver (node {node[:8]}; the job's log above prints them as absolute paths); read them there with "
+          f"fleetphysics sql --warehouse {where['warehouse']} \"SELECT run_id, run_state FROM runs\"", file=sys.stderr)

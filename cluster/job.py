@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -52,32 +53,60 @@ def _planned_deadline_s(profile: str) -> float:
     return {"smoke": 600.0, "quick": 1200.0, "full": 5400.0}[profile]
 
 
+def resolve_address(address: str | None) -> str:
+    """The Ray address the job uses: ``local`` (a fresh embedded Ray) or a cluster's.
+
+    No ``--address`` means the cluster of the Ray job this runs in (``ray job submit`` sets
+    RAY_ADDRESS), else the embedded local Ray: never whatever cluster a stale
+    ``/tmp/ray/ray_current_cluster`` names.
+    """
+    if address in (None, ""):
+        return "auto" if os.environ.get("RAY_ADDRESS") else "local"
+    return address
+
+
+def _absolute(path: str, what: str, in_ray_job: bool) -> str:
+    """``path`` made absolute; inside a Ray job a relative one is refused (it would land in
+    Ray's temporary working directory, and name another file on the user's machine)."""
+    expanded = os.path.expanduser(path)
+    if in_ray_job and not os.path.isabs(expanded):
+        raise ConfigError(f"--{what} {path}: a relative path inside a Ray job lands in Ray's temporary working "
+                          "directory; give an absolute path on shared storage, or use `fleetphysics submit`, "
+                          "which passes one")
+    return str(Path(expanded).resolve())
+
+
 def _plan_hosts(opts: FleetOptions) -> list[dict]:
-    """(node, agent kwargs) for every host: one agent per node that has devices, or the
-    simulated fleet on the local node."""
+    """One entry per host: its key (node identity), node, and the agent's simulate list.
+
+    Every alive node gets an agent that checks itself; the simulated fleet of
+    ``--simulate-profiles`` is several hosts on the driver's node, told apart by slot.
+    """
     import ray
 
     from cluster.placement import alive_nodes
 
-    nodes = alive_nodes()
     if opts.simulate_profiles:
         here = ray.get_runtime_context().get_node_id()
         from agents.units import board_name
 
-        return [{"node_id": here, "host": f"sim-{i + 1}-{board_name(p)}", "simulate": [p]}
-                for i, p in enumerate(opts.simulate_profiles)]
-    shared = {a for a in (n["address"] for n in nodes) if sum(m["address"] == a for m in nodes) > 1}
-    # Several nodes on one machine (ray.cluster_utils, or ray start twice) share a hostname:
-    # name their hosts by node id so their artifact dirs never collide.
-    return [{"node_id": n["node_id"], "host": f"node-{n['node_id'][:8]}" if n["address"] in shared else None,
-             "simulate": None} for n in nodes]
+        return [{"key": f"{here}#{i + 1}", "node_id": here, "hostname": None, "host": f"sim-{i + 1}-{board_name(p)}",
+                 "simulate": [p]} for i, p in enumerate(opts.simulate_profiles)]
+    return [{"key": n["node_id"], "node_id": n["node_id"], "hostname": n.get("hostname"), "host": None,
+             "simulate": None} for n in alive_nodes()]
+
+
+def _now_wall_ns() -> int:
+    return time.time_ns()
 
 
 def run_fleet(opts: FleetOptions) -> dict:
     """Place the agents, run the suite on every host, ingest as hosts finish; the JSON summary."""
     import ray
 
-    from cluster.placement import PlacementError, connect, place_agent
+    from agents.env_check import installed_versions
+    from cluster.host_labels import host_labels
+    from cluster.placement import connect, place_agent
     from experiments.presets import check_profile
     from experiments.run_metadata import mint_run_id
     from experiments.suite import parse_experiments
@@ -94,44 +123,98 @@ def run_fleet(opts: FleetOptions) -> dict:
         from agents.units import unit_profile
 
         unit_profile(p, f"sim-{i + 1}", 0)  # bad input fails here, before Ray starts
-    connect(opts.address)
-    if not opts.simulate_profiles and opts.address in (None, "", "local") and not _local_has_devices():
+    address = resolve_address(opts.address)
+    in_ray_job = address != "local" and (address == "auto" or bool(os.environ.get("RAY_ADDRESS")))
+    opts = replace(opts, address=address, warehouse=_absolute(opts.warehouse, "warehouse", in_ray_job),
+                   out=_absolute(opts.out, "out", in_ray_job))
+    connect(address)
+    cpu_start_s = time.process_time()
+    if not opts.simulate_profiles and address == "local" and not _local_has_devices():
+        # Only the embedded default stands in a simulated fleet; a cluster is measured as it is.
         opts = replace(opts, simulate_profiles=DEFAULT_SIM_FLEET)
     run_id = opts.run_id or mint_run_id()
-    out_root = str(Path(opts.out).resolve())
     plan = _plan_hosts(opts)
+    driver_versions = installed_versions()
     # Every agent starts at once (a worker process each, seconds of imports): placing and
-    # pinging them one by one made a 16-host fleet start 16 times slower than one host.
+    # checking them one by one made a 16-host fleet start 16 times slower than one host.
     placed = []
     for i, h in enumerate(plan):
-        kwargs = dict(run_id=run_id, out_root=out_root, profile=opts.profile, experiments=experiments,
+        kwargs = dict(run_id=run_id, out_root=opts.out, profile=opts.profile, experiments=experiments,
                       host=h["host"], simulate=h["simulate"], seed=i, configs=opts.configs, period_ms=opts.period_ms)
         agent = place_agent(h["node_id"], **kwargs)
-        placed.append((h, agent, agent.ping.remote()))
-    agents = {}
-    startup_deadline = time.monotonic() + opts.startup_timeout_s
+        placed.append((h, agent, agent.check.remote(driver_versions)))
     try:
-        for h, agent, ping in placed:
-            try:
-                info = ray.get(ping, timeout=max(0.0, startup_deadline - time.monotonic()))
-            except ray.exceptions.GetTimeoutError:
-                raise PlacementError(
-                    f"agent on node {h['node_id'][:8]} did not start within {opts.startup_timeout_s:g} s") from None
-            except ray.exceptions.RayActorError as exc:
-                cause = _cause(exc)
-                if "NVIDIA GPU" in cause or "NVML library not found" in cause or "NVIDIA driver" in cause:
-                    ray.kill(agent)
-                    continue  # a node with nothing to measure (e.g. a CPU-only head node)
-                raise PlacementError(f"agent on node {h['node_id'][:8]} failed to start: {cause}") from None
-            agents[info["host"]] = (agent, info)
-    except BaseException:
+        checked = _check_agents(placed, opts.startup_timeout_s)
+        labels = host_labels({h["key"]: (info.get("name") or h.get("hostname") or h["node_id"][:8], h["node_id"])
+                              for h, _, info in checked})
+        ready = [(h, agent, info) for h, agent, info in checked if info["state"] == "ready"]
+        assigned = [agent.assign.remote(labels[h["key"]]) for h, agent, _ in ready]
+        ray.get(assigned, timeout=opts.startup_timeout_s)
+    except BaseException:  # Ctrl-C while starting, or an agent that died between its check and its label
         for _, agent, _ in placed:
             ray.kill(agent)
         raise
+    others = {}
+    for h, agent, info in checked:
+        if info["state"] != "ready":
+            ray.kill(agent)
+            others[labels[h["key"]]] = _host_record(h, info, info["state"], info["reason"])
+    agents = {labels[h["key"]]: (agent, info, h) for h, agent, info in ready}
     if not agents:
+        failed = {k: v for k, v in others.items() if v["state"] == "failed"}
+        if failed:
+            label, rec = next(iter(failed.items()))
+            raise ConfigError(f"no node can run the suite ({len(failed)} failed its check); {label}: {rec['reason']}")
         raise ConfigError("no node has an NVIDIA GPU or simulated devices: set FLEETPHYSICS_SIMULATE=<profile> "
                           "on the nodes (ray start ... with that env), or pass --simulate-profiles a,b,c")
-    return _drive(opts, run_id, agents)
+    summary = _drive(opts, run_id, agents, others)
+    summary["driver"] = _driver_cost(cpu_start_s, summary)
+    return summary
+
+
+def _driver_cost(cpu_start_s: float, summary: dict) -> dict:
+    """What the run cost the driver process (all its threads, Ray's included): CPU seconds
+    since it connected, seconds spent in ingest, its memory now and at its peak."""
+    import resource
+
+    import psutil
+
+    return {"cpu_s": round(time.process_time() - cpu_start_s, 3),
+            "ingest_s": round(sum(d.get("ingest_s") or 0.0 for d in summary["devices"]), 3),
+            "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "hosts": sum(h["state"] != "skipped" for h in summary["hosts"].values())}
+
+
+def _host_record(h: dict, info: dict, state: str, reason: str | None) -> dict:
+    """A host's entry in the summary's ``hosts`` (and the warehouse's run_hosts)."""
+    return {"node_id": h["node_id"], "hostname": info.get("hostname") or h.get("hostname"), "state": state,
+            "reason": reason, "first_seen_wall_ns": info.get("seen_wall_ns"),
+            "last_seen_wall_ns": info.get("seen_wall_ns")}
+
+
+def _check_agents(placed: list, timeout_s: float) -> list[tuple[dict, object, dict]]:
+    """Every agent's self-check; an agent that does not start or answer is a failed host
+    with its cause, never an exception that sinks the run."""
+    import ray
+
+    from agents.env_check import FIX
+
+    deadline = time.monotonic() + timeout_s
+    out = []
+    for h, agent, ref in placed:
+        try:
+            info = dict(ray.get(ref, timeout=max(0.0, deadline - time.monotonic())), seen_wall_ns=_now_wall_ns())
+        except ray.exceptions.GetTimeoutError:
+            info = {"state": "failed", "reason": f"agent on node {h['node_id'][:8]} did not start within "
+                                                 f"{timeout_s:g} s"}
+        except ray.exceptions.RayError as exc:
+            cause = _cause(exc)
+            fix = ("; the node cannot import the project: submit it with `ray job submit --working-dir .` "
+                   f"(or `fleetphysics submit`), or {FIX}") if "Error: No module named" in cause else ""
+            info = {"state": "failed", "reason": f"agent on node {h['node_id'][:8]} failed to start: {cause}{fix}"}
+        out.append((h, agent, info))
+    return out
 
 
 def _local_has_devices() -> bool:
@@ -150,19 +233,29 @@ def _cause(exc: Exception) -> str:
     return text.strip().splitlines()[-1][:300] if text.strip() else type(exc).__name__
 
 
-def _drive(opts: FleetOptions, run_id: str, agents: dict) -> dict:
-    """Wait for hosts with timeouts, ingest each as it finishes, decide on faults."""
+def _drive(opts: FleetOptions, run_id: str, agents: dict, others: dict | None = None) -> dict:
+    """Wait for hosts with timeouts, ingest each as it finishes, decide on faults.
+
+    ``agents`` maps each ready host's label to (actor, its check, its plan entry);
+    ``others`` the hosts that were skipped or failed their check to their record.
+    """
     import ray
 
     from cluster.progress import FleetProgress
 
+    others = others or {}
     deadline = opts.deadline_s or _planned_deadline_s(opts.profile)
     now = time.monotonic()
-    refs = {agent.run.remote(): host for host, (agent, _) in agents.items()}
-    status = FleetStatus(tuple(HostStatus(h, "running", started_s=now, deadline_s=now + deadline) for h in agents),
+    refs = {agent.run.remote(): host for host, (agent, _, _) in agents.items()}
+    status = FleetStatus(tuple(HostStatus(h, "running", started_s=now, deadline_s=now + deadline) for h in agents)
+                         + tuple(HostStatus(h, "failed", reason=r["reason"]) for h, r in others.items()
+                                 if r["state"] == "failed"),
                          now, max_lost_fraction=opts.max_lost_fraction)
+    records = {host: _host_record(h, info, "running", None) for host, (_, info, h) in agents.items()}
+    heartbeat = _Heartbeat({host: agent for host, (agent, _, _) in agents.items()}, records)
     devices: list[dict] = []
-    progress = FleetProgress(agents, enabled=opts.show_progress)
+    progress = FleetProgress({host: (agent, info) for host, (agent, info, _) in agents.items()},
+                             enabled=opts.show_progress)
     interrupted = False
     with progress:
         while refs:
@@ -170,15 +263,22 @@ def _drive(opts: FleetOptions, run_id: str, agents: dict) -> dict:
                 done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
             except KeyboardInterrupt:
                 interrupted = True
-                for agent, _ in agents.values():
+                for agent, _, _ in agents.values():
                     agent.stop.remote("interrupted")
                 status = replace(status, interrupted=True)
                 done = []
             for ref in done:
                 host = refs.pop(ref)
                 host_status, rows = finish_host(opts, run_id, host, lambda r=ref: ray.get(r))
+                if host_status.state in ("done", "failed"):  # it answered
+                    records[host]["last_seen_wall_ns"] = _now_wall_ns()
+                elif host_status.state == "lost":  # Ray's words name an actor: say which machine went
+                    rec = records[host]
+                    host_status = replace(host_status, reason=f"node {rec['node_id'][:8]} ({rec['hostname']}) "
+                                                              f"stopped answering: {host_status.reason}")
                 status = status.with_host(host_status)
                 devices.extend(rows)
+            heartbeat.beat(running={h for h in refs.values()})
             progress.refresh(status)
             status = replace(status, now_s=time.monotonic())
             decision = decide(status)
@@ -202,8 +302,57 @@ def _drive(opts: FleetOptions, run_id: str, agents: dict) -> dict:
     run_state = final.run_state or "partial"
     if interrupted:
         run_state = "aborted"
-    return {"run_id": run_id, "run_state": run_state, "warehouse": str(opts.warehouse), "devices": devices,
-            "hosts": {h.host: {"state": h.state, "reason": h.reason} for h in status.hosts}}
+    elif not status.count("done"):
+        run_state = "failed"  # no host finished: nothing of this run is complete
+    for h in status.hosts:
+        if h.host in records:
+            records[h.host].update(state=h.state, reason=h.reason)
+    hosts = records | others
+    summary = {"run_id": run_id, "run_state": run_state, "warehouse": str(opts.warehouse), "out": str(opts.out),
+               "devices": devices, "hosts": hosts}
+    _record_run_state(opts, summary)
+    return summary
+
+
+class _Heartbeat:
+    """Last seen: every few seconds each running host is asked for its status without
+    waiting; an answer moves its ``last_seen_wall_ns``, so a lost host says when it went quiet."""
+
+    PERIOD_S = 5.0
+
+    def __init__(self, agents: dict, records: dict) -> None:
+        self.agents, self.records = agents, records
+        self.pending: dict = {}
+        self.last = 0.0
+
+    def beat(self, running: set[str]) -> None:
+        import ray
+
+        if self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+            for ref in ready:
+                host = self.pending.pop(ref)
+                try:
+                    ray.get(ref, timeout=0)
+                except Exception:  # noqa: BLE001 - a host that cannot answer is simply not seen
+                    continue
+                self.records[host]["last_seen_wall_ns"] = _now_wall_ns()
+        if time.monotonic() - self.last < self.PERIOD_S:
+            return
+        self.last = time.monotonic()
+        asked = set(self.pending.values())
+        for host in running - asked:
+            self.pending[self.agents[host].status.remote()] = host
+
+
+def _record_run_state(opts: FleetOptions, summary: dict) -> None:
+    """The run's state and every host's, in the warehouse (one transaction)."""
+    from warehouse.run_state import record_run_state
+
+    try:
+        record_run_state(opts.warehouse, summary["run_id"], summary["run_state"], summary["hosts"])
+    except FleetPhysicsError as exc:  # the devices are stored; say why the run's state is not
+        summary["run_state_error"] = str(exc)
 
 
 def _headline(experiments: dict) -> dict:
@@ -264,13 +413,14 @@ def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
     for d in result["devices"]:
         meta = d["run_metadata"]
         row = _device_row(host, meta)
+        start = time.perf_counter()
         try:
             ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], d.get("events"),
                           d["experiments"], d.get("poller_stats"))
         except FleetPhysicsError as exc:  # one device's bad artifacts never cost the others theirs
             rows.append({**row, "error": str(exc), "note": "not in the warehouse"})
             continue
-        rows.append({**row, **_headline(d["experiments"])})
+        rows.append({**row, **_headline(d["experiments"]), "ingest_s": round(time.perf_counter() - start, 4)})
     return rows
 
 
@@ -293,8 +443,10 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason:
         meta.setdefault("checks", {})["lost_reason"] = reason
         row = _device_row(host, meta) | {"rows": 0 if d["trace"] is None else d["trace"].num_rows}
         if d["trace"] is not None and d.get("fingerprint"):
+            start = time.perf_counter()
             try:
                 ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], None, {}, None)
+                row["ingest_s"] = round(time.perf_counter() - start, 4)
             except FleetPhysicsError as exc:  # a torn part must not stop the other hosts' ingest
                 row.update(rows=0, error=str(exc), note="not in the warehouse")
         rows.append(row)
@@ -367,6 +519,15 @@ def cmd_run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m cluster.job ...`"""
+    from agents.env_check import DRIVER_PACKAGES, FIX, environment_problems, installed_versions
+
+    # Before anything imports them: a head whose Ray runs another Python would otherwise
+    # print a traceback ("No module named 'duckdb'") instead of the fix.
+    problems = environment_problems(installed_versions(DRIVER_PACKAGES), {}, DRIVER_PACKAGES)
+    if problems:
+        print(f"fleetphysics: {sys.executable} cannot run the job's driver: {'; '.join(problems)}; {FIX}",
+              file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return cmd_run(args)

@@ -22,7 +22,9 @@ class PlacementError(FleetPhysicsError):
 def connect(address: str | None, num_cpus: int | None = None) -> dict:
     """Connect to a cluster (``address``) or start the embedded local one (None/'local').
 
-    The local one listens on loopback only. Returns ``ray.cluster_resources()``.
+    The local one is always a fresh Ray (``ray.init(address="local")``): a bare ``ray.init()``
+    attaches to whatever ``/tmp/ray/ray_current_cluster`` names, a dead address left by a
+    crashed Ray included. It listens on loopback only. Returns ``ray.cluster_resources()``.
     """
     local = address in (None, "", "local")
     if local:
@@ -36,7 +38,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict:
         return ray.cluster_resources()
     try:
         if local:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {k: os.environ[k] for k in LOOPBACK_ENV}})
         else:
             ray.init(address=address, log_to_driver=False)
@@ -73,10 +75,11 @@ def _first_line(exc: Exception) -> str:
 
 
 def alive_nodes() -> list[dict]:
-    """Alive Ray nodes: id, address and resources."""
+    """Alive Ray nodes: id, address, hostname and resources."""
     import ray
 
-    return [{"node_id": n["NodeID"], "address": n["NodeManagerAddress"], "resources": n.get("Resources", {})}
+    return [{"node_id": n["NodeID"], "address": n["NodeManagerAddress"], "hostname": n.get("NodeManagerHostname"),
+             "resources": n.get("Resources", {})}
             for n in ray.nodes() if n.get("Alive")]
 
 

@@ -70,15 +70,14 @@ def _f(v, fmt="{:.1f}") -> str:
 
 def print_comparison(summary: dict) -> None:
     """The comparison table of a fleet run, simulated devices labelled, and next steps."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    c = Console()
+    c = report_console()
     t = Table(title=f"fleetphysics run {summary['run_id']}: {summary['run_state']}")
     for col in ("host", "device", "sim", "idle W", "update ms", "rise ms", "VRAM cliff", "J/token", "tau s", "equilibrium",
                 "state"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # a narrow terminal folds long ids onto more lines, never cuts them
     for d in summary["devices"]:
         idle = "-" if d.get("idle_w") is None else f"{d['idle_w']:.1f}" + (
             f" ± {d['idle_sem_w']:.2f}" if d.get("idle_sem_w") is not None else "")
@@ -98,4 +97,23 @@ def print_comparison(summary: dict) -> None:
         if d.get("error"):
             c.print(f"[red]{escape(str(d.get('host')))} {escape(str(d.get('device_uid')))}: "
                     f"{d.get('note') or 'error'}[/] - {escape(d['error'])}", highlight=False, soft_wrap=True)
-    c.print(f"warehouse: {summary['warehouse']}   dashboard: fleetphysics dashboard --warehouse {summary['warehouse']}")
+    c.print(f"warehouse: {summary['warehouse']}   dashboard: fleetphysics dashboard --warehouse {summary['warehouse']}",
+            soft_wrap=True)
+    if summary.get("out"):
+        c.print(f"artifacts: {summary['out']}/{summary['run_id']}/<host>/<device_uid>", soft_wrap=True)
+    if summary.get("run_state_error"):
+        c.print(f"[red]run state not stored[/] - {escape(summary['run_state_error'])}", highlight=False, soft_wrap=True)
+
+
+# A job log or a pipe is no terminal: rich would then lay tables out in 80 columns and cut
+# every long host or device id to "…". Wide enough for the comparison table's natural width.
+PIPE_WIDTH = 240
+
+
+def report_console():
+    """A console for the final report: the terminal's width, else (a pipe, a Ray job's log) wide."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)

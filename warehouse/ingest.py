@@ -337,7 +337,10 @@ def _write(con, b: DeviceBundle) -> int:
         fp_row,
     )
     con.execute(
-        """INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+        # Columns named: runs.run_state (008) is the fleet driver's, written by warehouse/run_state.py.
+        """INSERT INTO runs (run_id, started_wall_ns, ended_wall_ns, git_hash, git_dirty, config_json,
+                             library_versions_json, schema_version, ingested_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
            ON CONFLICT (run_id) DO UPDATE SET
              started_wall_ns = least(runs.started_wall_ns, excluded.started_wall_ns),
              ended_wall_ns = greatest(runs.ended_wall_ns, excluded.ended_wall_ns),

@@ -1,4 +1,5 @@
-"""Run explorer: one run x device's trace with its phases, events and throttling."""
+"""Run explorer: one run's state and hosts, and one run x device's trace with its phases,
+events and throttling."""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ row = of_run[of_run["device_uid"] == device].iloc[0]
 ui.simulated_note(of_run[of_run["device_uid"] == device])
 st.caption(f"{row['label']} · started {ui.when(row['started_wall_ns'])} · run state {row['run_state']} ({row['end_reason']}) · run quality {row['run_quality']} · "
            f"{int(row['trace_rows']):,} samples · clock {row['clock']} · source {row['source']}")
+hosts = data.frame("""
+    SELECT host, state, reason, node_id, hostname, first_seen, last_seen, devices_stored, trace_rows_stored, run_state
+    FROM v_run_hosts WHERE run_id = $run ORDER BY state = 'done', host""", {"run": run_id})
+if hosts.empty:  # ingested from artifact dirs or imported: no fleet driver summed the run up
+    st.caption(f"Run {run_id}: no run state recorded (not written by a fleet driver).")
+else:
+    st.caption(f"Run {run_id}: {hosts['run_state'].iloc[0]} · " + ", ".join(
+        f"{n} {state}" for state, n in hosts["state"].value_counts().sort_index().items()))
+    with st.expander("Hosts of this run: each one's state and why", expanded=bool((hosts["state"] != "done").any())):
+        st.dataframe(hosts.drop(columns="run_state").assign(node_id=hosts["node_id"].str[:12]), hide_index=True,
+                     width="stretch")
 if pd.isna(row["t_first_ns"]) or not row["trace_rows"]:
     st.info("This run x device has no trace rows.", icon=":material/info:")
     st.stop()

@@ -1,4 +1,4 @@
--- 008_verdict: the fleet verdict of every run x device, as the driver judged it when the run
+-- 009_verdict: the fleet verdict of every run x device, as the driver judged it when the run
 -- ended (warehouse/verdict.py holds the rules; `fleetphysics verdict` judges live). A later
 -- run can change an earlier run's peers: the stored verdict is the one given at the time.
 CREATE TABLE fleet_verdicts (
