@@ -44,3 +44,20 @@ def number(kind: type = float, low: float = 0.0, high: float | None = None,
 positive_float = number(float)
 positive_int = number(int)
 non_negative_int = number(int, 0, low_open=False)
+
+
+def number_list(item: Callable[[str], float | int]) -> Callable[[str], list]:
+    """An argparse ``type`` for a comma-separated list (``16,32,64``), each value parsed and
+    checked by ``item`` (one of the types above)."""
+
+    def parse(text: str) -> list:
+        values = [item(part) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} names no value; pass one or more, comma-separated")
+        return values
+
+    parse.__name__ = f"list of {item.__name__}"
+    return parse
+
+
+positive_int_list = number_list(positive_int)

@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 
+from agents.cli_args import positive_int_list
 from agents.errors import FleetPhysicsError
 from agents.profiles import builtin_profile_names
 from warehouse.progress import Report, no_report, progress_bars
@@ -24,7 +25,7 @@ LIGHT = {"experiments": ("baseline",), "configs": {"baseline": {"duration_s": 2.
 def register(bench_sub) -> None:
     """Add `bench fleet`."""
     p = bench_sub.add_parser("fleet", help="N simulated hosts on a local multi-node cluster vs one host")
-    p.add_argument("--hosts", default="16", help="fleet size, or sizes run in turn: 16,32,64")
+    p.add_argument("--hosts", type=positive_int_list, default=[16], help="fleet size, or sizes run in turn: 16,32,64")
     p.add_argument("--profile", default="smoke")
     p.add_argument("--experiments", default=None, help="subset of the suite (default: all)")
     p.add_argument("--light", action="store_true", help="a 2 s baseline per host at 100 ms: the driver's cost per host")
@@ -150,17 +151,11 @@ def run_bench(hosts: int | list[int], profile: str, experiments, progress: Repor
 
 def cmd_bench_fleet(args) -> int:
     """Print the benchmark."""
-    from agents.errors import ConfigError
     from experiments.presets import check_profile
     from experiments.suite import parse_experiments
 
     check_profile(args.profile)
-    try:
-        sizes = [int(h) for h in str(args.hosts).split(",") if h.strip()]
-    except ValueError:
-        raise ConfigError(f"--hosts {args.hosts}: give a number of hosts, or sizes like 16,32,64") from None
-    if not sizes or min(sizes) < 1:
-        raise ConfigError(f"--hosts {args.hosts}: every size must be 1 or more")
+    sizes = list(args.hosts)
     with progress_bars() as report:
         doc = run_bench(sizes, args.profile, parse_experiments(args.experiments) if args.experiments else None,
                         progress=report, light=args.light)
