@@ -20,6 +20,8 @@ SIM_PATTERN = "/"
 QUALITY_SYMBOLS = {"BILLABLE": "diamond", "GOOD": "circle", "GAPPY": "triangle-up", "NO_DATA": "x"}
 FIELD_DASH = {"power_w": "solid", "power_instant_w": "dash", "power_avg_1s_w": "dot"}
 PHASE_DASH = {"decode": "solid", "prefill": "dash"}
+# A model's curve: dotted where it overlays measured data, dashed where it predicts past it.
+PREDICTION_LINE = {"fit": dict(dash="dot", width=1), "predicted": dict(dash="dash", width=2)}
 HEIGHT = 420
 MAX_TOP_LEGEND = 8  # legend entries above the plot; more go to its right
 MAX_MARK_TEXT = 6  # devices whose marks get printed values; more get them on hover only
@@ -53,10 +55,28 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = HEIGHT, lege
         legend = dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.01, font=dict(size=10))
     else:
         legend = dict(orientation="h", yanchor="bottom", y=legend_y, xanchor="left", x=0)
+    _legible_bar_text(fig)
     fig.update_layout(title=dict(text=title, y=0.99, yanchor="top") if title else None, height=height,
                       margin=dict(l=10, r=10, t=(90 if legend_y > 1.05 else 70) if title else 40, b=10),
                       legend=legend, hovermode="closest")
     return fig
+
+
+def _hatched(trace) -> bool:
+    shape = trace.marker.pattern.shape if trace.marker and trace.marker.pattern else None
+    shapes = [shape] if isinstance(shape, str) else list(shape or ())
+    return any(shapes)
+
+
+def _legible_bar_text(fig: go.Figure) -> None:
+    """Text of a hatched bar goes beside it, on the plain background (printed over the
+    hatch it cannot be read), and the hatch is drawn fainter."""
+    for trace in fig.data:
+        if trace.type == "bar" and _hatched(trace):
+            trace.marker.pattern.fgopacity = 0.45
+            if trace.text is not None:
+                trace.textposition = "outside"
+                trace.cliponaxis = False
 
 
 def empty(message: str) -> go.Figure:
@@ -219,14 +239,16 @@ def baseline_delta(fleet: pd.DataFrame) -> go.Figure:
 
 def heat_soak_curves(series: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
     """Temperature against time since the heat soak began, all devices overlaid, with the
-    fitted exponential continued to T_inf (dotted), equilibrium markers (filled: measured,
-    open: predicted) and the slope dT/dt in °C/min below."""
+    fitted exponential (dotted over the measured curve, dashed and named "predicted" past
+    it), equilibrium markers (filled: measured, open: predicted) and the slope dT/dt in
+    °C/min below."""
     if summary.empty:
         return empty("no heat-soak results in the selection")
     colors = color_map(summary["label"])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06,
                         subplot_titles=("Temperature (°C)", "Slope dT/dt (°C/min)"))
     marks: dict[str, list] = {"x": [], "y": [], "color": [], "symbol": [], "text": [], "name": []}
+    predicted_any = False
     for row in summary.itertuples():
         color = colors[row.label]
         s = series[(series["run_id"] == row.run_id) & (series["device_uid"] == row.device_uid)].sort_values("t_s")
@@ -239,11 +261,15 @@ def heat_soak_curves(series: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
         t_end = float(s["t_s"].max()) if not s.empty else (row.duration_s or 0.0)
         if pd.notna(row.tau_s) and pd.notna(row.t_inf_c) and pd.notna(row.t_start_c):
             horizon = max(t_end, row.time_to_equilibrium_s if pd.notna(row.time_to_equilibrium_s) else 0.0)
-            t = np.linspace(0, horizon, 200)
-            fit = row.t_inf_c - (row.t_inf_c - row.t_start_c) * np.exp(-t / row.tau_s)
-            fig.add_trace(go.Scatter(x=t, y=fit, mode="lines", line=dict(color=color, dash="dot", width=1),
-                                     name=f"{row.label} fit", legendgroup=row.label, showlegend=False,
-                                     hovertemplate="fit %{y:.1f} °C at %{x:.0f} s<extra></extra>"), 1, 1)
+            for t0, t1, kind in ((0.0, min(t_end, horizon), "fit"), (t_end, horizon, "predicted")):
+                if t1 <= t0:
+                    continue
+                t = np.linspace(t0, t1, 200)
+                fit = row.t_inf_c - (row.t_inf_c - row.t_start_c) * np.exp(-t / row.tau_s)
+                fig.add_trace(go.Scatter(x=t, y=fit, mode="lines", line=dict(color=color, **PREDICTION_LINE[kind]),
+                                         name=f"{row.label} {kind}", legendgroup=row.label, showlegend=False,
+                                         hovertemplate=f"{kind} %{{y:.1f}} °C at %{{x:.0f}} s<extra></extra>"), 1, 1)
+                predicted_any |= kind == "predicted"
         if pd.notna(row.time_to_equilibrium_s):
             predicted = is_predicted(row.equilibrium_kind, row.equilibrium)
             temp = row.t_inf_c if predicted and pd.notna(row.t_inf_c) else _temp_at(s, row.time_to_equilibrium_s, row.t_end_c)
@@ -261,6 +287,11 @@ def heat_soak_curves(series: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
             marker=dict(color=marks["color"], size=14, symbol=marks["symbol"], line=dict(color=marks["color"], width=2)),
             text=marks["text"], textposition="top center", customdata=marks["name"], name="equilibrium",
             showlegend=False, hovertemplate="%{text}<extra>%{customdata}</extra>"), 1, 1)
+    for kind, words in (("fit", "fit (over the measured curve)"),
+                        ("predicted", "predicted (the fit past the measured data)")):
+        if kind == "fit" or predicted_any:  # legend keys only: what a dotted and a dashed line mean
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=words, legendgroup=kind,
+                                     line=dict(color="#7f7f7f", **PREDICTION_LINE[kind])), 1, 1)
     fig.update_xaxes(title="seconds since the heat soak began", row=2, col=1)
     return _layout(fig, height=580, legend_y=1.08)
 
@@ -317,6 +348,9 @@ def heat_soak_bars(summary: pd.DataFrame) -> go.Figure:
                                                    zip(predicted, summary["simulated"].fillna(False))],
                              marker_opacity=[0.55 if p else 1.0 for p in predicted],
                              text=text, textposition="auto", showlegend=False), 1, col)
+        top = pd.to_numeric(summary[column], errors="coerce").max()
+        if pd.notna(top) and top > 0:
+            fig.update_yaxes(range=[0, top * 1.25], row=1, col=col)  # room for the text above the bar
     fig.update_xaxes(showticklabels=False)
     return _layout(fig, "Fitted constants (hatched x = equilibrium predicted, not reached)", height=380, legend_y=1.1)
 

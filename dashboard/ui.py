@@ -58,6 +58,16 @@ def chart(fig: go.Figure, table: pd.DataFrame, name: str, caption: str | None = 
     right.caption(" ".join(x for x in (caption, PNG_NOTE) if x))
 
 
+def table(df: pd.DataFrame, column_config: dict | None = None) -> None:
+    """A page's table: as wide as the page (wider content scrolls inside it), its first
+    column (what the rows are: device, host, run) pinned so it stays in view while
+    scrolling, and missing values shown as MISSING."""
+    config = dict(column_config or {})
+    if len(df.columns) and df.columns[0] not in config:
+        config[df.columns[0]] = st.column_config.Column(pinned=True)
+    st.dataframe(df, hide_index=True, width="stretch", placeholder=MISSING, column_config=config)
+
+
 def simulated_note(df: pd.DataFrame) -> None:
     """A badge when any row on the page is simulated (physics model, not hardware)."""
     if "simulated" in df and df["simulated"].fillna(False).astype(bool).any():
@@ -141,6 +151,13 @@ def no_rows(what: str) -> None:
     f = data.current_filters()
     hint = " Clear some filters in the sidebar." if f.active else ""
     st.info(f"No {what} in the selection.{hint}", icon=":material/filter_alt_off:")
+
+
+def text(value) -> str:
+    """A value for a caption: MISSING for None or NaN (never "None" or "nan" on screen)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return MISSING
+    return str(value)
 
 
 def plain_params(text) -> str:

@@ -450,18 +450,43 @@ def test_log_axis_pages_use_plain_ticks(fleet_app, file, better) -> None:
     assert yaxis["ticktext"] and not any("e" in t for t in yaxis["ticktext"])
 
 
-@pytest.mark.parametrize("file", [f for f, *_ in __import__("dashboard.ui", fromlist=["PAGES"]).PAGES
-                                  if f not in ("run_explorer.py",)])
-def test_tables_never_show_none_or_raw_json(fleet_app, file) -> None:
+# A table's key column: what its rows are (a device, a host, a run), shown first and pinned.
+KEY_COLUMNS = {"device", "device (host · GPU)", "host", "run", "phase", "event_id"}
+
+
+@pytest.mark.parametrize("file", [f for f, *_ in __import__("dashboard.ui", fromlist=["PAGES"]).PAGES])
+def test_no_none_nan_or_raw_json_on_screen(fleet_app, file) -> None:
     """A missing value reads "—" ("NULL" on the SQL page, where it is SQL's NULL), never
-    Streamlit's default "None"; fit parameters read as words, not JSON."""
+    Streamlit's default "None"; no caption or text says None or nan; fit parameters read
+    as words, not JSON."""
     at = _page(fleet_app, file)
     _no_errors(at)
+    assert at.dataframe, f"{file}: no table to check"
     for df in at.dataframe:
         assert df.proto.placeholder in ("—", "NULL"), f"{file}: a table shows missing values as 'None'"
         for column in df.value.columns:
             text = df.value[column].dropna().astype(str)
             assert not text.str.match(r"^\s*[\[{]").any(), f"{file}: raw JSON in column {column!r}"
+            assert not text.isin(["None", "nan", "NaN"]).any(), f"{file}: 'None' or 'nan' in column {column!r}"
+    words = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    words += [w.value for w in at.warning] + [e.label for e in at.expander] + [s.value for s in at.subheader]
+    for w in words:
+        assert not re.search(r"\b(None|nan|NaN)\b", str(w)), f"{file}: {w!r}"
+
+
+@pytest.mark.parametrize("file", [f for f, *_ in __import__("dashboard.ui", fromlist=["PAGES"]).PAGES if f != "sql.py"])
+def test_tables_scroll_within_the_page_with_the_key_column_first(fleet_app, file) -> None:
+    """Every table starts with what its rows are (device, host, ...), pinned so it stays in
+    view while a wide table scrolls within the page."""
+    import json as _json
+
+    at = _page(fleet_app, file)
+    _no_errors(at)
+    for df in at.dataframe:
+        first = df.value.columns[0]
+        assert first in KEY_COLUMNS, f"{file}: a table starts with {first!r}, not its key column"
+        config = _json.loads(df.proto.columns or "{}")
+        assert (config.get(first) or {}).get("pinned") is True, f"{file}: key column {first!r} not pinned"
 
 
 def test_plain_params_reads_a_fit_as_words() -> None:
@@ -469,3 +494,57 @@ def test_plain_params_reads_a_fit_as_words() -> None:
 
     assert plain_params('{"a": 1.23456, "b": 2}') == "a 1.235, b 2"
     assert plain_params(None) == "—" and plain_params("not json") == "not json"
+
+
+def test_every_page_has_a_url_that_opens_it(fleet_app) -> None:
+    """Each page has its own URL path (a plain slug), the app gives it to st.Page, and the
+    real-browser test opens every page by that URL (tests/test_dashboard_browser.py)."""
+    import test_dashboard_browser as browser
+    from dashboard.ui import PAGES
+
+    urls = [url for *_, url in PAGES]
+    assert len(set(urls)) == len(urls) and all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", u) for u in urls), urls
+    assert [p[0] for p in browser.PAGES] == [""] + urls[1:] and [p[1] for p in browser.PAGES] == [t for _, t, *_ in PAGES]
+    for file, title, _icon, url in PAGES:
+        at = _page(fleet_app, file)
+        _no_errors(at)
+        assert at.title and at.title[0].value == title, (url, [t.value for t in at.title])
+
+
+def test_hatched_bars_print_their_values_beside_the_bar() -> None:
+    """Text over a hatch cannot be read: a hatched bar's values go outside it."""
+    from dashboard import charts
+
+    summary = pd.DataFrame({"label": ["a · x (simulated)", "b · y"], "tau_s": [100.0, 900.0], "t_inf_c": [70.0, 80.0],
+                            "time_to_equilibrium_s": [500.0, 2700.0], "equilibrium_kind": ["measured", "predicted"],
+                            "equilibrium": [True, False], "quality": ["good", "good"], "simulated": [True, False]})
+    fig = charts.heat_soak_bars(summary)
+    hatched = [t for t in fig.data if t.type == "bar" and any(t.marker.pattern.shape)]
+    assert hatched and all(t.textposition == "outside" and t.cliponaxis is False for t in hatched)
+    assert all(t.marker.pattern.fgopacity < 1 for t in hatched)
+
+
+def test_heat_soak_draws_the_prediction_dashed_past_the_measured_data() -> None:
+    """Measured (solid), the fit over it (dotted) and the fit continued past the data
+    (dashed, named predicted) are three different lines."""
+    import numpy as np
+
+    from dashboard import charts
+
+    summary = pd.DataFrame({"run_id": ["r", "r"], "device_uid": ["d1", "d2"], "label": ["a · x", "b · y"],
+                            "tau_s": [100.0, 900.0], "t_inf_c": [70.0, 80.0], "t_start_c": [30.0, 30.0],
+                            "t_end_c": [69.0, 60.0], "duration_s": [600.0, 600.0],
+                            "time_to_equilibrium_s": [500.0, 2700.0], "equilibrium_kind": ["measured", "predicted"],
+                            "equilibrium": [True, False]})
+    t = np.arange(0, 600, 10.0)
+    series = pd.concat([pd.DataFrame({"run_id": "r", "device_uid": d, "t_s": t, "temp_c": 70 - 40 * np.exp(-t / tau)})
+                        for d, tau in (("d1", 100.0), ("d2", 900.0))])
+    fig = charts.heat_soak_curves(series, summary)
+    by_name = {tr.name: tr for tr in fig.data}
+    measured_end = float(t.max())
+    assert by_name["b · y fit"].line.dash == "dot" and max(by_name["b · y fit"].x) <= measured_end
+    predicted = by_name["b · y predicted"]
+    assert predicted.line.dash == "dash" and min(predicted.x) >= measured_end and max(predicted.x) == 2700.0
+    assert "a · x predicted" not in by_name  # reached within the data: nothing predicted
+    keys = [tr.name for tr in fig.data if tr.showlegend is not False and tr.x[0] is None]
+    assert any(k.startswith("predicted") for k in keys) and any(k.startswith("fit") for k in keys)

@@ -24,20 +24,10 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# (url path, title on the page, what to wait for); Fleet health is the default page, served at /.
-PAGES = (
-    ("", "Fleet health", "plotly"),
-    ("fleet", "Fleet", "plotly"),
-    ("baselines", "Baselines", "plotly"),
-    ("heat-soak", "Heat soak", "plotly"),
-    ("vram-cliff", "VRAM cliff", "plotly"),
-    ("joule-curve", "Joule curve", "plotly"),
-    ("sensor-response", "Sensor response", "plotly"),
-    ("training-coupling", "Training coupling", "plotly"),
-    ("drift", "Drift", "plotly"),
-    ("run-explorer", "Run explorer", "plotly"),
-    ("sql", "SQL", "dataframe"),
-)
+# (url path, title on the page, what to wait for): every page of the app, opened by its URL;
+# Fleet health is the default page, served at /.
+PAGES = tuple(("" if i == 0 else url, title, "dataframe" if file == "sql.py" else "plotly")
+              for i, (file, title, _icon, url) in enumerate(__import__("dashboard.ui", fromlist=["PAGES"]).PAGES))
 SELECTORS = {"plotly": '[data-testid="stPlotlyChart"]', "dataframe": '[data-testid="stDataFrame"]'}
 
 def _has_playwright() -> bool:

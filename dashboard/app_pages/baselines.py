@@ -38,7 +38,7 @@ table = pd.DataFrame({
     "quality": fleet["idle_quality"], "peer median (W)": fleet["peer_median_idle_w"],
     "delta (SEM)": fleet["idle_delta_sem"], "run quality": fleet["run_quality"],
 })
-st.dataframe(table, hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
+ui.table(table, column_config={
     "robust mean (W)": st.column_config.NumberColumn(format="%.3f"),
     "SEM_eff (W)": st.column_config.NumberColumn(format="%.3g"),
     "floor fraction": st.column_config.NumberColumn(format="percent"),

@@ -25,11 +25,11 @@ if len(df) < 2:
     st.info(f"{row['label']} has {len(df)} run in the selection: drift needs two. The points below are its "
             "current values; run the suite again on this host to see them move.", icon=":material/info:")
 ui.chart(charts.drift(df, row["label"]), df, f"drift-{device}")
-st.dataframe(pd.DataFrame({
+ui.table(pd.DataFrame({
     "run": df["run_id"], "started": [ui.when(t) for t in df["started_wall_ns"]],
     "fingerprint": df["fingerprint"].astype(str).str[:12], "new fingerprint": df["fingerprint_changed"],
     "idle (W)": df["idle_robust_w"], "Δ idle (W)": df["idle_delta_w"], "rise instant (ms)": df["power_instant_w_rise_ms"],
     "VRAM cliff b1": df["vram_max_context_batch1"], "J/token b1": df["j_per_token_batch1"],
     "T_inf (°C)": df["t_inf_c"], "equilibrium": df["equilibrium_kind"], "throttled": df["throttled"],
     "run quality": df["run_quality"],
-}), hide_index=True, width="stretch", placeholder=ui.MISSING)
+}))

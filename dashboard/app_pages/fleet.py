@@ -90,9 +90,8 @@ ui.chart(charts.fleet_overview(df), df[["label", "run_id", "device_uid", "finger
 
 st.subheader("Every figure with its quality")
 table = fleet_table(df)
-st.dataframe(table, hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
+ui.table(table, column_config={
     "floor fraction": st.column_config.NumberColumn(format="percent"),
-    "device (host · GPU)": st.column_config.TextColumn(pinned=True),
 })
 st.download_button("CSV of every figure and flag", data=ui.csv_bytes(df.drop(columns=["label"])),
                    file_name="fleet.csv", mime="text/csv", key="csv-fleet-table", on_click="ignore",

@@ -46,14 +46,14 @@ for col, (key, n) in zip(cols, counts.items()):
     col.metric(WORDS[key], f"{n} of {len(devices)}")
 
 table = pd.DataFrame([{
-    "rank": i + 1,
     "device (host · GPU)": labels.get(d["device_uid"], d["device_uid"]),
+    "rank": i + 1,
     "verdict": WORDS[d["verdict"]],
     "largest |z|": _largest_z(d),
     "peers": d["n_peers"],
     "reasons": "; ".join(d["reasons"]) if d["reasons"] else "no rule fired",
 } for i, d in enumerate(devices)])
-st.dataframe(table, hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
+ui.table(table, column_config={
     "rank": st.column_config.NumberColumn(width="small"),
     "largest |z|": st.column_config.TextColumn(width="small"),
     "peers": st.column_config.NumberColumn(width="small"),

@@ -10,7 +10,8 @@ from dashboard import charts, data, ui
 f = data.current_filters()
 st.title("Heat soak")
 st.caption("Temperature under sustained load from the start of each device's heat-soak phase. "
-           "★ equilibrium reached; ☆ equilibrium predicted from the exponential fit (dotted).")
+           "Solid: measured; dotted: the exponential fit over the measured curve; dashed: predicted, the fit "
+           "continued past the data. ★ equilibrium reached; ☆ equilibrium predicted, not reached.")
 fleet = data.fleet(f)
 summary, series = data.heat_soak(f)
 if summary.empty:
@@ -25,14 +26,14 @@ ui.chart(charts.heat_soak_curves(series, summary), series[["label", "run_id", "d
 ui.chart(charts.heat_soak_bars(summary), summary.drop(columns=["fingerprint"]), "heat-soak-constants")
 predicted = pd.Series([charts.is_predicted(k, r) for k, r in zip(summary["equilibrium_kind"], summary["equilibrium"])],
                       index=summary.index)
-st.dataframe(pd.DataFrame({
+ui.table(pd.DataFrame({
     "device": summary["label"], "source": ui.source_column(summary["simulated"]),
     "tau (s)": summary["tau_s"], "T_inf (°C)": summary["t_inf_c"], "start (°C)": summary["t_start_c"],
     "end (°C)": summary["t_end_c"], "equilibrium": predicted.map({True: "PREDICTED", False: "measured"}),
     "time to equilibrium (s)": summary["time_to_equilibrium_s"], "fit R²": summary["fit_r2"],
     "throttled": summary["throttled"].map({True: "THROTTLED", False: "no"}), "throttle (s)": summary["throttle_s"],
     "mean power (W)": summary["power_mean_w"], "quality": summary["quality"], "run quality": summary["run_quality"],
-}), hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
+}), column_config={
     c: st.column_config.NumberColumn(format="%.1f") for c in ("tau (s)", "T_inf (°C)", "time to equilibrium (s)",
                                                              "throttle (s)", "mean power (W)")
 })

@@ -20,18 +20,17 @@ points = data.attach_labels(points, fleet)
 fits = data.attach_labels(fits, fleet)
 ui.simulated_note(points)
 ui.chart(charts.joule_curve(points, fleet["label"]), points, "joule-curve")
-st.dataframe(pd.DataFrame({
+ui.table(pd.DataFrame({
     "device": points["label"], "source": ui.source_column(points["simulated"]), "phase": points["phase"],
     "batch": points["batch_size"], "J/token": points["j_per_token"], "SEM": points["j_per_token_sem"],
     "tokens/s": points["tokens_per_s"], "power (W)": points["power_w"], "events": points["n_events"],
     "energy quality": points["energy_quality"], "run quality": points["run_quality"],
-}), hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
+}), column_config={
     "J/token": st.column_config.NumberColumn(format="%.4g"), "SEM": st.column_config.NumberColumn(format="%.2g"),
     "tokens/s": st.column_config.NumberColumn(format="%.1f"), "power (W)": st.column_config.NumberColumn(format="%.1f"),
 })
 if not fits.empty:
     st.subheader("Fits")
-    st.dataframe(fits.assign(params_json=fits["params_json"].map(ui.plain_params))[
+    ui.table(fits.assign(params_json=fits["params_json"].map(ui.plain_params))[
         ["label", "phase", "model", "params_json", "r2", "quality"]].rename(
-        columns={"label": "device", "params_json": "parameters", "r2": "R²"}),
-        hide_index=True, width="stretch", placeholder=ui.MISSING)
+        columns={"label": "device", "params_json": "parameters", "r2": "R²"}))

@@ -22,19 +22,19 @@ of_run = runs[runs["run_id"] == run_id]
 device = right.selectbox("Device (device_uid)", list(of_run["device_uid"]), key="xdev", bind="query-params")
 row = of_run[of_run["device_uid"] == device].iloc[0]
 ui.simulated_note(of_run[of_run["device_uid"] == device])
-st.caption(f"{row['label']} · started {ui.when(row['started_wall_ns'])} · run state {row['run_state']} ({row['end_reason']}) · run quality {row['run_quality']} · "
-           f"{int(row['trace_rows']):,} samples · clock {row['clock']} · source {row['source']}")
+st.caption(f"{row['label']} · started {ui.when(row['started_wall_ns'])} · run state {ui.text(row['run_state'])} "
+           f"({ui.text(row['end_reason'])}) · run quality {ui.text(row['run_quality'])} · "
+           f"{int(row['trace_rows']):,} samples · clock {ui.text(row['clock'])} · source {ui.text(row['source'])}")
 hosts = data.frame("""
     SELECT host, state, reason, node_id, hostname, first_seen, last_seen, devices_stored, trace_rows_stored, run_state
     FROM v_run_hosts WHERE run_id = $run ORDER BY state = 'done', host""", {"run": run_id})
 if hosts.empty:  # ingested from artifact dirs or imported: no fleet driver summed the run up
     st.caption(f"Run {run_id}: no run state recorded (not written by a fleet driver).")
 else:
-    st.caption(f"Run {run_id}: {hosts['run_state'].iloc[0]} · " + ", ".join(
+    st.caption(f"Run {run_id}: {ui.text(hosts['run_state'].iloc[0])} · " + ", ".join(
         f"{n} {state}" for state, n in hosts["state"].value_counts().sort_index().items()))
     with st.expander("Hosts of this run: each one's state and why", expanded=bool((hosts["state"] != "done").any())):
-        st.dataframe(hosts.drop(columns="run_state").assign(node_id=hosts["node_id"].str[:12]), hide_index=True,
-                     width="stretch")
+        ui.table(hosts.drop(columns="run_state").assign(node_id=hosts["node_id"].str[:12]))
 if pd.isna(row["t_first_ns"]) or not row["trace_rows"]:
     st.info("This run x device has no trace rows.", icon=":material/info:")
     st.stop()
@@ -55,14 +55,12 @@ ui.chart(charts.run_trace(buckets, t_first, phases, events, throttle, title),
 c1, c2 = st.columns(2)
 with c1:
     st.subheader("Phases")
-    st.dataframe(phases.assign(start_s=(phases["t_start_ns"] - t_first) / 1e9,
-                               duration_s=(phases["t_end_ns"] - phases["t_start_ns"]) / 1e9)[["phase", "start_s", "duration_s"]],
-                 hide_index=True, width="stretch")
+    ui.table(phases.assign(start_s=(phases["t_start_ns"] - t_first) / 1e9,
+                               duration_s=(phases["t_end_ns"] - phases["t_start_ns"]) / 1e9)[["phase", "start_s", "duration_s"]])
 with c2:
     st.subheader(f"Events ({len(events)})")
-    st.dataframe(events.assign(start_s=(events["t_start_ns"] - t_first) / 1e9)[
-        ["event_id", "phase", "batch_size", "start_s", "energy_net_j", "energy_quality", "tokens_per_second"]],
-                 hide_index=True, width="stretch")
+    ui.table(events.assign(start_s=(events["t_start_ns"] - t_first) / 1e9)[
+        ["event_id", "phase", "batch_size", "start_s", "energy_net_j", "energy_quality", "tokens_per_second"]])
 if not throttle.empty:
     st.caption(f"Throttled {len(throttle)} time(s), {throttle['duration_s'].sum():.1f} s in all"
                + (" (thermal)" if throttle["thermal"].any() else " (power or other reasons)") + ".")

@@ -29,7 +29,7 @@ def _interval(low: pd.Series, high: pd.Series) -> pd.Series:
                      index=low.index)
 
 
-st.dataframe(pd.DataFrame({
+ui.table(pd.DataFrame({
     "device": figures["label"], "source": ui.source_column(figures["simulated"]), "field": figures["field"],
     "update period (ms)": figures["update_period_ms"], "rise 10–90 % (ms)": figures["rise_ms"],
     "rise 95 % (ms)": _interval(figures["rise_ci_low_ms"], figures["rise_ci_high_ms"]),
@@ -38,4 +38,4 @@ st.dataframe(pd.DataFrame({
     "window resolved": figures["window_resolved"].map({True: "yes", False: "NOT RESOLVED"}),
     "idle (W)": figures["idle_w"], "load (W)": figures["load_w"], "steps": figures["n_steps"],
     "quality": figures["quality"],
-}), hide_index=True, width="stretch", placeholder=ui.MISSING)
+}))

@@ -27,7 +27,7 @@ ui.simulated_note(summary)
 ui.chart(charts.training_signatures(summary), summary.drop(columns=["fingerprint"]), "training-signatures",
          "Hatched: simulated device. A collapse rate of n/a: no gated time (load with the die heating) after "
          "RLE's 60 s warm-up.")
-st.dataframe(pd.DataFrame({
+ui.table(pd.DataFrame({
     "device": summary["label"], "source": ui.source_column(summary["simulated"]),
     "power p5–p95 (W)": [charts.range_text(a, b) for a, b in zip(summary["power_p05_w"], summary["power_p95_w"])],
     "temperature p5–p95 (°C)": [charts.range_text(a, b) for a, b in zip(summary["temp_p05_c"], summary["temp_p95_c"])],
@@ -37,7 +37,7 @@ st.dataframe(pd.DataFrame({
     "correlation (rho)": summary["correlation"], "against": summary["target"],
     "aligned fraction": summary["aligned_fraction"], "steps": summary["steps"], "grad spikes": summary["n_spikes"],
     "quality": summary["quality"], "run quality": summary["run_quality"], "run": summary["run_id"],
-}), hide_index=True, width="stretch", placeholder=ui.MISSING, column_config={
+}), column_config={
     "collapses / gated h": st.column_config.NumberColumn(format="%.3g"),
     "p-value": st.column_config.NumberColumn(format="%.3g"),
     "correlation (rho)": st.column_config.NumberColumn(format="%+.2f"),
