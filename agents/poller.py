@@ -195,10 +195,9 @@ class _LoadRouter:
 
     def source_for_spec(self, spec: DeviceSpec):
         """The load source of the simulated device a spec opens."""
-        from agents.profiles import load_profile
-        from agents.simulated import simulated_uuid
+        from agents.factory import device_uid_of
 
-        return self.source_for(simulated_uuid(load_profile(spec.target), spec.host_id, spec.index))
+        return self.source_for(device_uid_of(spec))
 
 
 def _warm_up(out: Path) -> None:

@@ -83,6 +83,15 @@ def _torch_device_for(spec: DeviceSpec, device) -> str:
     raise ConfigError(f"{spec.label}: GPU {device.uuid} is not visible to CUDA (check CUDA_VISIBLE_DEVICES)")
 
 
+def _load_source(spec: DeviceSpec, marker_path: str):
+    """The marker file's load edges for a simulated board (None on hardware, which needs none)."""
+    from agents.factory import device_uid_of
+    from agents.sim_nvml import marker_load_source
+
+    uid = device_uid_of(spec)
+    return marker_load_source(marker_path, uid) if uid is not None else None
+
+
 def _safe_host() -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname()) or "host"
 
@@ -107,7 +116,7 @@ class DeviceRunner:
 
         self.spec = spec
         self.markers = MarkerWriter(marker_path)
-        self.device = open_device(spec, marker_writer=self.markers) if spec.kind == "sim" else open_device(spec)
+        self.device = open_device(spec, load_source=_load_source(spec, marker_path))
         self.stop = _Stop()
         self.device_dir = Path(out_dir) / self.device.uuid
         self.ctx = RunContext(device=self.device, markers=self.markers, artifacts=ArtifactWriter(self.device_dir),
@@ -137,8 +146,7 @@ class DeviceRunner:
 
     def close(self) -> None:
         """Idle the device and release it."""
-        if hasattr(self.device, "set_load"):
-            self.device.set_load(0.0)
+        self.ctx.set_load(0.0)
         self.device.close()
         self.markers.close()
 
