@@ -50,6 +50,13 @@ class Profile(BaseModel):
     mem_clock_mhz: float = Field(default=2619.0, gt=0)
     has_instant_field: bool = True
     has_energy_counter: bool = True
+    # Compute model of the simulated accelerator (experiments/sim_accelerator.py): how long the
+    # work the runners launch takes on this board and how hard it drives it.
+    compute_tflops: float = Field(default=100.0, gt=0, description="dense half-precision throughput work reaches")
+    mem_bandwidth_gbs: float = Field(default=1000.0, gt=0, description="memory bandwidth work reaches, GB/s")
+    kernel_launch_us: float = Field(default=5.0, ge=0, description="fixed cost of one kernel launch")
+    compute_level: float = Field(default=0.95, gt=0, le=1, description="load level of compute-bound work")
+    memory_level: float = Field(default=0.45, gt=0, le=1, description="load level of launch- and memory-bound work")
     description: str = ""
 
     @model_validator(mode="after")

@@ -86,6 +86,7 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
 
             fig = a_energy.joule_curve(events) if len(events) else {}
             fig.update(_j_per_token_headline(fig.get("points") or []))
+            fig["truth"] = (res.get("figures") or {}).get("truth")  # the compute model's law; None on hardware
             out[name] = report(name, fig, sim, checks=res.get("checks", {}))
         elif name == "training_coupling":
             out[name] = _training_coupling(res, trace, info, sim)
@@ -154,7 +155,7 @@ def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dic
                                    other_boundaries_ns=bounds)
         en["energy_quality"] = en.get("quality")
         rows.append({**{k: e.get(k) for k in ("event_id", "phase", "batch_size", "input_tokens", "output_tokens",
-                                               "t_start_ns", "t_end_ns", "tokens_per_second")},
+                                               "passes", "t_start_ns", "t_end_ns", "tokens_per_second")},
                      "experiment": "joule_curve", **en})
     return pd.DataFrame(rows)
 

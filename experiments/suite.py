@@ -70,19 +70,6 @@ def experiment_config(name: str, profile: str):
     return cls.for_profile(profile)
 
 
-def _torch_device_for(spec: DeviceSpec, device) -> str:
-    if device.simulated:
-        return "cpu"
-    from agents.nvml import torch_device_uuid
-
-    import torch
-
-    for i in range(torch.cuda.device_count()):
-        if torch_device_uuid(i) == device.uuid:
-            return f"cuda:{i}"
-    raise ConfigError(f"{spec.label}: GPU {device.uuid} is not visible to CUDA (check CUDA_VISIBLE_DEVICES)")
-
-
 def _load_source(spec: DeviceSpec, marker_path: str):
     """The marker file's load edges for a simulated board (None on hardware, which needs none)."""
     from agents.factory import device_uid_of
@@ -120,7 +107,7 @@ class DeviceRunner:
         self.stop = _Stop()
         self.device_dir = Path(out_dir) / self.device.uuid
         self.ctx = RunContext(device=self.device, markers=self.markers, artifacts=ArtifactWriter(self.device_dir),
-                              run_id=run_id, torch_device=_torch_device_for(spec, self.device),
+                              run_id=run_id, torch_device=None,
                               progress=progress or (lambda p, f: None), should_stop=self.stop)
         self.phase = "starting"
 
@@ -256,10 +243,6 @@ def run_suite(opts: SuiteOptions) -> dict:
 
 def _run_one(name: str, ctx: RunContext, config) -> dict:
     module = __import__(f"experiments.{name}.runner", fromlist=["run"])
-    if name in ("instrument_response", "heat_soak") and not ctx.simulated:
-        from experiments.gpu_load import make_load_fn
-
-        return module.run(ctx, config, load_fn=make_load_fn(ctx.torch_device))
     return module.run(ctx, config)
 
 

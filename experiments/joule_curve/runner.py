@@ -12,20 +12,15 @@ passes: a prefill event has ``input_tokens = passes * batch * prompt`` and
 batch * steps`` (its prompt length is ``context_tokens``). ``tokens_per_second`` divides
 those by the event's duration (the energy window).
 
-Events last at least the configured minimum: on a real GPU by repeating the pass (a
-decode pass replays from the same cache, rewound), never by idling, which would bill idle
-energy to tokens. On a simulated device a pass runs no model (its tokens are counted from
-the shapes): the declared load level (see :meth:`JouleCurveConfig.load_level`) is the
-workload, as in every other experiment, and holds the simulated GPU busy until the minimum
-duration; the load markers cover each event exactly. ``cpu_stand_in`` also runs the tiny
-model on the CPU in each pass to exercise the workload code; that costs a torch +
-transformers import (about 6 CPU-seconds per host, which a fleet of simulated hosts on one
-machine pays many times) and changes nothing the simulated sensors see.
+Events last at least ``min_event_s`` by repeating the pass (a decode pass replays from the
+same cache, rewound), never by idling, which would bill idle energy to tokens; the event
+ends with a synchronisation, so its window holds exactly its passes. The passes run on
+the context's accelerator: on a GPU the model itself, on a simulated board the board's
+compute model (same calls, same loop; its energy law is reported as ``truth``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from typing import Callable
@@ -34,54 +29,31 @@ from agents.errors import ExperimentError, OutOfDeviceMemory
 from experiments import model_shapes
 from experiments.context import EVENT_END, EVENT_START, RunContext
 from experiments.joule_curve.config import JouleCurveConfig
-from experiments.memory import ActivationModel, MiB, translate_cuda_oom
+from experiments.memory import ActivationModel, translate_cuda_oom
 
 NAME = "joule_curve"
 SCHEMA_VERSION = 1
-SIMULATED_SHAPE = "tiny"
 
 
 def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
-    """Run the warmups and the measured events on ``ctx``'s device; returns the report dict."""
-    if not ctx.simulated or not config.cpu_stand_in:
-        return _run(ctx, config)
-    import torch
-
-    # The tiny CPU stand-in gains nothing from intra-op threads, and they would compete
-    # with the poller process for the host's cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Run the warmups and the measured events on ``ctx``'s accelerator; returns the report dict."""
+    acc = ctx.accelerator
+    spec = config.model_path or config.shape
+    dtype = config.dtype
+    # The model is built before the measurement window opens.
     try:
-        return _run(ctx, config)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
-    simulated = ctx.simulated
-    spec = SIMULATED_SHAPE if simulated else (config.model_path or config.shape)
-    dtype = "float32" if simulated else config.dtype
-    device = "cpu" if simulated else ctx.torch_device
-    model, workload = None, None
-    if simulated and not config.cpu_stand_in:
-        dims = model_shapes.shape_dims(spec)
-    else:
-        from experiments import workload  # torch and transformers
-        # The model is built before the measurement window opens.
-        try:
-            with translate_cuda_oom():
-                model = workload.build_model(spec, device=device, dtype=dtype,
-                                             attn_implementation=config.attn_implementation)
-        except OutOfDeviceMemory as exc:
-            raise ExperimentError(f"{NAME}: the model {spec!r} ({dtype}) does not fit on {device}: {exc}") from None
-        dims = workload.model_dims(model)
+        with translate_cuda_oom():
+            model = acc.build_model(spec, dtype=dtype, attn_implementation=config.attn_implementation)
+    except OutOfDeviceMemory as exc:
+        raise ExperimentError(f"{NAME}: the model {spec!r} ({dtype}) does not fit on the device: {exc}") from None
+    dims = acc.model_dims(model)
     if config.input_tokens + config.output_tokens > dims["n_positions"]:
         raise ExperimentError(
             f"{NAME}: input_tokens + output_tokens = {config.input_tokens + config.output_tokens} exceeds the "
             f"model's position limit {dims['n_positions']}; lower them in the joule_curve config")
     act = ActivationModel.from_dims(dims, dtype, attn_implementation=config.attn_implementation)
-    min_event_s = effective_min_event_s(ctx, config)
-    runner = _EventRunner(ctx, config, model, workload, simulated, min_event_s)
+    truth = acc.energy_truth(model, config.input_tokens, config.output_tokens)
+    runner = _EventRunner(ctx, config, model, float(config.min_event_s))
     events: list[dict] = []
     warmup_passes = 0
     stopped, oom_batch = False, None
@@ -91,12 +63,10 @@ def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
             if ctx.should_stop():
                 stopped = True
                 break
-            ids = None if model is None else workload.synthetic_batch(
-                batch, config.input_tokens, dims["vocab_size"], config.seed + batch)
-            vram_mb = (act.weight_bytes() + act.peak_bytes(batch, config.input_tokens + config.output_tokens)) / MiB
-            runner.vram_mb = vram_mb if simulated else None
+            ids = acc.synthetic_batch(batch, config.input_tokens, dims["vocab_size"], config.seed + batch)
             try:
                 warmup_passes += runner.warmup(batch, ids)
+                _gap(ctx, config.gap_s)  # the first event's edge is corrected against idle, not the warmup
                 for rep in range(config.repetitions):
                     if ctx.should_stop():
                         stopped = True
@@ -115,16 +85,7 @@ def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
             if stopped:
                 break
     runner.model = model = None  # free the weights before the report is built
-    return _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_event_s, spec, dtype, act)
-
-
-def effective_min_event_s(ctx: RunContext, config: JouleCurveConfig) -> float:
-    """``min_event_s``, raised on a simulated device to ``min_sensor_periods`` sensor (and counter) periods."""
-    profile = getattr(ctx.device, "profile", None)
-    if not ctx.simulated or profile is None:
-        return float(config.min_event_s)
-    period_s = max(profile.sensor_update_period_ms, profile.energy_counter_update_ms) / 1000.0
-    return max(float(config.min_event_s), config.min_sensor_periods * period_s)
+    return _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, spec, dtype, act, truth)
 
 
 def _gap(ctx: RunContext, seconds: float) -> None:
@@ -133,69 +94,53 @@ def _gap(ctx: RunContext, seconds: float) -> None:
 
 
 class _EventRunner:
-    """Runs warmups and marked events; counts passes.
+    """Runs warmups and marked events on the accelerator; counts passes."""
 
-    With no model (a simulated device without the CPU stand-in) a pass runs nothing: its
-    tokens are counted from the shapes and the declared load is the work.
-    """
-
-    def __init__(self, ctx: RunContext, config: JouleCurveConfig, model, workload, simulated: bool,
-                 min_event_s: float):
-        self.ctx, self.config, self.model, self.workload = ctx, config, model, workload
-        # No model, no torch: the CUDA error translation (which imports torch) has nothing to catch.
-        self.guard = translate_cuda_oom if model is not None else contextlib.nullcontext
-        self.simulated, self.min_event_s = simulated, min_event_s
-        self.vram_mb: float | None = None
+    def __init__(self, ctx: RunContext, config: JouleCurveConfig, model, min_event_s: float):
+        self.ctx, self.config, self.model, self.min_event_s = ctx, config, model, min_event_s
+        self.acc = ctx.accelerator
         self.warmup_prefills = 0
         self.warmup_decodes = 0
 
     def warmup(self, batch: int, ids) -> int:
         """The unmeasured prefill+decode passes for this batch size; returns how many ran."""
-        ctx, cfg = self.ctx, self.config
+        ctx, cfg, acc = self.ctx, self.config, self.acc
         done = 0
         with ctx.phase(f"{NAME}.warmup", batch_size=batch):
             try:
                 for _ in range(cfg.warmup_repetitions):
-                    ctx.set_load(cfg.load_level("prefill", batch), vram_mb=self.vram_mb)
-                    with self.guard():
-                        pre = None if self.model is None else self.workload.prefill(self.model, ids)
+                    with translate_cuda_oom():
+                        pre = acc.prefill(self.model, ids)
                         self.warmup_prefills += 1
-                        ctx.set_load(cfg.load_level("decode", batch), vram_mb=self.vram_mb)
-                        if self.model is not None:
-                            self.workload.decode(self.model, pre, cfg.output_tokens)
+                        acc.decode(self.model, pre, cfg.output_tokens)
                         self.warmup_decodes += 1
                     pre = None
                     done += 1
             finally:
-                ctx.set_load(0.0)
+                acc.synchronize()
         return done
 
     def prefill_event(self, event_id: str, batch: int, ids) -> tuple[dict, object]:
-        """One measured prefill event; returns its record and the last pass's result (None without a model)."""
-        per_pass = batch * self.config.input_tokens
+        """One measured prefill event; returns its record and the last pass's result."""
         last: list = [None]
 
         def one_pass() -> tuple[int, int]:
-            if self.model is None:
-                return per_pass, 0
-            last[:] = [self.workload.prefill(self.model, ids)]
+            last[:] = [self.acc.prefill(self.model, ids)]
             return last[0].input_tokens, 0
 
-        ev = self._event(event_id, "prefill", batch, one_pass, per_pass, 0)
+        ev = self._event(event_id, "prefill", batch, one_pass, batch * self.config.input_tokens, 0)
         return ev, last[0]
 
     def decode_event(self, event_id: str, batch: int, pre) -> dict:
         """One measured decode event from ``pre``'s KV cache (rewound between passes)."""
         n = self.config.output_tokens
         state = {"decoded": 0}
-        workload = self.workload
+        acc = self.acc
 
         def one_pass() -> tuple[int, int]:
-            if self.model is None:
-                return 0, batch * n
             if state["decoded"]:
-                workload.rewind(pre.past, state["decoded"])
-            d = workload.decode(self.model, pre.past, n, pre.next_ids)
+                acc.rewind(pre.past, state["decoded"])
+            d = acc.decode(self.model, pre.past, n, pre.next_ids)
             state["decoded"] = n
             return 0, d.output_tokens
 
@@ -203,27 +148,21 @@ class _EventRunner:
 
     def _event(self, event_id: str, phase: str, batch: int, one_pass: Callable[[], tuple[int, int]],
                in_per_pass: int, out_per_pass: int) -> dict:
-        ctx, cfg = self.ctx, self.config
-        level = cfg.load_level(phase, batch)
+        ctx, cfg, acc = self.ctx, self.config, self.acc
         attrs = {"event_id": event_id, "phase": phase, "batch_size": batch, "context_tokens": cfg.input_tokens}
-        ctx.set_load(level, vram_mb=self.vram_mb)
         e0 = ctx.energy_counter_j()
         t0 = ctx.mark(EVENT_START, **attrs, input_tokens=in_per_pass, output_tokens=out_per_pass, energy_counter_j=e0)
         tokens_in = tokens_out = passes = 0
         compute_ns = 0
         aborted = None
         try:
-            with self.guard():
-                while passes == 0 or (not self.simulated and time.monotonic_ns() - t0 < self.min_event_s * 1e9):
+            with translate_cuda_oom():
+                while passes == 0 or time.monotonic_ns() - t0 < self.min_event_s * 1e9:
                     c0 = time.monotonic_ns()
                     n_in, n_out = one_pass()
                     compute_ns += time.monotonic_ns() - c0
                     tokens_in, tokens_out, passes = tokens_in + n_in, tokens_out + n_out, passes + 1
-            if self.simulated:
-                # The declared level keeps the simulated GPU busy for the rest of the event.
-                left_s = self.min_event_s - (time.monotonic_ns() - t0) / 1e9
-                if left_s > 0:
-                    time.sleep(left_s)
+                acc.synchronize()  # the window ends when the work does
         except BaseException as exc:
             aborted = type(exc).__name__
             raise
@@ -233,8 +172,8 @@ class _EventRunner:
                          "energy_counter_j": e1}
             if aborted:
                 end_attrs["aborted"] = aborted
+                acc.synchronize()
             t1 = ctx.mark(EVENT_END, **attrs, **end_attrs)
-            ctx.set_load(0.0)
         duration_s = (t1 - t0) / 1e9
         tokens = tokens_in if phase == "prefill" else tokens_out
         return {
@@ -253,7 +192,6 @@ class _EventRunner:
             "energy_counter_end_j": e1,
             "tokens_per_second": tokens / duration_s if duration_s > 0 else None,
             "compute_tokens_per_second": tokens / (compute_ns / 1e9) if compute_ns > 0 else None,
-            "load_level": level if self.simulated else None,
         }
 
 
@@ -262,8 +200,8 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_event_s, spec, dtype, act) -> dict:
-    simulated = ctx.simulated
+def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, spec, dtype, act, truth) -> dict:
+    min_event_s = float(config.min_event_s)
     throughput = []
     for phase in ("prefill", "decode"):
         for batch in config.batch_sizes:
@@ -277,7 +215,7 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
                 "tokens_per_second_median": _median(e["tokens_per_second"] for e in rows),
                 "compute_tokens_per_second_median": _median(e["compute_tokens_per_second"] for e in rows),
                 "duration_s_median": _median(e["duration_s"] for e in rows),
-                "load_level": rows[0]["load_level"],
+                "passes_median": _median(e["passes"] for e in rows),
             })
     batches_done = sorted({e["batch_size"] for e in events})
     expected_warmups = config.warmup_repetitions * len(batches_done)
@@ -291,11 +229,11 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
         "figures": {
             "throughput": throughput,
             "min_event_s": min_event_s,
+            "truth": truth,
             "model": {
                 "shape": spec if model_shapes.is_shape(spec) else None,
                 "model_path_given": not model_shapes.is_shape(spec),
-                "ran": "on the device" if not simulated else ("tiny model on the CPU (stand-in)"
-                                                             if config.cpu_stand_in else "none (declared load)"),
+                "ran": "on the simulated board's compute model" if ctx.simulated else "on the device",
                 "n_params": act.n_params(),
                 "dtype": dtype,
                 "attn_implementation": config.attn_implementation,
@@ -304,7 +242,7 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
             },
         },
         "quality": {
-            "simulated": simulated,
+            "simulated": ctx.simulated,
             "events": len(events),
             "warmup_passes": warmup_passes,
             "warmup_prefill_calls": runner.warmup_prefills,
@@ -313,14 +251,6 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
             "energy_counter_reads_missing": missing,
             "stopped_early": bool(stopped),
             "oom": oom_batch,
-            "load_model": (
-                {
-                    "prefill": f"min(1, {config.prefill_level_base} + {config.prefill_level_per_batch} * batch_size)",
-                    "decode": f"min(1, {config.decode_level_base} + {config.decode_level_per_batch} * batch_size)",
-                    "padding": "declared level held until min_event_s",
-                }
-                if simulated else None
-            ),
         },
         "checks": {
             "warmup_ran": warmup_passes == expected_warmups and runner.warmup_prefills == expected_warmups,
