@@ -239,3 +239,11 @@ def test_joule_fit_is_per_pass_when_events_repeat_their_pass():
     assert fit["params"]["e_fixed_j"] == pytest.approx(e_fixed, rel=1e-3)
     legacy = joule_curve(pd.DataFrame(rows).drop(columns="passes"))["fits"][0]["params"]  # the event-total fit
     assert abs(legacy["e_fixed_j"] - e_fixed) > 10 * e_fixed
+
+
+def test_a_tiny_standard_error_is_kept_not_rounded_to_zero():
+    rows = [{"phase": "prefill", "batch_size": b, "input_tokens": b * 256, "output_tokens": 0, "passes": 1,
+             "energy_net_j": 0.2 + 0.0025 * b * 256 + 1e-6 * (-1) ** b, "energy_raw_j": 1.0, "duration_s": 1.0,
+             "quality": "GOOD"} for b in (1, 2, 4, 8, 16)]
+    p = joule_curve(pd.DataFrame(rows))["fits"][0]["params"]
+    assert p["e_token_se_j"] > 0 and p["e_token_j"] == pytest.approx(0.0025, rel=1e-4)
