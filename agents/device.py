@@ -129,5 +129,15 @@ class Device(abc.ABC):
         """True for a simulated device: everything it produces is labelled so."""
         return self.info.simulated
 
+    @property
+    def backend(self) -> str:
+        """The backend reading the device: ``nvml`` (real or simulated library) or ``physics``."""
+        return "physics"
+
+    @property
+    def sim_profile(self):
+        """The simulated board's profile (its compute and memory model), None on hardware."""
+        return None
+
     def close(self) -> None:
         """Release handles (NVML shutdown is reference-counted by the backend)."""

@@ -117,16 +117,41 @@ def _auto_devices(host: str, seed: int, start: int) -> list[DeviceSpec]:
         return [DeviceSpec("sim", n, start + i, host, seed + start + i) for i, n in enumerate(names)]
 
 
-def open_device(spec: DeviceSpec, **sim_kwargs) -> Device:
-    """Open the device a spec names. ``sim_kwargs`` go to SimulatedDevice (load_source, ...)."""
-    if spec.kind == "sim":
-        from agents.simulated import SimulatedDevice
-        from agents.units import present_as_board, unit_profile
+def device_uid_of(spec: DeviceSpec) -> str | None:
+    """The device_uid a simulated spec opens as (None for NVML: its UUID comes from the GPU).
 
-        sim_kwargs.setdefault("t_start_ns", 0)  # idled since boot: both processes agree
+    A unit with overrides (``sim:h100-sxm?idle_power_w=95``) keeps its board's uid form."""
+    if spec.kind != "sim":
+        return None
+    from agents.profiles import load_profile
+    from agents.simulated import simulated_uuid
+    from agents.units import board_name
+
+    return simulated_uuid(load_profile(board_name(spec.target)), spec.host_id, spec.index)
+
+
+def open_device(spec: DeviceSpec, load_source=None, clock=None) -> Device:
+    """Open the device a spec names.
+
+    ``sim:<board>`` is the NVML backend on a simulated NVML library (agents/sim_nvml.py):
+    the same code reads a real and a simulated GPU. The library's board runs this unit's own
+    constants (agents/units.py: the board's spread, the spec's overrides) and reports its
+    board's identity. ``load_source`` feeds the simulated board the workload's ``load`` edges
+    (the poller's router, or :func:`agents.sim_nvml.marker_load_source`); ``clock`` replaces
+    the monotonic clock of its reads (tests).
+    """
+    if spec.kind == "sim":
+        import time
+
+        from agents.nvml import NvmlDevice
+        from agents.sim_nvml import simulated_nvml
+        from agents.units import unit_profile
+
         unit, board = unit_profile(spec.target, spec.host_id, spec.index)  # this unit's own constants
-        device = SimulatedDevice(unit, host_id=spec.host_id, index=spec.index, seed=spec.seed, **sim_kwargs)
-        return present_as_board(device, board)
+        # idled since boot (t_start_ns = 0): every process opening the board agrees on its past
+        lib = simulated_nvml(unit, device_uid_of(spec), seed=spec.seed, t_start_ns=0, load_source=load_source,
+                             clock=clock or time.monotonic_ns, presented_as=board)
+        return NvmlDevice(index=0, lib=lib)
     if spec.kind == "nvml":
         from agents.nvml import NvmlDevice
 

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - nvidia-ml-py is a dependency
     pynvml = None
 
 _init_lock = threading.Lock()
+MiB = 1 << 20  # NVML reports bytes; fleetphysics reports MiB (converted here, once)
 # nvmlValueType_t -> member of the c_nvmlValue_t union that holds the value.
 _VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 _init_count = 0
@@ -147,19 +148,30 @@ def torch_device_uuid(cuda_index: int) -> str | None:
 
 
 class NvmlDevice(Device):
-    """One NVIDIA GPU, opened by UUID (or NVML index, resolved to its UUID at open)."""
+    """One NVIDIA GPU, opened by UUID (or NVML index, resolved to its UUID at open).
 
-    def __init__(self, uuid: str | None = None, index: int | None = None) -> None:
-        nvml_init()
+    ``lib`` is the NVML library: the ``pynvml`` module by default, or a library with the
+    same API (``agents.sim_nvml.SimNvml`` for ``sim:<board>``); the code below is the same
+    for both.
+    """
+
+    def __init__(self, uuid: str | None = None, index: int | None = None, lib: Any = None) -> None:
+        self._lib = lib
+        self._global_session = lib is None  # the pynvml module: reference-counted by nvml_init
+        if lib is None:
+            nvml_init()
+            self._lib = pynvml
+        else:
+            nvml_call(lib.nvmlInit, what="nvmlInit")
         self._closed = False
         try:
             if uuid is not None:
-                self._handle = nvml_call(pynvml.nvmlDeviceGetHandleByUUID, uuid, what=f"GPU {uuid}")
+                self._handle = nvml_call(self._lib.nvmlDeviceGetHandleByUUID, uuid, what=f"GPU {uuid}")
             else:
-                count = nvml_call(pynvml.nvmlDeviceGetCount)
+                count = nvml_call(self._lib.nvmlDeviceGetCount)
                 if index is None or not 0 <= index < count:
                     raise DeviceNotFound(f"nvml:{index}: no such GPU (this host has {count}); see `fleetphysics devices`")
-                self._handle = nvml_call(pynvml.nvmlDeviceGetHandleByIndex, index, what=f"nvml:{index}")
+                self._handle = nvml_call(self._lib.nvmlDeviceGetHandleByIndex, index, what=f"nvml:{index}")
             self._caps = self._detect_capabilities()
             self._info = self._read_info(index)
         except Exception:
@@ -178,13 +190,15 @@ class NvmlDevice(Device):
 
     def _instant_supported(self) -> bool:
         try:
-            values = nvml_call(pynvml.nvmlDeviceGetFieldValues, self._handle, [pynvml.NVML_FI_DEV_POWER_INSTANT])
-        except DeviceError:
+            values = nvml_call(self._lib.nvmlDeviceGetFieldValues, self._handle, [self._lib.NVML_FI_DEV_POWER_INSTANT])
+        except DeviceNotSupported:
             return False
-        return int(values[0].nvmlReturn) == pynvml.NVML_SUCCESS
+        except DeviceError:
+            return True  # supported, but this one read failed (as in _supported)
+        return int(values[0].nvmlReturn) != self._lib.NVML_ERROR_NOT_SUPPORTED
 
     def _detect_capabilities(self) -> Capabilities:
-        p = pynvml
+        p = self._lib
         return Capabilities(
             power_w=self._supported(p.nvmlDeviceGetPowerUsage),
             power_instant_w=self._instant_supported(),
@@ -201,9 +215,9 @@ class NvmlDevice(Device):
             temp_thresholds=self._supported(p.nvmlDeviceGetTemperatureThreshold, p.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN),
         )
 
-    @staticmethod
-    def _reasons_fn() -> Callable[..., Any]:
-        return getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    def _reasons_fn(self) -> Callable[..., Any]:
+        lib = self._lib
+        return getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or lib.nvmlDeviceGetCurrentClocksThrottleReasons
 
     def _optional(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -212,7 +226,7 @@ class NvmlDevice(Device):
             return None
 
     def _read_info(self, index: int | None) -> DeviceInfo:
-        p = pynvml
+        p = self._lib
         mem = self._optional(p.nvmlDeviceGetMemoryInfo)
         limit_mw = self._optional(p.nvmlDeviceGetPowerManagementLimit)
         default_mw = self._optional(p.nvmlDeviceGetPowerManagementDefaultLimit)
@@ -232,19 +246,35 @@ class NvmlDevice(Device):
             "ecc_mode": list(ecc) if isinstance(ecc, (list, tuple)) else ecc,
             "mig_mode": list(mig) if isinstance(mig, (list, tuple)) else mig,
             "capabilities": self._caps.to_dict(),
+            **self._board_facts(),
         }
         return DeviceInfo(
             uuid=_str(nvml_call(p.nvmlDeviceGetUUID, self._handle)),
             name=_str(nvml_call(p.nvmlDeviceGetName, self._handle)),
             index=-1 if index is None else index,
-            simulated=False,
-            vram_total_mb=(mem.total / 1e6) if mem is not None else 0.0,
+            simulated=bool(getattr(p, "simulated", False)),
+            vram_total_mb=(mem.total / MiB) if mem is not None else 0.0,
             power_limit_w=limit_mw / 1000 if limit_mw is not None else None,
             default_power_limit_w=default_mw / 1000 if default_mw is not None else None,
             slowdown_temp_c=float(slowdown) if slowdown is not None else None,
             shutdown_temp_c=float(shutdown) if shutdown is not None else None,
             extra=extra,
         )
+
+    def _board_facts(self) -> dict:
+        """What a simulated library says about its board (profile, hash, seed); {} on hardware."""
+        facts = getattr(self._lib, "board_facts", None)
+        return facts(self._handle) if facts is not None else {}
+
+    @property
+    def sim_profile(self):
+        """The board profile when the library is simulated, else None."""
+        profile = getattr(self._lib, "board_profile", None)
+        return profile(self._handle) if profile is not None else None
+
+    @property
+    def backend(self) -> str:
+        return "nvml"
 
     @property
     def info(self) -> DeviceInfo:
@@ -256,7 +286,7 @@ class NvmlDevice(Device):
 
     # -- per-tick read ----------------------------------------------------------------
     def read_sample(self, t_ns: int | None = None) -> Sample:
-        p, caps, h = pynvml, self._caps, self._handle
+        p, caps, h = self._lib, self._caps, self._handle
         s = Sample()
         failed: list[str] = []
 
@@ -287,7 +317,7 @@ class NvmlDevice(Device):
         elif "util_gpu" in failed:
             failed.append("util_mem")
         mem = read("vram_used_mb", p.nvmlDeviceGetMemoryInfo)
-        s.vram_used_mb = mem.used / 1e6 if mem is not None else None
+        s.vram_used_mb = mem.used / MiB if mem is not None else None
         reasons = read("clocks_event_reasons", self._reasons_fn())
         s.clocks_event_reasons = int(reasons) if reasons is not None else None
         pstate = read("pstate", p.nvmlDeviceGetPerformanceState)
@@ -296,7 +326,7 @@ class NvmlDevice(Device):
         return s
 
     def _read_instant(self, failed: list[str]) -> float | None:
-        p = pynvml
+        p = self._lib
         try:
             values = nvml_call(p.nvmlDeviceGetFieldValues, self._handle, [p.NVML_FI_DEV_POWER_INSTANT])
         except DeviceError:
@@ -312,7 +342,13 @@ class NvmlDevice(Device):
     def close(self) -> None:
         if not getattr(self, "_closed", True):
             self._closed = True
-            nvml_shutdown()
+            if self._global_session:
+                nvml_shutdown()
+            else:
+                try:
+                    self._lib.nvmlShutdown()
+                except Exception:  # noqa: BLE001 - shutting down, nothing to report
+                    pass
 
 
 def _safe(fn: Callable[[], Any]) -> Any:

@@ -195,11 +195,9 @@ class _LoadRouter:
 
     def source_for_spec(self, spec: DeviceSpec):
         """The load source of the simulated device a spec opens."""
-        from agents.profiles import load_profile
-        from agents.simulated import simulated_uuid
-        from agents.units import board_name
+        from agents.factory import device_uid_of
 
-        return self.source_for(simulated_uuid(load_profile(board_name(spec.target)), spec.host_id, spec.index))
+        return self.source_for(device_uid_of(spec))
 
 
 def _warm_up(out: Path) -> None:
@@ -245,10 +243,13 @@ class _RunState:
     lateness: array = field(default_factory=lambda: array("d"))
 
 
-def run_poller(devices: list[Device], config: PollerConfig, marker_path: Path, stop, router=None, live=None) -> dict:
+def run_poller(devices: list[Device], config: PollerConfig, marker_path: Path, stop, router=None, live=None,
+               scheduling_policy: str | None = None) -> dict:
     """The grid loop (runs in the poller process; callable in-process for tests).
 
-    ``stop`` is anything with ``is_set()`` and ``wait(timeout)``. Returns the host stats.
+    ``stop`` is anything with ``is_set()`` and ``wait(timeout)``; ``scheduling_policy`` is
+    what the process obtained (recorded in the host's and every device's stats). Returns
+    the host stats.
     """
     out = Path(config.out_dir)
     _warm_up(out)
@@ -340,6 +341,7 @@ def run_poller(devices: list[Device], config: PollerConfig, marker_path: Path, s
     )
     stats["cpu_s"] = round(cpu_s, 4)
     stats["cpu_pct"] = round(100.0 * cpu_s / seconds, 3) if seconds > 0 else None
+    stats["scheduling_policy"] = scheduling_policy
     _write_outputs(out, devices, stats, buffers, marker_path, state)
     return stats
 
@@ -478,9 +480,8 @@ def child_main(job: dict) -> int:
         # instead of ~10^5 objects while holding the GIL in the middle of a tick.
         gc.collect()
         gc.freeze()
-        stats = run_poller(devices, config, marker_path, stop, router=router, live=_LiveRows(out / "live.json", len(devices)))
-        stats["scheduling_policy"] = policy
-        _write_json(out / "poller_stats.json", stats)
+        stats = run_poller(devices, config, marker_path, stop, router=router,
+                           live=_LiveRows(out / "live.json", len(devices)), scheduling_policy=policy)
         _emit("stopped", stats)
         return 0
     except FleetPhysicsError as exc:

@@ -56,6 +56,13 @@ class Profile(BaseModel):
     # Unit-to-unit spread: field -> relative half-width; each simulated unit draws its own
     # value of the field uniformly within nominal * (1 +- spread) (agents/units.py).
     unit_spread: dict[str, float] = Field(default_factory=dict)
+    # Compute model of the simulated accelerator (experiments/sim_accelerator.py): how long the
+    # work the runners launch takes on this board and how hard it drives it.
+    compute_tflops: float = Field(default=100.0, gt=0, description="dense half-precision throughput work reaches")
+    mem_bandwidth_gbs: float = Field(default=1000.0, gt=0, description="memory bandwidth work reaches, GB/s")
+    kernel_launch_us: float = Field(default=5.0, ge=0, description="fixed cost of one kernel launch")
+    compute_level: float = Field(default=0.95, gt=0, le=1, description="load level of compute-bound work")
+    memory_level: float = Field(default=0.45, gt=0, le=1, description="load level of launch- and memory-bound work")
     description: str = ""
 
     @model_validator(mode="after")

@@ -71,6 +71,10 @@ class SimulatedDevice(Device):
         return self._info
 
     @property
+    def sim_profile(self) -> Profile:
+        return self.profile
+
+    @property
     def capabilities(self) -> Capabilities:
         return self._caps
 

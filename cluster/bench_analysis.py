@@ -1,13 +1,18 @@
-"""`fleetphysics bench analysis`: how long the analyses take on a long, fast, wide trace.
+"""`fleetphysics bench analysis`: how long the product's analyses take on a long, fast, wide run.
 
 Renders a simulated run (default 1 h at 100 Hz on 8 devices, the built-in profiles in
-turn) with the physics model, then times the analyses over all of it, device by device:
-the idle baseline on the first 10 %, the instrument response on a square wave over the
-next 10 %, the heat-soak fit on the next 50 % at full load, and per-event energy plus the
-joule curve for the inference-like events of the last 30 % (a few thousand in all).
-Rendering is not timed; the analyses run one device after another in this process.
-Prints JSON: hours, hz, devices, rows, events, seconds, rows_per_s, per_analysis_s
-{baseline, instrument_response, heat_soak, energy} (summed over devices), render_s.
+turn) with the physics model: an idle baseline on the first 10 %, a square wave over the
+next 10 %, a soak at full load over the next 40 %, inference-like events over the next
+20 % (a few thousand in all) and training steps over the last 20 %. It then times what a
+suite runs after the poller stops, device by device: ``experiments.reports.analyse_all``
+over the runner results of all five experiments (baseline, instrument response, heat soak,
+per-event energy with the joule curve, and the training coupling with its block bootstrap),
+as ``_finish`` calls it. Rendering is not timed; devices run one after another in this
+process. ``per_analysis_s`` (wall) and ``per_analysis_cpu_s`` time each experiment's report
+alone (summed over devices).
+Prints JSON: hours, hz, devices, rows, events, steps, seconds, cpu_s (the process's CPU time
+over the same calls: on a shared machine the honest figure), rows_per_s, per_analysis_s,
+render_s.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import pandas as pd
 from agents.cli_args import non_negative_int, positive_float, positive_int
 from agents.physics import NS, LoadEdge, SensorModel, Timeline
 from agents.profiles import builtin_profile_names, load_profile
-from experiments.analysis import baseline, energy, heat_soak, instrument_response
+from experiments.analysis import heat_soak
 
-PARTS = (("baseline", 0.10), ("instrument_response", 0.10), ("heat_soak", 0.50), ("events", 0.30))
+PARTS = (("baseline", 0.10), ("instrument_response", 0.10), ("heat_soak", 0.40), ("events", 0.20),
+         ("training", 0.20))
+EXPERIMENTS = ("baseline", "instrument_response", "heat_soak", "joule_curve", "training_coupling")
 CHUNK_S = 60.0
 
 
@@ -74,6 +81,7 @@ def synth_device(profile_name: str, seconds: float, hz: float, seed: int) -> dic
                        "phase": phase, "batch_size": 1, "input_tokens": tokens if phase == "prefill" else 1,
                        "output_tokens": tokens if phase == "decode" else 0})
         t += dur + rng.uniform(0.2, 1.0)
+    steps = _training_steps(edges, spans["training"], rng)
     tl = Timeline(prof, 0, seed=seed)
     for e in sorted(edges, key=lambda e: e.t_ns):
         tl.add_edge(e)
@@ -90,29 +98,62 @@ def synth_device(profile_name: str, seconds: float, hz: float, seed: int) -> dic
     trace["device_uuid"] = f"SIM-{profile_name}-bench-{seed}"
     lo, hi = (x * NS for x in spans["instrument_response"])
     ir = [(e.t_ns, e.level) for e in edges if lo <= e.t_ns < hi]
-    return {"trace": trace, "edges": ir, "events": pd.DataFrame(events), "spans": spans}
-
-
-def time_device(dev: dict) -> dict[str, float]:
-    """Seconds per analysis on one device."""
-    trace, spans, out = dev["trace"], dev["spans"], {}
 
     def ns(x):
         return int(x * NS)
 
-    t0 = time.perf_counter()
-    base = baseline.analyze_baseline(trace, ns(spans["baseline"][0]), ns(spans["baseline"][1]))
-    t1 = time.perf_counter()
-    a, b = spans["instrument_response"]
-    instrument_response.analyze_step_response(trace[(trace.t_ns >= ns(a)) & (trace.t_ns < ns(b))], dev["edges"])
-    t2 = time.perf_counter()
-    heat_soak.analyze_heat_soak(trace, ns(spans["heat_soak"][0]), ns(spans["heat_soak"][1]))
-    t3 = time.perf_counter()
-    per = energy.events_energy(trace, dev["events"], base.get("mean_robust_w"))
-    energy.joule_curve(per)
-    t4 = time.perf_counter()
-    out.update(baseline=t1 - t0, instrument_response=t2 - t1, heat_soak=t3 - t2, energy=t4 - t3)
-    return out
+    results = {
+        "baseline": {"t_start_ns": ns(spans["baseline"][0]), "t_end_ns": ns(spans["baseline"][1]), "completed": True},
+        "instrument_response": {"t_start_ns": lo, "t_end_ns": hi, "edges": ir},
+        "heat_soak": {"t_start_ns": ns(spans["heat_soak"][0]), "t_end_ns": ns(spans["heat_soak"][1]),
+                      "end_reason": "timeout", "trip": None},
+        "joule_curve": {"events": [{**e, "passes": 1, "energy_counter_start_j": None, "energy_counter_end_j": None}
+                                   for e in events], "checks": {}},
+        "training_coupling": {"steps": steps, "end_reason": "completed"},
+    }
+    info = {"simulated": True, "power_limit_w": prof.power_limit_w, "slowdown_temp_c": prof.slowdown_temp_c}
+    return {"trace": trace, "results": results, "info": info, "events": pd.DataFrame(events), "steps": steps}
+
+
+def _training_steps(edges: list, span: tuple[float, float], rng) -> list[dict]:
+    """Training steps of 0.3-0.6 s back to back, their load following the gradient norm."""
+    a, b = span
+    steps, t, i = [], a + 2.0, 0
+    while t < b - 2.0:
+        dur = float(rng.uniform(0.3, 0.6))
+        grad = float(rng.lognormal(0.0, 0.3))
+        edges.append(LoadEdge(int(t * NS), float(min(1.0, 0.5 + 0.2 * grad))))
+        steps.append({"step": i, "loss": float(5.0 / (1 + 0.01 * i)), "grad_norm": grad, "lr": 3e-4,
+                      "lr_spike": False, "t_start_ns": int(t * NS), "t_end_ns": int((t + dur) * NS),
+                      "energy_j": None, "counter_start_j": None, "counter_end_j": None, "load_level": None})
+        t, i = t + dur, i + 1
+    edges.append(LoadEdge(int(t * NS), 0.0))
+    return steps
+
+
+def bench_configs() -> dict:
+    """The suite's quick presets of the timed experiments."""
+    from experiments.suite import experiment_config
+
+    return {name: experiment_config(name, "quick") for name in EXPERIMENTS}
+
+
+def time_device(dev: dict, configs: dict) -> tuple[float, float, dict[str, float]]:
+    """Wall and CPU seconds of the product's per-device analysis, and wall seconds of each
+    experiment's report alone."""
+    from experiments import reports
+
+    empty = pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "name": pd.Series(dtype="str")})
+    t0, c0 = time.perf_counter(), time.process_time()
+    reports.analyse_all(dev["results"], configs, dev["trace"], empty, dev["info"])
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    each = {}
+    for name in EXPERIMENTS:
+        t0, c0 = time.perf_counter(), time.process_time()
+        reports.analyse_all({name: dev["results"][name]}, configs, dev["trace"], empty, dev["info"])
+        each[name] = time.perf_counter() - t0
+        each[f"{name}_cpu"] = time.process_time() - c0
+    return total, cpu, each
 
 
 def cmd_bench_analysis(args) -> int:
@@ -122,17 +163,31 @@ def cmd_bench_analysis(args) -> int:
     r0 = time.perf_counter()
     devices = [synth_device(names[i % len(names)], seconds, args.hz, args.seed + i) for i in range(args.devices)]
     render_s = time.perf_counter() - r0
+    configs = bench_configs()
     heat_soak.fit_exponential(np.arange(20.0), np.arange(20.0))  # import scipy outside the timing
-    start = time.perf_counter()
-    timings = [time_device(dev) for dev in devices]
-    elapsed = time.perf_counter() - start
-    totals = {k: sum(t[k] for t in timings) for k in timings[0]} if timings else {}
+    _warm_up(configs)
+    timings = [time_device(dev, configs) for dev in devices]
+    elapsed = sum(t[0] for t in timings)
+    cpu_s = sum(t[1] for t in timings)
+    totals = {k: sum(t[2][k] for t in timings) for k in EXPERIMENTS} if timings else {}
+    cpu_totals = {k: sum(t[2][f"{k}_cpu"] for t in timings) for k in EXPERIMENTS} if timings else {}
     rows = int(sum(len(d["trace"]) for d in devices))
     print(json.dumps({
         "hours": args.hours, "hz": args.hz, "devices": args.devices, "rows": rows,
         "events": int(sum(len(d["events"]) for d in devices)),
-        "seconds": round(elapsed, 3), "rows_per_s": round(rows / elapsed) if elapsed > 0 else None,
+        "steps": int(sum(len(d["steps"]) for d in devices)),
+        "seconds": round(elapsed, 3), "cpu_s": round(cpu_s, 3),
+        "rows_per_s": round(rows / elapsed) if elapsed > 0 else None,
         "per_analysis_s": {k: round(v, 3) for k, v in totals.items()},
+        "per_analysis_cpu_s": {k: round(v, 3) for k, v in cpu_totals.items()},
         "render_s": round(render_s, 2),
     }, indent=2))
     return 0
+
+
+def _warm_up(configs: dict) -> None:
+    """Pay the analyses' imports and first-use costs on a one-minute run, outside the timing."""
+    from experiments import reports
+
+    dev = synth_device(builtin_profile_names()[0], 120.0, 20.0, 99)
+    reports.analyse_all(dev["results"], configs, dev["trace"], pd.DataFrame({"t_ns": [], "name": []}), dev["info"])

@@ -1,10 +1,15 @@
 """`fleetphysics bench poller`: the poller under CPU load, against the naive design.
 
-Two measurements in one run, same devices, same period, same duration:
+Three measurements in one run, same devices, same period, same duration:
 1. our design: the poller in its own process while a CPU-saturating pure-Python workload
    runs in another process;
 2. the naive design: a poller thread inside the workload's process (TR122's), sharing the
-   workload's GIL.
+   workload's GIL;
+3. the same thread tuned as the poller process is: GIL switch interval 0.5 ms, gc.freeze()
+   before the grid, 1 us timer slack and the same priority request (SCHED_FIFO, else
+   nice -10) for the thread, so the comparison is with the best a thread can do, not a
+   straw man.
+``ratios`` divides each thread's p99 lateness and dropped ticks by the process's.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 from agents.cli_args import positive_float, positive_int
 from agents.factory import DeviceSpec, open_device, parse_device_specs
-from agents.poller import PollerConfig, PollerProcess, run_poller
+from agents.poller import PollerConfig, PollerProcess, _raise_priority, _tight_timer_slack, run_poller
 from warehouse.progress import Report, no_report, progress_bars, ticking
 
 BENCH_KEYS = ("period_ms", "seconds", "devices", "samples", "expected_samples", "dropped_ticks", "read_errors",
@@ -75,7 +80,11 @@ class _Flag:
 
 
 def inprocess_main(job: dict) -> dict:
-    """The naive design, run inside a workload process: a poller thread + a busy main thread."""
+    """The thread design, run inside a workload process: a poller thread + a busy main thread
+    (``job["tuned"]``: with the poller process's switch interval, gc.freeze, timer slack and
+    priority request)."""
+    import gc
+
     specs = [DeviceSpec(**s) for s in job["specs"]]
     devices = [open_device(s) for s in specs]
     for d in devices:
@@ -84,9 +93,21 @@ def inprocess_main(job: dict) -> dict:
     config.validate()  # creates the out dir
     result: dict = {}
     flag = _Flag()
-    thread = threading.Thread(
-        target=lambda: result.update(run_poller(devices, config, Path(job["out"]) / "markers.jsonl", flag)), daemon=True
-    )
+    tuned = bool(job.get("tuned"))
+    if tuned:
+        sys.setswitchinterval(0.0005)
+        gc.collect()
+        gc.freeze()
+
+    def poll() -> None:
+        policy = None
+        if tuned:  # on Linux both act on the calling thread only, as the poller's act on its process
+            policy = _raise_priority(True)
+            _tight_timer_slack()
+        result.update(run_poller(devices, config, Path(job["out"]) / "markers.jsonl", flag,
+                                 scheduling_policy=policy))
+
+    thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     x = 0
     if job["load"] == "cpu":
@@ -98,11 +119,13 @@ def inprocess_main(job: dict) -> dict:
     return result
 
 
-def bench_inprocess(specs: list[DeviceSpec], period_ms: float, seconds: float, load: str, out: Path) -> dict:
+def bench_inprocess(specs: list[DeviceSpec], period_ms: float, seconds: float, load: str, out: Path,
+                    tuned: bool = False) -> dict:
     """Run :func:`inprocess_main` in a fresh process and return its stats."""
     from dataclasses import asdict
 
-    job = {"specs": [asdict(s) for s in specs], "period_ms": period_ms, "seconds": seconds, "load": load, "out": str(out)}
+    job = {"specs": [asdict(s) for s in specs], "period_ms": period_ms, "seconds": seconds, "load": load, "out": str(out),
+           "tuned": tuned}
     code = "import json,sys\nfrom cluster.bench_poller import inprocess_main\nprint(json.dumps(inprocess_main(json.loads(sys.argv[1]))))"
     root = str(Path(__file__).resolve().parent.parent)
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(job)], capture_output=True, text=True, cwd=root,
@@ -123,9 +146,27 @@ def run_bench(device: str | None, devices: int, period_ms: float, seconds: float
             ours = bench_process(specs, period_ms, seconds, load, Path(tmp) / "process")
         with ticking(progress, "in-process thread", seconds):
             naive = bench_inprocess(specs, period_ms, seconds, load, Path(tmp) / "thread")
+        with ticking(progress, "tuned in-process thread", seconds):
+            tuned = bench_inprocess(specs, period_ms, seconds, load, Path(tmp) / "tuned", tuned=True)
     doc = _pick(ours)
     doc["in_process_thread"] = _pick(naive)
+    doc["in_process_thread_tuned"] = {**_pick(tuned), "scheduling_policy": tuned.get("scheduling_policy")}
+    doc["ratios"] = {"thread_p99_lateness": _ratio(naive, ours), "tuned_thread_p99_lateness": _ratio(tuned, ours),
+                     "thread_dropped_ticks": _drop_ratio(naive, ours),
+                     "tuned_thread_dropped_ticks": _drop_ratio(tuned, ours)}
     return doc
+
+
+def _ratio(thread: dict, process: dict) -> float | None:
+    """p99 lateness of a thread design over the process's (None when the process's is 0 or missing)."""
+    a, b = (thread.get("lateness_ms") or {}).get("p99"), (process.get("lateness_ms") or {}).get("p99")
+    return round(a / b, 2) if a is not None and b else None
+
+
+def _drop_ratio(thread: dict, process: dict) -> float | None:
+    """Dropped ticks of a thread design over the process's, the process's counted as at least 1."""
+    a, b = thread.get("dropped_ticks"), process.get("dropped_ticks")
+    return None if a is None or b is None else round(a / max(b, 1), 2)
 
 
 def cmd_bench_poller(args) -> int:

@@ -38,7 +38,7 @@ def describe_devices(spec_text: str) -> list[dict]:
         dev = open_device(spec)
         try:
             fp = fingerprint_device(dev)
-            out.append({"spec": spec.label, "info": dev.info.to_dict(), "capabilities": dev.capabilities.to_dict(),
+            out.append({"spec": spec.label, "backend": dev.backend, "simulated": dev.simulated, "info": dev.info.to_dict(), "capabilities": dev.capabilities.to_dict(),
                         "fingerprint": fp.to_dict()})
         finally:
             dev.close()

@@ -72,7 +72,10 @@ class RunContext:
     markers: MarkerWriter
     artifacts: ArtifactWriter
     run_id: str
-    torch_device: str = "cpu"  # "cuda:N" on an NVML device, "cpu" on a simulated one
+    # The torch device of the device's work: "cuda:N", "cpu" (a small model on the host), or
+    # None to find the GPU by its UUID when the torch accelerator opens (a simulated board's
+    # accelerator runs host-side models on the CPU).
+    torch_device: str | None = "cpu"
     progress: Callable[[str, float], None] = field(default=lambda phase, fraction: None)
     should_stop: Callable[[], bool] = field(default=lambda: False)  # Ctrl-C or thermal trip
     guard: object | None = None  # a heat_soak.ThermalGuard: checked while the runner sleeps
@@ -82,24 +85,46 @@ class RunContext:
 
     @property
     def simulated(self) -> bool:
-        """True when the device is simulated (the workload then drives its load signal)."""
+        """True when the device is simulated (for labels only: runners never branch on it)."""
         return self.device.simulated
+
+    @property
+    def accelerator(self):
+        """The accelerator the runners launch work on (opened once per context, so its
+        allocator state lives as long as the device's)."""
+        acc = self.__dict__.get("_accelerator")
+        if acc is None:
+            from experiments.accelerator import open_accelerator
+
+            acc = self.__dict__["_accelerator"] = open_accelerator(self)
+        return acc
 
     def mark(self, name: str, **attrs) -> int:
         """A marker for this device on the host clock; returns its t_ns."""
         return self.markers.mark(name, device_uuid=self.device.uuid, **attrs)
 
-    def set_load(self, level: float, vram_mb: float | None = None) -> int:
-        """Declare the load level (drives a simulated device; a marker on a real one)."""
+    def set_load(self, level: float, vram_mb: float | None = None, t_ns: int | None = None) -> int:
+        """Declare the load level from now (or ``t_ns``): a ``load`` marker, which drives a
+        simulated board's physics (through the marker file, or in-process for a device with
+        ``set_load``) and documents the load on a real one. The thermal guard restores it
+        after a pause."""
         self._level, self._vram_mb = level, vram_mb
-        return self._declare(level, vram_mb)
+        return self._declare(level, vram_mb, t_ns)
 
-    def _declare(self, level: float, vram_mb: float | None = None) -> int:
+    def _declare(self, level: float, vram_mb: float | None = None, t_ns: int | None = None) -> int:
         set_load = getattr(self.device, "set_load", None)
         if set_load is not None:
-            return set_load(level, vram_mb=vram_mb)
-        attrs = {"level": level} if vram_mb is None else {"level": level, "vram_mb": vram_mb}
-        return self.mark(LOAD, **attrs)
+            t = set_load(level, vram_mb=vram_mb, t_ns=t_ns)
+        else:
+            attrs = {"level": level} if vram_mb is None else {"level": level, "vram_mb": vram_mb}
+            t = self.markers.mark(LOAD, device_uuid=self.device.uuid, t_ns=t_ns, **attrs)
+        self.__dict__["_load_state"] = (t, float(level))
+        return t
+
+    @property
+    def load_state(self) -> tuple[int, float] | None:
+        """(t_ns, level) of the last load declared through this context, None before any."""
+        return self.__dict__.get("_load_state")
 
     @contextmanager
     def phase(self, name: str, **attrs):

@@ -32,6 +32,7 @@ import abc
 import bisect
 import itertools
 import math
+import sys
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -378,15 +379,16 @@ def translate_cuda_oom():
 
     The CUDA error's traceback is dropped: its frames would keep the failed pass's tensors
     alive until the error object died, and the caller wants that memory back at once.
+    torch is not imported here: a block that raised a torch error has imported it already
+    (a simulated board's passes import it only when they run out of memory).
     """
-    import torch
-
     try:
         yield
-    except torch.cuda.OutOfMemoryError as exc:
-        exc.__traceback__ = None
-        raise OutOfDeviceMemory(_first_line(exc) or "CUDA out of memory") from None
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+            exc.__traceback__ = None
+            raise OutOfDeviceMemory(_first_line(exc) or "CUDA out of memory") from None
         # cuBLAS/cuDNN workspace failures surface as plain RuntimeErrors.
         text = str(exc)
         if "out of memory" not in text.lower() and "ALLOC_FAILED" not in text:

@@ -102,17 +102,13 @@ def model_config_dicts(configs: dict, experiments, profile: str, model: str | No
     return out
 
 
-def _torch_device_for(spec: DeviceSpec, device) -> str:
-    if device.simulated:
-        return "cpu"
-    from agents.nvml import torch_device_uuid
+def _load_source(spec: DeviceSpec, marker_path: str):
+    """The marker file's load edges for a simulated board (None on hardware, which needs none)."""
+    from agents.factory import device_uid_of
+    from agents.sim_nvml import marker_load_source
 
-    import torch
-
-    for i in range(torch.cuda.device_count()):
-        if torch_device_uuid(i) == device.uuid:
-            return f"cuda:{i}"
-    raise ConfigError(f"{spec.label}: GPU {device.uuid} is not visible to CUDA (check CUDA_VISIBLE_DEVICES)")
+    uid = device_uid_of(spec)
+    return marker_load_source(marker_path, uid) if uid is not None else None
 
 
 def _safe_host() -> str:
@@ -139,7 +135,7 @@ class DeviceRunner:
 
         self.spec = spec
         self.markers = MarkerWriter(marker_path)
-        self.device = open_device(spec, marker_writer=self.markers) if spec.kind == "sim" else open_device(spec)
+        self.device = open_device(spec, load_source=_load_source(spec, marker_path))
         self.stop = _Stop()
         self.device_dir = Path(out_dir) / self.device.uuid
         from experiments.analysis.heat_soak import ThermalGuard
@@ -148,7 +144,7 @@ class DeviceRunner:
         # heat soak keeps its own, which ends the soak on a trip).
         guard = ThermalGuard(slowdown_temp_c=self.device.info.slowdown_temp_c)
         self.ctx = RunContext(device=self.device, markers=self.markers, artifacts=ArtifactWriter(self.device_dir),
-                              run_id=run_id, torch_device=_torch_device_for(spec, self.device),
+                              run_id=run_id, torch_device=None,
                               progress=progress or (lambda p, f: None), should_stop=self.stop, guard=guard)
         self.phase = "starting"
 
@@ -174,8 +170,7 @@ class DeviceRunner:
 
     def close(self) -> None:
         """Idle the device and release it."""
-        if hasattr(self.device, "set_load"):
-            self.device.set_load(0.0)
+        self.ctx.set_load(0.0)
         self.device.close()
         self.markers.close()
 
@@ -286,10 +281,6 @@ def run_suite(opts: SuiteOptions) -> dict:
 
 def _run_one(name: str, ctx: RunContext, config) -> dict:
     module = __import__(f"experiments.{name}.runner", fromlist=["run"])
-    if name in ("instrument_response", "heat_soak") and not ctx.simulated:
-        from experiments.gpu_load import make_load_fn
-
-        return module.run(ctx, config, load_fn=make_load_fn(ctx.torch_device))
     return module.run(ctx, config)
 
 

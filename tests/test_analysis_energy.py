@@ -285,3 +285,33 @@ def test_events_too_short_alone_are_measured_as_a_whole_run_and_per_batch():
         assert w["quality"] == "BILLABLE" and w["n_events"] == 40
         true_j_per_token = d_p * 0.04 / (4 * w["batch_size"])
         assert w["j_per_token"] == pytest.approx(true_j_per_token, rel=0.05)
+
+
+def test_joule_fit_is_per_pass_when_events_repeat_their_pass():
+    """An event repeats its pass until min_event_s: its totals are passes x (E_fixed + E_token x
+    tokens/pass). The fit must recover the per-pass law; a fit on event totals does not."""
+    e_fixed, e_token, min_event_s = 0.2, 0.0025, 1.0
+    rows = []
+    for batch in (4, 16, 64):
+        tokens_pp = batch * 256
+        pass_s = 0.0007 + tokens_pp * 4e-6
+        passes = int(np.ceil(min_event_s / pass_s))
+        for _ in range(2):
+            energy = passes * (e_fixed + e_token * tokens_pp)
+            rows.append({"phase": "prefill", "batch_size": batch, "input_tokens": passes * tokens_pp,
+                         "output_tokens": 0, "passes": passes, "energy_net_j": energy, "energy_raw_j": energy + 70,
+                         "duration_s": passes * pass_s, "quality": "GOOD"})
+    fit = joule_curve(pd.DataFrame(rows))["fits"][0]
+    assert fit["model"].startswith("E_net/pass")
+    assert fit["params"]["e_token_j"] == pytest.approx(e_token, rel=1e-3)
+    assert fit["params"]["e_fixed_j"] == pytest.approx(e_fixed, rel=1e-3)
+    legacy = joule_curve(pd.DataFrame(rows).drop(columns="passes"))["fits"][0]["params"]  # the event-total fit
+    assert abs(legacy["e_fixed_j"] - e_fixed) > 10 * e_fixed
+
+
+def test_a_tiny_standard_error_is_kept_not_rounded_to_zero():
+    rows = [{"phase": "prefill", "batch_size": b, "input_tokens": b * 256, "output_tokens": 0, "passes": 1,
+             "energy_net_j": 0.2 + 0.0025 * b * 256 + 1e-6 * (-1) ** b, "energy_raw_j": 1.0, "duration_s": 1.0,
+             "quality": "GOOD"} for b in (1, 2, 4, 8, 16)]
+    p = joule_curve(pd.DataFrame(rows))["fits"][0]["params"]
+    assert p["e_token_se_j"] > 0 and p["e_token_j"] == pytest.approx(0.0025, rel=1e-4)

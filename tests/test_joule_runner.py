@@ -1,4 +1,5 @@
-"""The joule curve runner on a simulated device: warmup really run, matched events, load covering events."""
+"""The joule curve runner: the same loop on a simulated board and on a torch device (warmup
+really run, matched events, passes repeated until min_event_s, per-pass energy law)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np
 import pytest
 
 from agents.device import Capabilities, Device, DeviceInfo, Sample
-from agents.markers import MarkerWriter, read_markers
-from agents.profiles import load_profile
-from agents.simulated import SimulatedDevice
+from agents.markers import MarkerWriter, markers_table, read_markers
+from agents.physics import render_trace
+from agents.profiles import builtin_profile_names, load_profile
+from agents.simulated import SimulatedDevice, load_edges_from_markers
 from experiments import workload
 from experiments.context import ArtifactWriter, RunContext
 from experiments.joule_curve import NAME, JouleCurveConfig, run
-from experiments.joule_curve.runner import effective_min_event_s
+from experiments.sim_accelerator import SimAccelerator
 
 BATCHES = [1, 2, 4]
 
@@ -31,33 +34,30 @@ def make_ctx(tmp_path, profile="rtx4080-laptop", **kw) -> RunContext:
 
 
 def fast_config(**kw) -> JouleCurveConfig:
-    base = dict(batch_sizes=BATCHES, repetitions=2, warmup_repetitions=2, input_tokens=8, output_tokens=3,
-                min_event_s=0.06, min_sensor_periods=0, cpu_stand_in=True)
+    base = dict(shape="tiny", batch_sizes=BATCHES, repetitions=2, warmup_repetitions=2, input_tokens=8,
+                output_tokens=3, min_event_s=0.06)
     return JouleCurveConfig(**{**base, **kw})
 
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts every prefill/decode call the runner makes (through the workload module)."""
+    """Counts every prefill/decode call the runner makes, on either accelerator."""
     calls = {"prefill": 0, "decode": 0}
-    real_prefill, real_decode = workload.prefill, workload.decode
+    for owner in (workload, SimAccelerator):
+        for name in ("prefill", "decode"):
+            real = getattr(owner, name)
 
-    def prefill(*a, **k):
-        calls["prefill"] += 1
-        return real_prefill(*a, **k)
+            def counting(*a, _real=real, _name=name, **k):
+                calls[_name] += 1
+                return _real(*a, **k)
 
-    def decode(*a, **k):
-        calls["decode"] += 1
-        return real_decode(*a, **k)
-
-    monkeypatch.setattr(workload, "prefill", prefill)
-    monkeypatch.setattr(workload, "decode", decode)
+            monkeypatch.setattr(owner, name, counting)
     return calls
 
 
 @pytest.fixture(scope="module")
 def sim_run(tmp_path_factory):
-    """One run shared by the marker tests (the model is built once)."""
+    """One run shared by the marker tests."""
     tmp = tmp_path_factory.mktemp("joule")
     cfg = fast_config()
     result = run(make_ctx(tmp), cfg)
@@ -67,10 +67,9 @@ def sim_run(tmp_path_factory):
 def test_warmup_is_really_run(tmp_path, counted):
     cfg = fast_config(repetitions=1, warmup_repetitions=2)
     result = run(make_ctx(tmp_path), cfg)
-    measured = [e for e in result["events"] if e["phase"] == "prefill"]
-    assert all(e["passes"] == 1 for e in result["events"])  # simulated: one pass, padded by the load
-    assert counted["prefill"] == len(BATCHES) * cfg.warmup_repetitions + len(measured)
-    assert counted["decode"] == len(BATCHES) * cfg.warmup_repetitions + len(measured)
+    passes = {ph: sum(e["passes"] for e in result["events"] if e["phase"] == ph) for ph in ("prefill", "decode")}
+    assert counted["prefill"] == len(BATCHES) * cfg.warmup_repetitions + passes["prefill"]
+    assert counted["decode"] == len(BATCHES) * cfg.warmup_repetitions + passes["decode"]
     assert result["quality"]["warmup_passes"] == len(BATCHES) * 2
     assert result["checks"]["warmup_ran"]
     # Each batch size's warmup phase comes before its first measured event.
@@ -82,20 +81,23 @@ def test_warmup_is_really_run(tmp_path, counted):
         assert len(warm) == 1 and warm[0] < first
 
 
-def test_simulated_default_runs_no_model_and_counts_tokens(tmp_path, counted):
-    cfg = fast_config(cpu_stand_in=False, repetitions=1, warmup_repetitions=1)
+def test_simulated_board_repeats_passes_until_min_event_s(tmp_path):
+    cfg = fast_config(repetitions=1, warmup_repetitions=1, min_event_s=0.2)
     result = run(make_ctx(tmp_path), cfg)
-    assert counted == {"prefill": 0, "decode": 0}
-    assert result["figures"]["model"]["ran"] == "none (declared load)"
+    assert result["figures"]["model"]["ran"] == "on the simulated board's compute model"
     for ev in result["events"]:
-        assert ev["passes"] == 1 and ev["duration_s"] >= cfg.min_event_s
+        assert ev["passes"] > 1 and ev["duration_s"] >= cfg.min_event_s  # repeated, never padded with idle
         per_pass = ev["batch_size"] * (cfg.input_tokens if ev["phase"] == "prefill" else cfg.output_tokens)
-        assert ev["input_tokens"] + ev["output_tokens"] == per_pass
-    assert result["checks"]["warmup_ran"] and result["quality"]["warmup_passes"] == len(BATCHES)
+        assert ev["input_tokens"] + ev["output_tokens"] == ev["passes"] * per_pass
+        assert ev["compute_s"] >= 0.8 * ev["duration_s"]  # the board was busy, not waiting
+    truth = result["figures"]["truth"]
+    assert set(truth) == {"prefill", "decode"} and all(v["e_token_j"] > 0 and v["e_fixed_j"] > 0
+                                                       for v in truth.values())
 
 
-def test_simulated_default_imports_neither_torch_nor_transformers(tmp_path):
-    """What keeps a fleet of simulated hosts cheap: ~6 CPU-s of imports per host avoided."""
+def test_simulated_board_imports_neither_torch_nor_transformers(tmp_path):
+    """A simulated board needs the model's shape, never transformers, and torch only for an
+    out-of-memory error (~6 CPU-s of imports per simulated host avoided)."""
     code = f"""
 import sys
 from pathlib import Path
@@ -110,7 +112,7 @@ markers = MarkerWriter(tmp / "markers.jsonl")
 dev = SimulatedDevice(load_profile("rtx4090"), host_id="t", t_start_ns=0, marker_writer=markers)
 ctx = RunContext(device=dev, markers=markers, artifacts=ArtifactWriter(tmp), run_id="r1")
 run(ctx, JouleCurveConfig(batch_sizes=[1], repetitions=1, warmup_repetitions=1, input_tokens=8, output_tokens=3,
-                          min_event_s=0.05, min_sensor_periods=0))
+                          min_event_s=0.05))
 print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -120,7 +122,7 @@ print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
 
 def test_no_warmup_when_configured_none(tmp_path, counted):
     result = run(make_ctx(tmp_path), fast_config(batch_sizes=[1], repetitions=1, warmup_repetitions=0))
-    assert counted["prefill"] == 1 and result["quality"]["warmup_passes"] == 0
+    assert counted["prefill"] == result["events"][0]["passes"] and result["quality"]["warmup_passes"] == 0
 
 
 def test_events_are_matched_and_batch_sizes_increase(sim_run):
@@ -137,6 +139,7 @@ def test_events_are_matched_and_batch_sizes_increase(sim_run):
             assert m["attrs"]["phase"] in ("prefill", "decode")
             assert m["attrs"]["energy_counter_j"] is not None
         assert e["attrs"]["energy_counter_j"] >= s["attrs"]["energy_counter_j"]
+        assert e["attrs"]["passes"] >= 1
     ordered = sorted(starts.values(), key=lambda m: m["t_ns"])
     batches = [m["attrs"]["batch_size"] for m in ordered]
     assert batches == sorted(batches) and sorted(set(batches)) == BATCHES
@@ -146,61 +149,83 @@ def test_events_are_matched_and_batch_sizes_increase(sim_run):
     assert result["checks"]["events_matched"] and result["checks"]["batch_sizes_increasing"]
 
 
-def test_load_markers_cover_each_event(sim_run):
+def test_the_board_is_busy_inside_events_and_idle_after(sim_run):
+    """The accelerator declares the load its passes draw: busy from the first pass to the
+    synchronisation that ends the event, idle by the event's end marker."""
     result, markers, cfg = sim_run
     loads = sorted((m["t_ns"], m["attrs"]["level"]) for m in markers if m["name"] == "load")
     for ev in result["events"]:
-        level = cfg.load_level(ev["phase"], ev["batch_size"])
-        assert ev["load_level"] == level > 0
-        before = [lv for t, lv in loads if t <= ev["t_start_ns"]]
-        assert before and before[-1] == level  # the event's level is declared before it starts...
-        assert not [t for t, _ in loads if ev["t_start_ns"] < t < ev["t_end_ns"]]  # ...held throughout...
-        after = [lv for t, lv in loads if t >= ev["t_end_ns"]]
-        assert after and after[0] == 0.0  # ...and dropped after it ends
-    # The load model grows with batch size, prefill above decode.
+        inside = [lv for t, lv in loads if ev["t_start_ns"] <= t < ev["t_end_ns"]]
+        assert inside and inside[0] > 0  # the first pass starts the load inside the window
+        at_end = [lv for t, lv in loads if t <= ev["t_end_ns"]][-1]
+        assert at_end == 0.0  # synchronised: the work ended before the window closed
+    # Per pass the compute model's power rises with the batch (more of a pass is token work).
     for phase in ("prefill", "decode"):
-        levels = [cfg.load_level(phase, b) for b in BATCHES]
-        assert levels == sorted(levels) and levels[0] < levels[-1]
-    assert all(cfg.load_level("prefill", b) > cfg.load_level("decode", b) for b in BATCHES)
+        levels = []
+        for b in BATCHES:
+            ev = next(e for e in result["events"] if e["phase"] == phase and e["batch_size"] == b)
+            levels.append(max(lv for t, lv in loads if ev["t_start_ns"] <= t < ev["t_end_ns"]))
+        assert levels == sorted(levels)
 
 
 def test_event_records(sim_run):
     result, markers, cfg = sim_run
-    keys = {"event_id", "phase", "batch_size", "input_tokens", "output_tokens", "t_start_ns", "t_end_ns",
+    keys = {"event_id", "phase", "batch_size", "input_tokens", "output_tokens", "t_start_ns", "t_end_ns", "passes",
             "energy_counter_start_j", "energy_counter_end_j", "tokens_per_second"}
     for ev in result["events"]:
         assert keys <= set(ev)
-        assert ev["duration_s"] >= cfg.min_event_s * 0.999  # padded to the minimum duration
+        assert ev["duration_s"] >= cfg.min_event_s * 0.999
         assert ev["energy_counter_end_j"] >= ev["energy_counter_start_j"]  # 60 ms: maybe no counter refresh
         if ev["phase"] == "prefill":
-            assert ev["input_tokens"] == ev["batch_size"] * cfg.input_tokens and ev["output_tokens"] == 0
+            assert ev["input_tokens"] == ev["passes"] * ev["batch_size"] * cfg.input_tokens
+            assert ev["output_tokens"] == 0
             assert ev["tokens_per_second"] == pytest.approx(ev["input_tokens"] / ev["duration_s"])
         else:
-            assert ev["output_tokens"] == ev["batch_size"] * cfg.output_tokens and ev["input_tokens"] == 0
+            assert ev["output_tokens"] == ev["passes"] * ev["batch_size"] * cfg.output_tokens
+            assert ev["input_tokens"] == 0
     assert result["experiment"] == NAME and result["schema_version"] == 1
     assert {r["batch_size"] for r in result["figures"]["throughput"]} == set(BATCHES)
     assert result["checks"]["min_event_duration_met"] and result["checks"]["energy_counter_read"]
     json.dumps(result)  # JSON-safe
 
 
-def test_min_event_duration_is_ten_sensor_periods_on_a_simulated_board(tmp_path):
-    ctx = make_ctx(tmp_path)
-    period_s = load_profile("rtx4080-laptop").sensor_update_period_ms / 1000
-    assert effective_min_event_s(ctx, JouleCurveConfig(min_event_s=0.1)) == pytest.approx(10 * period_s)
-    assert effective_min_event_s(ctx, JouleCurveConfig(min_event_s=3.0)) == 3.0
-    assert JouleCurveConfig.for_profile("smoke").min_event_s >= 10 * period_s
+def test_smoke_events_last_ten_sensor_periods_of_every_builtin_board():
+    smoke = JouleCurveConfig.for_profile("smoke")
+    for name in builtin_profile_names():
+        p = load_profile(name)
+        assert smoke.min_event_s >= 10 * max(p.sensor_update_period_ms, p.energy_counter_update_ms) / 1000
 
 
-def test_events_of_ten_sensor_periods_bill_the_declared_load(tmp_path):
-    profile = load_profile("rtx4080-laptop")
-    cfg = fast_config(batch_sizes=[2], repetitions=1, warmup_repetitions=0, min_event_s=0.0, min_sensor_periods=10)
-    result = run(make_ctx(tmp_path), cfg)
-    for ev in result["events"]:
-        assert ev["duration_s"] >= 10 * profile.sensor_update_period_ms / 1000 * 0.999
-        counter_j = ev["energy_counter_end_j"] - ev["energy_counter_start_j"]
-        # The counter refreshes every 100 ms: over >= 1 s it bills the declared level's power within ~10 %.
-        expected_j = min(profile.demand_w(ev["load_level"]), profile.power_limit_w) * ev["duration_s"]
-        assert counter_j == pytest.approx(expected_j, rel=0.12)
+@pytest.mark.parametrize("board", builtin_profile_names())
+def test_per_pass_fit_recovers_the_boards_energy_law(tmp_path, board):
+    """The smoke preset on every built-in board: events of several passes, the trace the
+    board's sensors give for the recorded load markers, the product's analysis; the per-pass
+    fit finds each phase's E_token within 5 % of the compute model's truth."""
+    from experiments import reports
+
+    cfg = JouleCurveConfig.for_profile("smoke")
+    ctx = make_ctx(tmp_path, board)
+    result = run(ctx, cfg)
+    markers = read_markers(tmp_path / "markers.jsonl")
+    uuid = ctx.device.uuid
+    t0 = min(m["t_ns"] for m in markers) - 3_000_000_000
+    t1 = max(m["t_ns"] for m in markers) + 1_000_000_000
+    grid = np.arange(t0, t1, 20_000_000, dtype=np.int64)
+    tr = render_trace(load_profile(board), load_edges_from_markers(markers, uuid), grid, seed=0, t_start_ns=0)
+    import pandas as pd
+
+    trace = pd.DataFrame({k: tr[k] for k in ("power_w", "power_instant_w", "energy_j", "temp_c", "read_ok")})
+    trace["t_ns"] = grid
+    for k in ("power_w", "power_instant_w", "energy_j"):
+        trace.loc[~trace["read_ok"], k] = np.nan
+    reps, _ = reports.analyse_all({NAME: result}, {NAME: cfg}, trace,
+                                  markers_table(markers, device_uuid=uuid).to_pandas(), {"simulated": True})
+    figures = reps[NAME]["figures"]
+    assert all(e["passes"] > 1 for e in result["events"])
+    truth = figures["truth"]
+    for fit in figures["fits"]:
+        assert fit["quality"] == "good"
+        assert fit["params"]["e_token_j"] == pytest.approx(truth[fit["phase"]]["e_token_j"], rel=0.05), fit
 
 
 def test_should_stop_between_events(tmp_path):
@@ -257,10 +282,11 @@ def test_real_device_repeats_passes_instead_of_idling(tmp_path, counted):
         assert ev["compute_s"] >= 0.5 * ev["duration_s"]  # busy, not padded with idle (which would be ~0)
         per_pass = ev["batch_size"] * (cfg.input_tokens if ev["phase"] == "prefill" else cfg.output_tokens)
         assert ev["input_tokens"] + ev["output_tokens"] == ev["passes"] * per_pass
-        assert ev["energy_counter_start_j"] is None and ev["load_level"] is None
+        assert ev["energy_counter_start_j"] is None
     prefill_passes = sum(e["passes"] for e in result["events"] if e["phase"] == "prefill")
     assert counted["prefill"] == 2 * cfg.warmup_repetitions + prefill_passes
     assert result["checks"]["energy_counter_read"] is None  # no counter on this device
+    assert result["figures"]["truth"] is None  # hardware: no known energy law
     # A tiny pass takes milliseconds: reaching 0.3 s took repeated passes (decode rewinds its cache).
     assert all(e["passes"] >= 2 for e in result["events"] if e["phase"] == "prefill")
     assert any(e["passes"] >= 2 for e in result["events"] if e["phase"] == "decode")
@@ -268,35 +294,46 @@ def test_real_device_repeats_passes_instead_of_idling(tmp_path, counted):
     assert [m["attrs"]["passes"] for m in ends] == [e["passes"] for e in result["events"]]
 
 
-def test_simulated_8b_model_declares_its_modelled_vram(tmp_path, counted):
-    """No model runs on a simulated board: llama-3.1-8b's memory model sizes the declared VRAM."""
+def test_simulated_8b_model_runs_on_the_boards_compute_model(tmp_path, counted):
+    """No torch model runs on a simulated board: llama-3.1-8b's shape goes through the board's
+    compute and memory model; the report carries its memory figures and predicted VRAM."""
     from experiments import model_shapes
     from experiments.memory import ActivationModel, MiB
 
-    cfg = fast_config(model="llama-3.1-8b", dtype="bfloat16", cpu_stand_in=False, batch_sizes=[1, 4],
+    cfg = fast_config(model="llama-3.1-8b", dtype="bfloat16", batch_sizes=[1, 4],
                       repetitions=1, warmup_repetitions=1, input_tokens=128, output_tokens=16)
-    result = run(make_ctx(tmp_path, "h100-sxm"), cfg)
-    assert counted == {"prefill": 0, "decode": 0}
+    ctx = make_ctx(tmp_path, "h100-sxm")
+    result = run(ctx, cfg)
+    assert isinstance(ctx.accelerator, SimAccelerator) and counted["prefill"] >= 4 and counted["decode"] >= 4
     model = result["figures"]["model"]
     assert model["kv_cache_bytes_per_token"] == 131072 and model["n_params"] == 8_030_261_248
     assert model["weight_bytes"] == 8_030_261_248 * 2 and model["family"] == "llama" and model["builtin"]
+    assert model["ran"] == "on the simulated board's compute model"
     act = ActivationModel.from_shape(model_shapes.resolve("llama-3.1-8b"), "bfloat16", attn_implementation="sdpa")
     predicted = {r["batch_size"]: r["vram_mb"] for r in model["predicted_vram_mb"]}
     for batch in (1, 4):
         # weights, the cache of 128 + 15 tokens and the largest transient: the logits of 128 prompt tokens
         assert predicted[batch] == (act.weight_bytes() + act.serve_peak_bytes(batch, 128, 16)) / MiB
         assert act.weight_bytes() / MiB < predicted[batch] < act.weight_bytes() / MiB + 1024 * batch
-    declared = {m["attrs"].get("vram_mb") for m in read_markers(tmp_path / "markers.jsonl")
-                if m["name"] == "load" and m["attrs"]["level"] > 0}
-    assert declared == set(predicted.values())
+    # The board's allocator holds the 8B weights (16 GB in bf16) while the passes run: the
+    # declared VRAM is the weights and the passes' segments, under the board's 80 GB.
+    declared = [m["attrs"]["vram_mb"] for m in read_markers(tmp_path / "markers.jsonl")
+                if m["name"] == "load" and m["attrs"]["level"] > 0]
+    assert declared and min(declared) >= act.weight_bytes() / MiB
+    assert max(declared) < load_profile("h100-sxm").vram_total_mb
+    assert result["figures"]["truth"]["prefill"]["e_token_j"] > 0
 
 
 @pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b"])
-def test_cpu_stand_in_runs_the_tiny_model_of_the_same_family(tmp_path, counted, name):
+def test_every_family_runs_the_same_loop_on_a_simulated_board(tmp_path, counted, name):
+    from experiments import model_shapes
+
     cfg = fast_config(model=name, dtype="bfloat16", batch_sizes=[1, 2], repetitions=1, warmup_repetitions=1)
-    result = run(make_ctx(tmp_path), cfg)
-    assert counted["prefill"] >= 4 and counted["decode"] >= 4  # real prefill and cached decode passes
-    assert result["figures"]["model"]["ran"] == f"{name} (tiny) on the CPU (stand-in)"
+    ctx = make_ctx(tmp_path, "h100-sxm")
+    result = run(ctx, cfg)
+    assert isinstance(ctx.accelerator, SimAccelerator)  # the board's compute model runs the passes
+    assert counted["prefill"] >= 4 and counted["decode"] >= 4
+    assert result["figures"]["model"]["family"] == model_shapes.resolve(name).family
     assert result["figures"]["model"]["dtype"] == "bfloat16"
     assert result["checks"]["events_matched"] and result["checks"]["warmup_ran"]
 

@@ -47,7 +47,7 @@ def fake(monkeypatch):
     f.nvmlDeviceGetTemperature.return_value = 35
     f.nvmlDeviceGetClockInfo.side_effect = lambda h, kind: 1980 if kind == real.NVML_CLOCK_SM else 2619
     f.nvmlDeviceGetUtilizationRates.return_value = SimpleNamespace(gpu=3, memory=1)
-    f.nvmlDeviceGetMemoryInfo.return_value = SimpleNamespace(used=600_000_000, total=85_520_000_000)
+    f.nvmlDeviceGetMemoryInfo.return_value = SimpleNamespace(used=600 * 2**20, total=81_559 * 2**20)
     f.nvmlDeviceGetCurrentClocksEventReasons.return_value = 1
     f.nvmlDeviceGetPerformanceState.return_value = 0
     f.nvmlDeviceGetPowerManagementLimit.return_value = 700_000
@@ -71,8 +71,9 @@ def test_capabilities_and_one_pass_read(fake):
     assert s.power_w == pytest.approx(70.123) and s.power_instant_w == pytest.approx(71.0)
     assert s.energy_j is None and "energy_j" not in s.failed and s.read_ok  # unsupported is not a failure
     assert (s.temp_c, s.sm_clock_mhz, s.mem_clock_mhz, s.util_gpu, s.pstate) == (35, 1980, 2619, 3, 0)
-    assert s.vram_used_mb == pytest.approx(600.0)
+    assert s.vram_used_mb == pytest.approx(600.0)  # NVML's bytes become MiB at the boundary
     info = dev.info
+    assert info.vram_total_mb == 81_559
     assert info.uuid == UUIDS[1] and not info.simulated
     assert (info.power_limit_w, info.slowdown_temp_c, info.shutdown_temp_c) == (700, 90, 95)
     assert info.extra["driver_version"] == "550.54.15" and info.extra["cuda_driver_version"] == "12.4"
@@ -161,3 +162,102 @@ def test_init_is_reference_counted(fake):
 def test_unknown_index_names_the_spec(fake):
     with pytest.raises(DeviceNotFound, match=r"nvml:7: no such GPU \(this host has 3\)"):
         nv.NvmlDevice(index=7)
+
+
+# -- the same backend on the simulated NVML library ------------------------------------------------
+
+from agents.factory import DeviceSpec, open_device  # noqa: E402
+from agents.physics import LoadEdge, render_trace  # noqa: E402
+from agents.profiles import load_profile  # noqa: E402
+from agents.sim_nvml import simulated_nvml  # noqa: E402
+from agents.errors import SensorReadError  # noqa: E402
+
+
+class _Clock:
+    def __init__(self, t_ns: int = 0) -> None:
+        self.t_ns = t_ns
+
+    def __call__(self) -> int:
+        return self.t_ns
+
+
+def _sim(profile="h100-sxm", clock=None, edges=(), **update):
+    prof = load_profile(profile).model_copy(update=update) if update else load_profile(profile)
+    pending = list(edges)
+
+    def source():
+        out, pending[:] = list(pending), []
+        return out
+
+    lib = simulated_nvml(prof, "SIM-test-0", seed=3, t_start_ns=0, load_source=source, clock=clock or _Clock())
+    return nv.NvmlDevice(uuid="SIM-test-0", lib=lib), lib, prof
+
+
+def test_sim_board_is_the_nvml_backend_with_its_profile_facts():
+    dev, lib, prof = _sim()
+    assert isinstance(dev, nv.NvmlDevice) and dev.backend == "nvml" and dev.simulated
+    info = dev.info
+    assert info.vram_total_mb == prof.vram_total_mb and info.power_limit_w == prof.power_limit_w
+    assert (info.slowdown_temp_c, info.shutdown_temp_c) == (prof.slowdown_temp_c, prof.shutdown_temp_c)
+    assert info.extra["profile_sha256"] == prof.content_sha256() and info.extra["mig_mode"] is None
+    caps = dev.capabilities
+    assert caps.power_instant_w and caps.energy_j and caps.clocks_event_reasons and caps.pstate
+    spec_dev = open_device(DeviceSpec("sim", "h100-sxm", 0, "h", 0))
+    assert isinstance(spec_dev, nv.NvmlDevice) and spec_dev.sim_profile.name == "h100-sxm"
+    dev.close(), spec_dev.close()
+    assert lib.init_count == 0  # every nvmlInit matched by an nvmlShutdown
+
+
+def test_sim_reads_equal_the_physics_model_through_nvml_units():
+    clock = _Clock()
+    edges = [LoadEdge(2_000_000_000, 0.8, 4096.0), LoadEdge(5_000_000_000, 0.0, 0.0)]
+    dev, _, prof = _sim(clock=clock, edges=edges, read_error_rate=0.0)
+    grid = [int(t) for t in range(1_000_000_000, 7_000_000_000, 37_000_000)]
+    truth = render_trace(prof, edges, grid, seed=3, t_start_ns=0)
+    for i, t in enumerate(grid):
+        clock.t_ns = t
+        s = dev.read_sample(t)
+        assert s.read_ok and not s.failed
+        assert s.power_w == pytest.approx(truth["power_w"][i], abs=1e-3)  # whole milliwatts
+        assert s.power_instant_w == pytest.approx(truth["power_instant_w"][i], abs=1e-3)
+        assert s.energy_j == pytest.approx(truth["energy_j"][i], abs=1e-3)
+        assert s.temp_c == truth["temp_c"][i] and s.sm_clock_mhz == truth["sm_clock_mhz"][i]
+        assert s.vram_used_mb == pytest.approx(truth["vram_used_mb"][i], abs=1e-5)  # MiB in, MiB out
+        assert s.clocks_event_reasons == truth["clocks_event_reasons"][i] and s.pstate == truth["pstate"][i]
+
+
+def test_sim_read_errors_are_nvml_errors_at_the_profile_rate():
+    clock = _Clock()
+    dev, _, _ = _sim(clock=clock, read_error_rate=0.05)
+    n, failed = 4000, 0
+    for k in range(n):
+        clock.t_ns = 1_000_000_000 + k * 1_000_000
+        s = dev.read_sample()
+        failed += not s.read_ok
+        assert s.read_ok == (s.power_w is not None)
+    assert 0.035 < failed / n < 0.065  # 5 % +- 7 sigma of a binomial(4000, 0.05)
+    with pytest.raises(SensorReadError, match="Unknown Error"):
+        for k in range(200):  # the error type is NVML's own, translated by the backend
+            clock.t_ns = k * 1_000_000
+            nv.nvml_call(dev._lib.nvmlDeviceGetPowerUsage, dev._handle)
+
+
+def test_sim_board_without_counter_or_instant_field_says_not_supported():
+    dev, lib, _ = _sim(has_energy_counter=False, has_instant_field=False)
+    assert not dev.capabilities.energy_j and not dev.capabilities.power_instant_w
+    with pytest.raises(real.NVMLError_NotSupported):
+        lib.nvmlDeviceGetTotalEnergyConsumption(dev._handle)
+    s = dev.read_sample()
+    assert s.energy_j is None and s.power_instant_w is None and s.read_ok  # unsupported is not a failure
+
+
+def test_sim_gpu_lost_on_request_is_a_failed_row_then_an_error_at_open():
+    dev, lib, _ = _sim(read_error_rate=0.0)
+    assert dev.read_sample().read_ok
+    lib.lose_gpu(0)
+    s = dev.read_sample()
+    assert not s.read_ok and {"power_w", "temp_c", "energy_j"} <= set(s.failed)
+    with pytest.raises(real.NVMLError_GpuIsLost):
+        lib.nvmlDeviceGetPowerUsage(dev._handle)
+    with pytest.raises(SensorReadError, match="GPU is lost"):
+        nv.NvmlDevice(uuid="SIM-test-0", lib=lib)

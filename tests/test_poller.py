@@ -66,6 +66,9 @@ def test_poller_process_records_a_step_with_markers_and_failed_reads(tmp_path):
     assert json.loads(markers.attrs_json[1]) == {"level": 1.0}
     on_disk = json.loads((tmp_path / "run" / uid / "poller_stats.json").read_text())
     assert on_disk["samples"] == len(trace)
+    # the per-device file says which scheduling policy the poller really got, as the host's does
+    assert on_disk["scheduling_policy"] in ("SCHED_FIFO", "nice-10", "default")
+    assert on_disk["scheduling_policy"] == info["scheduling_policy"] == stats["scheduling_policy"]
     assert stats["lateness_ms"]["p99"] < 20 and stats["dropped_ticks"] <= 2
 
 

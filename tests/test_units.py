@@ -51,8 +51,10 @@ def test_a_faulty_unit_stays_in_its_boards_group_and_behaves_as_overridden():
     a, b = fingerprint_device(plain, HOST), fingerprint_device(leaky, HOST)
     assert a.comparability_key == b.comparability_key
     assert leaky.info.power_limit_w == 700.0  # reports its board's limit ...
-    assert leaky.profile.power_limit_w == 400.0  # ... and caps below it
-    assert leaky.truth(np.array([10**9]))["power_w"][0] == pytest.approx(95.0)
+    assert leaky.sim_profile.power_limit_w == 400.0  # ... and caps below it
+    (board,) = leaky._lib.boards  # the simulated NVML library's board runs the unit's physics
+    assert board.timeline.state(np.array([10**9]))["power_w"][0] == pytest.approx(95.0)
+    assert board.profile.power_limit_w == 400.0 and board.identity.power_limit_w == 700.0
     assert leaky.uuid == "SIM-h100-sxm-sim-2-h100-sxm-0"
 
 
@@ -72,7 +74,7 @@ def test_overrides_work_in_the_simulate_env(monkeypatch):
     monkeypatch.setenv(SIMULATE_ENV, "h100-sxm,h100-sxm?ambient_c=38")
     specs = simulated_specs_from_env("h", 0)
     assert [s.target for s in specs] == ["h100-sxm", "h100-sxm?ambient_c=38"]
-    assert open_device(specs[1]).profile.ambient_c == 38.0
+    assert open_device(specs[1]).sim_profile.ambient_c == 38.0
     monkeypatch.setenv(SIMULATE_ENV, "h100-sxm?ambient=38")
     with pytest.raises(ConfigError):
         simulated_specs_from_env("h", 0)

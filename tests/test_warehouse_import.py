@@ -85,7 +85,7 @@ def test_nvidia_smi_units_failed_reads_and_edges(tmp_path):
     assert first["t_ns"] == 1688840856000000000  # 19:27:36 at UTC+01:00
     assert first["power_w"] == 60.0 and first["power_avg_1s_w"] == 60.0  # from .average [W] and power.draw [mW]
     assert first["power_instant_w"] == 61.0  # "61.00 W": a unit in the cell is accepted
-    assert first["vram_used_mb"] == pytest.approx(1024 * 1.048576)  # MiB -> MB
+    assert first["vram_used_mb"] == pytest.approx(1024)  # MiB stays MiB, the trace's memory unit
     assert first["util_gpu"] == 0.0 and first["sm_clock_mhz"] == 210.0 and first["pstate"] == 8
     assert first["device_uuid"] == "GPU-1234-abcd"
     failed = trace[~trace["read_ok"]]

@@ -466,10 +466,12 @@ def _tokens(events: pd.DataFrame) -> np.ndarray:
 
 
 def joule_curve(events: pd.DataFrame, min_quality: str = "GOOD") -> dict:
-    """J/token per (phase, batch size) and the per-phase fit E_net = E_fixed + E_token x tokens.
+    """J/token per (phase, batch size) and the per-phase, per-pass fit
+    E_net/passes = E_fixed + E_token x tokens/passes.
 
     ``events`` needs phase, energy_net_j, quality, duration_s and tokens (or
-    input_tokens/output_tokens, see :func:`_tokens`); batch_size optional. Events below
+    input_tokens/output_tokens, see :func:`_tokens`); batch_size and passes (default 1)
+    optional. Events below
     ``min_quality`` are counted, not used. Returns {"points": [{phase, batch_size,
     j_per_token, j_per_token_sem, tokens_per_s, power_w, n_events, energy_quality}],
     "fits": [{phase, model, params {e_fixed_j, e_fixed_se_j, e_token_j, e_token_se_j},
@@ -497,6 +499,13 @@ def joule_curve(events: pd.DataFrame, min_quality: str = "GOOD") -> dict:
         df["batch_size"] = np.nan
     df["phase"] = df["phase"].fillna("unknown").astype(str) if "phase" in df.columns else "unknown"
     df["j_per_token"] = df["energy_net_j"] / df["tokens"]
+    # The fit is per pass (TR122's E_fixed is the cost of one pass): an event repeats its pass
+    # until it lasts min_event_s, so its totals are passes x (E_fixed + E_token x tokens/pass).
+    passes = tables.column(df, "passes") if "passes" in df.columns else np.ones(len(df))
+    passes = np.where(np.isfinite(passes) & (passes >= 1), passes, 1.0)
+    df["passes_n"] = passes
+    df["tokens_per_pass"] = df["tokens"].to_numpy(dtype=np.float64) / passes
+    df["energy_net_per_pass_j"] = df["energy_net_j"].to_numpy(dtype=np.float64) / passes
     for (phase, batch), g in df.groupby(["phase", "batch_size"], dropna=False, sort=True):
         jpt = g["j_per_token"].to_numpy(dtype=np.float64)
         sem = float(jpt.std(ddof=1) / math.sqrt(jpt.size)) if jpt.size > 1 else math.nan
@@ -508,14 +517,18 @@ def joule_curve(events: pd.DataFrame, min_quality: str = "GOOD") -> dict:
             "tokens_per_s": rnd(float((g["tokens"] / g["duration_s"]).mean()), 2),
             "power_w": rnd(float((g["energy_raw_j"] / g["duration_s"]).mean()), 2),
             "n_events": int(jpt.size), "energy_quality": worst,
+            "passes_median": float(np.median(g["passes_n"])),
         })
     for phase, g in df.groupby("phase", sort=True):
-        fit = linear_fit(g["tokens"], g["energy_net_j"])
+        fit = linear_fit(g["tokens_per_pass"], g["energy_net_per_pass_j"])
         enough = fit["n"] >= 3 and math.isfinite(fit["b_se"])
         out["fits"].append({
-            "phase": phase, "model": "E_net = E_fixed + E_token * tokens",
-            "params": {"e_fixed_j": rnd_sig(fit["a"], fit["a_se"]), "e_fixed_se_j": rnd_sig(fit["a_se"], fit["a_se"]),
-                       "e_token_j": rnd_sig(fit["b"], fit["b_se"]), "e_token_se_j": rnd_sig(fit["b_se"], fit["b_se"])},
+            "phase": phase, "model": "E_net/pass = E_fixed + E_token * tokens/pass",
+            # J/token is ~1e-3 J with a standard error ~1e-7 J: 12 decimals keep the interval
+            "params": {"e_fixed_j": rnd_sig(fit["a"], fit["a_se"], max_digits=12),
+                       "e_fixed_se_j": rnd_sig(fit["a_se"], fit["a_se"], max_digits=12),
+                       "e_token_j": rnd_sig(fit["b"], fit["b_se"], max_digits=12),
+                       "e_token_se_j": rnd_sig(fit["b_se"], fit["b_se"], max_digits=12)},
             "r2": rnd(fit["r2"], 4), "n_events": fit["n"], "quality": "good" if enough else "insufficient",
         })
     return out

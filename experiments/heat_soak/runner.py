@@ -16,8 +16,8 @@ from experiments.heat_soak.config import HeatSoakConfig
 NAME = "heat_soak"
 
 
-def run(ctx: RunContext, config: HeatSoakConfig, load_fn=None) -> dict:
-    """Soak; returns the window, why it ended and the trip details if any."""
+def run(ctx: RunContext, config: HeatSoakConfig) -> dict:
+    """Soak on the context's accelerator; returns the window, why it ended and the trip details if any."""
     from experiments.analysis.heat_soak import EquilibriumDetector, ThermalGuard
 
     info = ctx.device.info
@@ -25,10 +25,10 @@ def run(ctx: RunContext, config: HeatSoakConfig, load_fn=None) -> dict:
     guard = ThermalGuard(slowdown_temp_c=info.slowdown_temp_c, margin_c=config.trip_margin_c)
     end_reason = "timeout"
     trip = None
+    acc = ctx.accelerator
     with ctx.phase(NAME):
-        t_start = ctx.set_load(config.level)
+        t_start = acc.busy(config.level, 0.0)
         start = time.monotonic()
-        next_check = start
         while True:
             elapsed = time.monotonic() - start
             if elapsed >= config.max_duration_s:
@@ -36,11 +36,7 @@ def run(ctx: RunContext, config: HeatSoakConfig, load_fn=None) -> dict:
             if ctx.should_stop():
                 end_reason = "interrupted"
                 break
-            if load_fn is not None:
-                load_fn(config.check_period_s)
-            else:
-                next_check += config.check_period_s
-                time.sleep(max(0.0, next_check - time.monotonic()))
+            acc.busy(config.level, config.check_period_s)  # back to back: one busy stretch
             t_ns = time.monotonic_ns()
             sample = ctx.device.read_sample(t_ns)
             if sample.temp_c is None:
@@ -54,6 +50,6 @@ def run(ctx: RunContext, config: HeatSoakConfig, load_fn=None) -> dict:
                 end_reason = "equilibrium"
                 break
             ctx.progress(NAME, min(1.0, elapsed / config.max_duration_s))
-        t_end = ctx.set_load(0.0)
+        t_end = acc.idle()
     return {"experiment": NAME, "t_start_ns": t_start, "t_end_ns": t_end, "end_reason": end_reason, "trip": trip,
             "config": config.model_dump()}

@@ -12,22 +12,19 @@ passes: a prefill event has ``input_tokens = passes * batch * prompt`` and
 batch * steps`` (its prompt length is ``context_tokens``). ``tokens_per_second`` divides
 those by the event's duration (the energy window).
 
-Events last at least the configured minimum: on a real GPU by repeating the pass (a
-decode pass replays from the same cache, rewound), never by idling, which would bill idle
-energy to tokens. On a simulated device a pass runs no model (its tokens are counted from
-the shapes): the declared load level (see :meth:`JouleCurveConfig.load_level`) is the
-workload, as in every other experiment, and holds the simulated GPU busy until the minimum
-duration; the load markers cover each event exactly, and the VRAM they declare is the
-model's (``config.model`` in ``config.dtype``: weights plus the memory model's peak of
-prefill and decode). ``cpu_stand_in`` also runs the tiny model of the same family on the
-CPU in each pass to exercise the workload code; that costs a torch +
-transformers import (about 6 CPU-seconds per host, which a fleet of simulated hosts on one
-machine pays many times) and changes nothing the simulated sensors see.
+Events last at least ``min_event_s`` by repeating the pass (a decode pass replays from the
+same cache, rewound), never by idling, which would bill idle energy to tokens; the event
+ends with a synchronisation, so its window holds exactly its passes. The passes run on
+the context's accelerator: on a GPU the model itself, on a simulated board the board's
+compute model (same calls, same loop; its energy law is reported as ``truth``).
+
+The model is ``config.model`` (a built-in name of any supported family, a local config.json
+or model directory) in ``config.dtype``; its memory model's figures (weights, KV cache per
+token, the predicted VRAM per batch size) are reported beside what ran.
 """
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from typing import Callable
@@ -43,26 +40,19 @@ SCHEMA_VERSION = 1
 
 
 def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
-    """Run the warmups and the measured events on ``ctx``'s device; returns the report dict."""
-    if not ctx.simulated or not config.cpu_stand_in:
-        return _run(ctx, config)
-    import torch
-
-    # The tiny CPU stand-in gains nothing from intra-op threads, and they would compete
-    # with the poller process for the host's cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Run the warmups and the measured events on ``ctx``'s accelerator; returns the report dict."""
+    acc = ctx.accelerator
+    shape, act = _model_shape(config)
+    dtype = config.dtype
+    # The model is built before the measurement window opens.
     try:
-        return _run(ctx, config)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
-    simulated = ctx.simulated
-    shape, act, model, workload, ran = _model(ctx, config)
-    min_event_s = effective_min_event_s(ctx, config)
-    runner = _EventRunner(ctx, config, model, workload, simulated, min_event_s)
+        with translate_cuda_oom():
+            model = acc.build_model(config.model, dtype=dtype, attn_implementation=config.attn_implementation)
+    except OutOfDeviceMemory as exc:
+        raise ExperimentError(f"{NAME}: the model {config.model!r} ({dtype}) does not fit on the device: {exc}") from None
+    dims = acc.model_dims(model)
+    truth = acc.energy_truth(model, config.input_tokens, config.output_tokens)
+    runner = _EventRunner(ctx, config, model, float(config.min_event_s))
     events: list[dict] = []
     warmup_passes = 0
     stopped, oom_batch = False, None
@@ -72,12 +62,10 @@ def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
             if ctx.should_stop():
                 stopped = True
                 break
-            ids = None if model is None else workload.synthetic_batch(
-                batch, config.input_tokens, int(model.config.vocab_size), config.seed + batch)
-            vram_mb = predicted_vram_mb(act, config, batch)
-            runner.vram_mb = vram_mb if simulated else None
+            ids = acc.synthetic_batch(batch, config.input_tokens, dims["vocab_size"], config.seed + batch)
             try:
                 warmup_passes += runner.warmup(batch, ids)
+                _gap(ctx, config.gap_s)  # the first event's edge is corrected against idle, not the warmup
                 for rep in range(config.repetitions):
                     if ctx.should_stop():
                         stopped = True
@@ -96,54 +84,27 @@ def _run(ctx: RunContext, config: JouleCurveConfig) -> dict:
             if stopped:
                 break
     runner.model = model = None  # free the weights before the report is built
-    return _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_event_s, shape, ran, act)
+    return _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, shape, act, truth)
 
 
 # -- the model (where its shape and dtype enter) -----------------------------------------------
 
 
-def _model(ctx: RunContext, config: JouleCurveConfig):
-    """(shape, memory model, built model or None, workload module or None, what ran) for ``config.model``.
-
-    On a real GPU the model itself runs in ``config.dtype``. On a simulated board it runs
-    nowhere (its memory model sizes the declared VRAM), unless ``cpu_stand_in`` asks for the
-    tiny model of the same family on the CPU (float32). The model is built before the
-    measurement window opens.
-    """
+def _model_shape(config: JouleCurveConfig):
+    """(shape, memory model) of ``config.model`` in ``config.dtype``, checked against the
+    position limit before anything is built."""
     shape = model_shapes.resolve(config.model)
     act = ActivationModel.from_shape(shape, config.dtype, attn_implementation=config.attn_implementation)
     if config.input_tokens + config.output_tokens > shape.n_positions:
         raise ExperimentError(
             f"{NAME}: input_tokens + output_tokens = {config.input_tokens + config.output_tokens} exceeds the "
             f"position limit {shape.n_positions} of {config.model}; lower them in the joule_curve config")
-    if ctx.simulated and not config.cpu_stand_in:
-        return shape, act, None, None, "none (declared load)"
-    from experiments import workload  # torch and transformers
-
-    if ctx.simulated:
-        spec, dtype, device, ran = shape.tiny(), "float32", "cpu", f"{shape.tiny().name} on the CPU (stand-in)"
-    else:
-        spec, dtype, device, ran = config.model, config.dtype, ctx.torch_device, "on the device"
-    try:
-        with translate_cuda_oom():
-            model = workload.build_model(spec, device=device, dtype=dtype, attn_implementation=config.attn_implementation)
-    except OutOfDeviceMemory as exc:
-        raise ExperimentError(f"{NAME}: the model {config.model!r} ({dtype}) does not fit on {device}: {exc}") from None
-    return shape, act, model, workload, ran
+    return shape, act
 
 
 def predicted_vram_mb(act: ActivationModel, config: JouleCurveConfig, batch: int) -> float:
     """Weights plus the larger of the prefill's and the last decode step's peak, MiB."""
     return (act.weight_bytes() + act.serve_peak_bytes(batch, config.input_tokens, config.output_tokens)) / MiB
-
-
-def effective_min_event_s(ctx: RunContext, config: JouleCurveConfig) -> float:
-    """``min_event_s``, raised on a simulated device to ``min_sensor_periods`` sensor (and counter) periods."""
-    profile = getattr(ctx.device, "profile", None)
-    if not ctx.simulated or profile is None:
-        return float(config.min_event_s)
-    period_s = max(profile.sensor_update_period_ms, profile.energy_counter_update_ms) / 1000.0
-    return max(float(config.min_event_s), config.min_sensor_periods * period_s)
 
 
 def _gap(ctx: RunContext, seconds: float) -> None:
@@ -152,69 +113,53 @@ def _gap(ctx: RunContext, seconds: float) -> None:
 
 
 class _EventRunner:
-    """Runs warmups and marked events; counts passes.
+    """Runs warmups and marked events on the accelerator; counts passes."""
 
-    With no model (a simulated device without the CPU stand-in) a pass runs nothing: its
-    tokens are counted from the shapes and the declared load is the work.
-    """
-
-    def __init__(self, ctx: RunContext, config: JouleCurveConfig, model, workload, simulated: bool,
-                 min_event_s: float):
-        self.ctx, self.config, self.model, self.workload = ctx, config, model, workload
-        # No model, no torch: the CUDA error translation (which imports torch) has nothing to catch.
-        self.guard = translate_cuda_oom if model is not None else contextlib.nullcontext
-        self.simulated, self.min_event_s = simulated, min_event_s
-        self.vram_mb: float | None = None
+    def __init__(self, ctx: RunContext, config: JouleCurveConfig, model, min_event_s: float):
+        self.ctx, self.config, self.model, self.min_event_s = ctx, config, model, min_event_s
+        self.acc = ctx.accelerator
         self.warmup_prefills = 0
         self.warmup_decodes = 0
 
     def warmup(self, batch: int, ids) -> int:
         """The unmeasured prefill+decode passes for this batch size; returns how many ran."""
-        ctx, cfg = self.ctx, self.config
+        ctx, cfg, acc = self.ctx, self.config, self.acc
         done = 0
         with ctx.phase(f"{NAME}.warmup", batch_size=batch):
             try:
                 for _ in range(cfg.warmup_repetitions):
-                    ctx.set_load(cfg.load_level("prefill", batch), vram_mb=self.vram_mb)
-                    with self.guard():
-                        pre = None if self.model is None else self.workload.prefill(self.model, ids)
+                    with translate_cuda_oom():
+                        pre = acc.prefill(self.model, ids)
                         self.warmup_prefills += 1
-                        ctx.set_load(cfg.load_level("decode", batch), vram_mb=self.vram_mb)
-                        if self.model is not None:
-                            self.workload.decode(self.model, pre, cfg.output_tokens)
+                        acc.decode(self.model, pre, cfg.output_tokens)
                         self.warmup_decodes += 1
                     pre = None
                     done += 1
             finally:
-                ctx.set_load(0.0)
+                acc.synchronize()
         return done
 
     def prefill_event(self, event_id: str, batch: int, ids) -> tuple[dict, object]:
-        """One measured prefill event; returns its record and the last pass's result (None without a model)."""
-        per_pass = batch * self.config.input_tokens
+        """One measured prefill event; returns its record and the last pass's result."""
         last: list = [None]
 
         def one_pass() -> tuple[int, int]:
-            if self.model is None:
-                return per_pass, 0
-            last[:] = [self.workload.prefill(self.model, ids)]
+            last[:] = [self.acc.prefill(self.model, ids)]
             return last[0].input_tokens, 0
 
-        ev = self._event(event_id, "prefill", batch, one_pass, per_pass, 0)
+        ev = self._event(event_id, "prefill", batch, one_pass, batch * self.config.input_tokens, 0)
         return ev, last[0]
 
     def decode_event(self, event_id: str, batch: int, pre) -> dict:
         """One measured decode event from ``pre``'s KV cache (rewound between passes)."""
         n = self.config.output_tokens
         state = {"decoded": 0}
-        workload = self.workload
+        acc = self.acc
 
         def one_pass() -> tuple[int, int]:
-            if self.model is None:
-                return 0, batch * n
             if state["decoded"]:
-                workload.rewind(pre.past, state["decoded"])
-            d = workload.decode(self.model, pre.past, n, pre.next_ids)
+                acc.rewind(pre.past, state["decoded"])
+            d = acc.decode(self.model, pre.past, n, pre.next_ids)
             state["decoded"] = n
             return 0, d.output_tokens
 
@@ -222,27 +167,21 @@ class _EventRunner:
 
     def _event(self, event_id: str, phase: str, batch: int, one_pass: Callable[[], tuple[int, int]],
                in_per_pass: int, out_per_pass: int) -> dict:
-        ctx, cfg = self.ctx, self.config
-        level = cfg.load_level(phase, batch)
+        ctx, cfg, acc = self.ctx, self.config, self.acc
         attrs = {"event_id": event_id, "phase": phase, "batch_size": batch, "context_tokens": cfg.input_tokens}
-        ctx.set_load(level, vram_mb=self.vram_mb)
         e0 = ctx.energy_counter_j()
         t0 = ctx.mark(EVENT_START, **attrs, input_tokens=in_per_pass, output_tokens=out_per_pass, energy_counter_j=e0)
         tokens_in = tokens_out = passes = 0
         compute_ns = 0
         aborted = None
         try:
-            with self.guard():
-                while passes == 0 or (not self.simulated and time.monotonic_ns() - t0 < self.min_event_s * 1e9):
+            with translate_cuda_oom():
+                while passes == 0 or time.monotonic_ns() - t0 < self.min_event_s * 1e9:
                     c0 = time.monotonic_ns()
                     n_in, n_out = one_pass()
                     compute_ns += time.monotonic_ns() - c0
                     tokens_in, tokens_out, passes = tokens_in + n_in, tokens_out + n_out, passes + 1
-            if self.simulated:
-                # The declared level keeps the simulated GPU busy for the rest of the event.
-                left_s = self.min_event_s - (time.monotonic_ns() - t0) / 1e9
-                if left_s > 0:
-                    time.sleep(left_s)
+                acc.synchronize()  # the window ends when the work does
         except BaseException as exc:
             aborted = type(exc).__name__
             raise
@@ -252,8 +191,8 @@ class _EventRunner:
                          "energy_counter_j": e1}
             if aborted:
                 end_attrs["aborted"] = aborted
+                acc.synchronize()
             t1 = ctx.mark(EVENT_END, **attrs, **end_attrs)
-            ctx.set_load(0.0)
         duration_s = (t1 - t0) / 1e9
         tokens = tokens_in if phase == "prefill" else tokens_out
         return {
@@ -272,7 +211,6 @@ class _EventRunner:
             "energy_counter_end_j": e1,
             "tokens_per_second": tokens / duration_s if duration_s > 0 else None,
             "compute_tokens_per_second": tokens / (compute_ns / 1e9) if compute_ns > 0 else None,
-            "load_level": level if self.simulated else None,
         }
 
 
@@ -281,8 +219,8 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_event_s, shape, ran, act) -> dict:
-    simulated = ctx.simulated
+def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, shape, act, truth) -> dict:
+    min_event_s = float(config.min_event_s)
     throughput = []
     for phase in ("prefill", "decode"):
         for batch in config.batch_sizes:
@@ -296,7 +234,7 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
                 "tokens_per_second_median": _median(e["tokens_per_second"] for e in rows),
                 "compute_tokens_per_second_median": _median(e["compute_tokens_per_second"] for e in rows),
                 "duration_s_median": _median(e["duration_s"] for e in rows),
-                "load_level": rows[0]["load_level"],
+                "passes_median": _median(e["passes"] for e in rows),
             })
     batches_done = sorted({e["batch_size"] for e in events})
     expected_warmups = config.warmup_repetitions * len(batches_done)
@@ -310,11 +248,12 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
         "figures": {
             "throughput": throughput,
             "min_event_s": min_event_s,
+            "truth": truth,
             "model": {
                 "name": shape.name, "builtin": shape.builtin,
                 "shape": shape.name if shape.builtin else None,  # the older key
                 "model_path_given": not shape.builtin,
-                "ran": ran,
+                "ran": "on the simulated board's compute model" if ctx.simulated else "on the device",
                 **act.figures(),
                 "dtype": config.dtype,
                 "attn_implementation": config.attn_implementation,
@@ -325,7 +264,7 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
             },
         },
         "quality": {
-            "simulated": simulated,
+            "simulated": ctx.simulated,
             "events": len(events),
             "warmup_passes": warmup_passes,
             "warmup_prefill_calls": runner.warmup_prefills,
@@ -334,14 +273,6 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, min_
             "energy_counter_reads_missing": missing,
             "stopped_early": bool(stopped),
             "oom": oom_batch,
-            "load_model": (
-                {
-                    "prefill": f"min(1, {config.prefill_level_base} + {config.prefill_level_per_batch} * batch_size)",
-                    "decode": f"min(1, {config.decode_level_base} + {config.decode_level_per_batch} * batch_size)",
-                    "padding": "declared level held until min_event_s",
-                }
-                if simulated else None
-            ),
         },
         "checks": {
             "warmup_ran": warmup_passes == expected_warmups and runner.warmup_prefills == expected_warmups,

@@ -89,8 +89,7 @@ def plot_training_coupling(steps, rle_series: pd.DataFrame | None = None, analys
     if analysis:
         title += (f": {analysis.get('verdict')} (p={analysis.get('p_value')}, lag={analysis.get('best_lag')}, "
                   f"rho={analysis.get('correlation')}, aligned {analysis.get('aligned_fraction')})")
-    if simulated:
-        title += "  [SIMULATED]"
+    title += "  [SIMULATED]" if simulated else ""
     a_loss.set_title(title, fontsize=10)
     fig.tight_layout()
     if path is not None:

@@ -7,11 +7,12 @@ the step's ``event_start`` / ``event_end`` markers) and the step's energy from t
 counter read at both boundaries (None when the device has no counter or its reads failed
 three times in a row).
 
-On a simulated device the model runs on the CPU and the runner declares the load of each
-step with ``ctx.set_load``: a constant ``sim_level``, unless the test knob
-``sim_power_follows_grad_norm`` couples it to the previous step's grad norm. Steps are held
-for at least ``sim_min_step_s`` there. On a real device the GPU's own power is measured and
-the load markers only document the phase.
+Each step runs inside the accelerator's ``step``: on a GPU the model trains there and the
+board draws what it draws; on a simulated board the model trains on the host CPU (a small
+model) while the board is busy for the compute model's step time (at least
+``sim_min_step_s``) at the level :func:`sim_level_for` gives: a constant ``sim_level``,
+unless the test knob ``sim_power_follows_grad_norm`` couples it to the previous step's
+grad norm. The runner makes the same calls on both.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def run(ctx: RunContext, config: TrainingCouplingConfig) -> dict:
     """
     import torch
 
-    device = ctx.torch_device
+    device = ctx.accelerator.torch_device
     on_cpu = torch.device(device).type == "cpu"
     threads_before = torch.get_num_threads()
     if on_cpu and config.cpu_threads is not None:
@@ -104,10 +105,10 @@ def _train(ctx: RunContext, config: TrainingCouplingConfig, torch, device: str) 
     steps: list[dict] = []
     grad_norms: list[float | None] = []
     end_reason = "completed"
+    acc = ctx.accelerator
+    step_flops = 6.0 * sum(p.numel() for p in params) * input_tokens  # forward + backward
     with ctx.phase(NAME):
         t_start = time.monotonic_ns()
-        if not ctx.simulated:
-            ctx.set_load(1.0)
         for i in range(config.steps):
             if ctx.should_stop():
                 end_reason = "interrupted"
@@ -115,27 +116,21 @@ def _train(ctx: RunContext, config: TrainingCouplingConfig, torch, device: str) 
             lr = config.lr_at(i)
             for group in opt.param_groups:
                 group["lr"] = lr
-            level = None
-            if ctx.simulated:
-                level = sim_level_for(config, grad_norms)
-                ctx.set_load(level)
+            level = sim_level_for(config, grad_norms)
             event_id = f"step-{i}"
             e0 = read_counter_j(ctx)
             t0 = ctx.mark(EVENT_START, event_id=event_id, phase=STEP_PHASE, batch_size=config.batch_size,
                           input_tokens=input_tokens, output_tokens=0, energy_counter_j=e0, step=i, lr=lr)
             ids = pool[i % len(pool)]
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
-                loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, error_if_nonfinite=False)
-            opt.step()
-            loss_v = _finite_or_none(loss.detach().float().item())  # .item() synchronises the device
-            grad_v = _finite_or_none(grad_norm.detach().float().item())
-            if ctx.simulated and config.sim_min_step_s > 0:
-                left = config.sim_min_step_s - (time.monotonic_ns() - t0) / 1e9
-                if left > 0:
-                    time.sleep(left)
+            with acc.step(step_flops, dims["n_layer"], intensity=level, min_s=config.sim_min_step_s):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                    loss = model(input_ids=ids, labels=ids).loss
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, error_if_nonfinite=False)
+                opt.step()
+                loss_v = _finite_or_none(loss.detach().float().item())  # .item() synchronises the device
+                grad_v = _finite_or_none(grad_norm.detach().float().item())
             e1 = read_counter_j(ctx)
             t1 = ctx.mark(EVENT_END, event_id=event_id, phase=STEP_PHASE, energy_counter_j=e1, loss=loss_v,
                           grad_norm=grad_v)
@@ -144,13 +139,15 @@ def _train(ctx: RunContext, config: TrainingCouplingConfig, torch, device: str) 
                 "step": i, "loss": loss_v, "grad_norm": grad_v, "lr": lr, "lr_spike": config.in_spike(i),
                 "t_start_ns": int(t0), "t_end_ns": int(t1),
                 "energy_j": (e1 - e0) if (e0 is not None and e1 is not None) else None,
-                "counter_start_j": e0, "counter_end_j": e1, "load_level": level,
+                "counter_start_j": e0, "counter_end_j": e1,
+                "load_level": level if ctx.simulated else None,  # the simulated board's level; a GPU's is measured
             })
             ctx.progress(NAME, (i + 1) / config.steps)
             if loss_v is None:
                 end_reason = "diverged"
                 break
-        t_end = ctx.set_load(0.0)
+        acc.idle()
+        t_end = time.monotonic_ns()
     return {
         "experiment": NAME,
         "schema_version": SCHEMA_VERSION,

@@ -33,12 +33,11 @@ class VramCliffConfig(BaseModel):
     context_start: int = Field(256, ge=1, description="first context probed, tokens")
     context_step: int = Field(128, ge=1, description="search resolution, tokens")
     probe_hold_s: float = Field(0.1, ge=0, description="how long a probe's memory is held (the trace sees it)")
-    probe_load_level: float = Field(0.9, ge=0, le=1, description="load declared while a probe runs (simulated)")
+    probe_load_level: float = Field(0.9, ge=0, le=1, description="load level marked while a probe's memory is held")
     torture_fill_fraction: float = Field(0.9, gt=0, lt=1, description="fill this fraction of free memory")
     torture_min_block_mb: float = Field(2.0, gt=0)
     torture_max_block_mb: float = Field(64.0, gt=0)
     torture_resolution_mb: float = Field(2.0, gt=0, description="resolution of the largest-block probe")
-    block_granularity_mb: float = Field(2.0, gt=0, description="segment rounding of the simulated allocator")
     seed: int = 0
 
     @model_validator(mode="before")

@@ -57,7 +57,8 @@ UNIT_FACTORS = {
     "temperature": {None: 1.0, "C": 1.0, "degC": 1.0, "°C": 1.0},
     "clock": {"MHz": 1.0, "GHz": 1e3, "kHz": 1e-3},
     "percent": {"%": 1.0, None: 1.0},
-    "memory": {"MiB": 1.048576, "MB": 1.0, "GiB": 1073.741824, "GB": 1000.0, "KiB": 1.024e-3, "KB": 1e-3},
+    # memory in MiB, the unit of every trace (NVML's bytes are converted to MiB in agents/nvml.py)
+    "memory": {"MiB": 1.0, "MB": 1e6 / 2**20, "GiB": 1024.0, "GB": 1e9 / 2**20, "KiB": 1 / 1024, "KB": 1e3 / 2**20},
     "energy": {"mJ": 1e-3, "J": 1.0, "kJ": 1e3},
 }
 
