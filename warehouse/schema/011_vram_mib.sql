@@ -1,4 +1,4 @@
--- 008_vram_mib: every memory figure in MiB.
+-- 011_vram_mib: every memory figure in MiB.
 -- Until now the NVML backend stored NVML's bytes / 1e6 (decimal MB) and the nvidia-smi
 -- importer turned MiB into decimal MB, while simulated boards, the allocator's figures
 -- (capacity, weights, reserved, peak allocated, largest allocatable) and TR122 packs were
