@@ -337,7 +337,7 @@ def _write(con, b: DeviceBundle) -> int:
         fp_row,
     )
     con.execute(
-        # Columns named: runs.run_state (008) is the fleet driver's, written by warehouse/run_state.py.
+        # Columns named: runs.run_state (migration 010) is the fleet driver's, written by warehouse/run_state.py.
         """INSERT INTO runs (run_id, started_wall_ns, ended_wall_ns, git_hash, git_dirty, config_json,
                              library_versions_json, schema_version, ingested_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
