@@ -50,7 +50,7 @@ class JouleCurveConfig(BaseModel):
         """Preset for a run profile (smoke: 6 events of ~1 s). Prompts of 256 tokens and batches
         up to 64 give the per-token energy a visible share of a pass next to its fixed cost."""
         return cls(
-            batch_sizes=pick(profile, [4, 16, 64], [1, 4, 16, 64], [1, 2, 4, 8, 16, 32, 64]),
+            batch_sizes=pick(profile, [1, 16, 64], [1, 4, 16, 64], [1, 2, 4, 8, 16, 32, 64]),
             repetitions=pick(profile, 1, 2, 5),
             warmup_repetitions=pick(profile, 1, 1, 2),
             input_tokens=pick(profile, 256, 256, 256),
