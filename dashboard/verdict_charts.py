@@ -3,7 +3,6 @@ outliers marked (pure function from the verdict and its figures table)."""
 
 from __future__ import annotations
 
-import math
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -11,17 +10,11 @@ from plotly.subplots import make_subplots
 
 from dashboard.charts import _layout, color_map, empty
 from warehouse.verdict import FIGURES
+from warehouse.verdict import _num  # finite float or None, as the rules read figures
 
 OUTLIER_COLOR = "#d62728"
 ROW_PX = 105
 
-
-def _num(value) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def figure_strips(rows: pd.DataFrame, verdict_devices: list[dict], labels: dict[str, str]) -> go.Figure:

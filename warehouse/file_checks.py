@@ -61,14 +61,10 @@ def _link_message(path: Path, root: Path) -> ValidationError:
     )
 
 
-def inside_file(root: str | os.PathLike, relative: str | os.PathLike) -> Path | None:
-    """``root / relative`` when it is a regular file reached without a symbolic link, None
-    when it does not exist; a link anywhere below ``root`` (or a non-file) is a ValidationError.
-
-    ``root`` itself may be a link: the user named it.
-    """
-    root = Path(root)
-    path = root
+def _walk_without_links(root: Path, relative) -> tuple[Path, os.stat_result] | None:
+    """(path, its lstat) of ``root / relative`` reached without a symbolic link below
+    ``root``; None when a part does not exist; a link is a ValidationError."""
+    path, info = root, None
     for part in Path(relative).parts:
         path = path / part
         try:
@@ -77,6 +73,24 @@ def inside_file(root: str | os.PathLike, relative: str | os.PathLike) -> Path | 
             return None
         if stat.S_ISLNK(info.st_mode):
             raise _link_message(path, root)
+    if info is None:  # no parts: root itself
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            return None
+    return path, info
+
+
+def inside_file(root: str | os.PathLike, relative: str | os.PathLike) -> Path | None:
+    """``root / relative`` when it is a regular file reached without a symbolic link, None
+    when it does not exist; a link anywhere below ``root`` (or a non-file) is a ValidationError.
+
+    ``root`` itself may be a link: the user named it.
+    """
+    found = _walk_without_links(Path(root), relative)
+    if found is None:
+        return None
+    path, info = found
     if not stat.S_ISREG(info.st_mode):
         if stat.S_ISDIR(info.st_mode):
             return None
@@ -87,17 +101,8 @@ def inside_file(root: str | os.PathLike, relative: str | os.PathLike) -> Path | 
 def inside_dir(root: str | os.PathLike, relative: str | os.PathLike) -> Path | None:
     """``root / relative`` when it is a folder reached without a symbolic link, else None
     (missing); a link is a ValidationError."""
-    root = Path(root)
-    path = root
-    for part in Path(relative).parts:
-        path = path / part
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(info.st_mode):
-            raise _link_message(path, root)
-    return path if stat.S_ISDIR(info.st_mode) else None
+    found = _walk_without_links(Path(root), relative)
+    return found[0] if found is not None and stat.S_ISDIR(found[1].st_mode) else None
 
 
 def check_no_links(root: str | os.PathLike, paths) -> None:
