@@ -55,6 +55,7 @@ def test_bad_dtype_is_one_line_exit_2(capsys, tmp_path):
                               "--out", str(tmp_path / "runs")], tmp_path, "'nope'")
 
 
+@pytest.mark.slow  # an 8B-class cliff search or a whole simulated run: tens of seconds
 def test_local_config_runs_the_suite_with_its_own_figures(capsys, tmp_path):
     # A Llama 3.1 8B variant with 4 key-value heads: half the KV cache of the built-in.
     fields = {**model_shapes.BUILTIN_CONFIGS["llama-3.1-8b"], "num_key_value_heads": 4}

@@ -196,6 +196,7 @@ def test_smoke_events_last_ten_sensor_periods_of_every_builtin_board():
         assert smoke.min_event_s >= 10 * max(p.sensor_update_period_ms, p.energy_counter_update_ms) / 1000
 
 
+@pytest.mark.slow  # an 8B-class cliff search or a whole simulated run: tens of seconds
 @pytest.mark.parametrize("board", builtin_profile_names())
 def test_per_pass_fit_recovers_the_boards_energy_law(tmp_path, board):
     """The smoke preset on every built-in board: events of several passes, the trace the

@@ -267,6 +267,7 @@ def test_real_device_path_runs_real_prefills_and_translates_oom(tmp_path, monkey
     assert loads and all(m["device_uuid"] == "GPU-fake" for m in loads)
 
 
+@pytest.mark.slow  # an 8B-class cliff search or a whole simulated run: tens of seconds
 @pytest.mark.parametrize("name, kv_per_token", [("llama-3.1-8b", 131072), ("qwen2.5-7b", 57344),
                                                 ("mistral-7b", 131072)])
 def test_8b_class_bf16_cliff_on_an_h100(tmp_path, name, kv_per_token):
@@ -292,6 +293,7 @@ def test_8b_class_bf16_cliff_on_an_h100(tmp_path, name, kv_per_token):
     assert "within_one_step_of_model" not in result["checks"]  # checked per row above (i24: a test, not a check)
 
 
+@pytest.mark.slow  # an 8B-class cliff search or a whole simulated run: tens of seconds
 def test_gqa_and_bf16_move_the_cliff(tmp_path):
     """MHA holds 4x the KV cache of GQA; float32 doubles every byte: both cliffs come earlier."""
     import json as _json
