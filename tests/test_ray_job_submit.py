@@ -59,12 +59,16 @@ def _wait_for_dashboard(url: str, log_dir: Path, timeout_s: float = 120.0) -> No
 def head(tmp_path_factory):
     """A real Ray head on 127.0.0.1 presenting one simulated device; stopped by PID afterwards."""
     tmp = tmp_path_factory.mktemp("ray")
-    gcs, dash = _free_port(), _free_port()
+    # Every port the job path needs is picked free: another Ray on the machine (a developer's
+    # run, another test session) holding the agent's default 52365 left the job agent unbound
+    # and `ray job submit` hung until the test's timeout.
+    gcs, dash, agent = _free_port(), _free_port(), _free_port()
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
                RAY_USAGE_STATS_ENABLED="0", FLEETPHYSICS_SIMULATE="rtx4090", FLEETPHYSICS_HOST_ID="e2e-host",
                RAY_AUTH_MODE="token")
     start = subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--num-gpus=0",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
+                            "--num-cpus=2", "--num-gpus=0",
                             f"--temp-dir={tmp}", "--disable-usage-stats"],
                            env=env, capture_output=True, text=True, timeout=180)
     if start.returncode != 0:
