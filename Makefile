@@ -33,10 +33,10 @@ netns:
 test: install browser netns
 	$(PY) -m pytest -q
 
-# The fast tier for your own feedback (under 90 s on 2 cores): no Ray, browser, real-time
-# poller or fleet-job fixture. `make test` still runs everything; CI runs `make test`.
+# The fast tier for your own feedback: no Ray, browser, real-time poller, fleet-job fixture
+# or fuzz tier (about 3 minutes on 2 cores). `make test` still runs everything; CI runs it.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not realtime"
+	$(PY) -m pytest -q -m "not slow and not realtime and not fuzz"
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
