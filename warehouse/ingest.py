@@ -19,6 +19,7 @@ Traces go from Arrow into DuckDB without a Python loop over rows.
 from __future__ import annotations
 
 import datetime as _dt
+from contextlib import contextmanager
 import json
 import os
 from dataclasses import dataclass, field
@@ -441,23 +442,34 @@ def check_replace(con, label: str, run_id: str, device_uid: str, source: str) ->
     )
 
 
+@contextmanager
+def transaction(con):
+    """BEGIN ... COMMIT around the block; on any error ROLLBACK (a failed rollback is
+    ignored: the first error is the one to report) and re-raise."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        raise
+
+
 def write_bundle(con, bundle: DeviceBundle, replace: bool = False) -> dict:
     """Replace one run x device in one transaction; roll back and raise on any error.
 
     Without ``replace``, a run x device stored from another kind of source is refused
     (:func:`check_replace`) and nothing is written.
     """
-    con.execute("BEGIN TRANSACTION")
     try:
-        if not replace:
-            check_replace(con, bundle.label, *bundle.key, bundle.source)
-        _write(con, bundle)
-        con.execute("COMMIT")
+        with transaction(con):
+            if not replace:
+                check_replace(con, bundle.label, *bundle.key, bundle.source)
+            _write(con, bundle)
     except BaseException as exc:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
         if isinstance(exc, duckdb.ConstraintException):
             first = str(exc).splitlines()[0]
             raise ValidationError(

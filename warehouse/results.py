@@ -15,7 +15,7 @@ from agents.errors import ValidationError
 
 from . import figures as _figures
 from .connection import WRITER_LOCK_TIMEOUT_S, writer
-from .ingest import _insert_rows, _json
+from .ingest import _insert_rows, _json, transaction
 from .validate import check_experiment
 
 # typed tables per kind of experiment (figures.typed_rows fills them)
@@ -46,26 +46,19 @@ def store_experiment(warehouse, run_id: str, device_uid: str, doc: dict,
                             [run_id, device_uid]).fetchone()[0]
         if not found:
             raise ValidationError(f"{label}: run x device is not in the warehouse; import or ingest it first")
-        con.execute("BEGIN TRANSACTION")
         try:
-            con.execute("DELETE FROM experiment_results WHERE run_id = ? AND device_uid = ? AND experiment = ?",
-                        [run_id, device_uid, name])
-            for table in tables:
-                con.execute(f"DELETE FROM {table} WHERE run_id = ? AND device_uid = ?", [run_id, device_uid])
-            _insert_rows(con, "experiment_results", [
-                {"experiment": name, "schema_version": 1, "quality": _figures.quality_of(doc.get("quality")),
-                 "payload_json": _json(doc)}], run_id, device_uid)
-            for table, table_rows in rows.items():
-                _insert_rows(con, table, table_rows, run_id, device_uid)
-            con.execute("COMMIT")
-        except BaseException as exc:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
-            if isinstance(exc, duckdb.ConstraintException):
-                raise ValidationError(f"{label}: {str(exc).splitlines()[0]}; the figures break a table's "
-                                      "constraint") from exc
-            raise
+            with transaction(con):
+                con.execute("DELETE FROM experiment_results WHERE run_id = ? AND device_uid = ? AND experiment = ?",
+                            [run_id, device_uid, name])
+                for table in tables:
+                    con.execute(f"DELETE FROM {table} WHERE run_id = ? AND device_uid = ?", [run_id, device_uid])
+                _insert_rows(con, "experiment_results", [
+                    {"experiment": name, "schema_version": 1, "quality": _figures.quality_of(doc.get("quality")),
+                     "payload_json": _json(doc)}], run_id, device_uid)
+                for table, table_rows in rows.items():
+                    _insert_rows(con, table, table_rows, run_id, device_uid)
+        except duckdb.ConstraintException as exc:
+            raise ValidationError(f"{label}: {str(exc).splitlines()[0]}; the figures break a table's "
+                                  "constraint") from exc
     return {"run_id": run_id, "device_uid": device_uid, "experiment": name,
             "tables": {table: len(table_rows) for table, table_rows in rows.items()}}

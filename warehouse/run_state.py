@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 
 from warehouse.connection import WRITER_LOCK_TIMEOUT_S
-from warehouse.ingest import with_writer
+from warehouse.ingest import transaction, with_writer
 from warehouse.validate import fail, safe_name
 
 RUN_STATES = ("completed", "partial", "aborted", "failed")
@@ -53,18 +53,13 @@ def record_run_state(con_or_path, run_id: str, run_state: str, hosts: dict[str, 
 
     def write(con):
         now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             con.execute(
                 """INSERT INTO runs (run_id, schema_version, ingested_at, run_state) VALUES (?, 1, ?, ?)
                    ON CONFLICT (run_id) DO UPDATE SET run_state = excluded.run_state""", [run_id, now, run_state])
             con.execute("DELETE FROM run_hosts WHERE run_id = ?", [run_id])
             if rows:
                 con.executemany("INSERT INTO run_hosts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return {"run_id": run_id, "run_state": run_state, "hosts": len(rows)}
 
     return with_writer(con_or_path, lock_timeout_s, write)
