@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -51,53 +52,115 @@ def _idle_power_w(baseline: dict | None, trace: pd.DataFrame, before_ns: int) ->
     return float(pre.power_w.median()) if len(pre) else None
 
 
-def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.DataFrame, info: dict):
-    """Reports for every experiment that ran, and the per-event table (or None)."""
+@dataclass(frozen=True)
+class AnalysisInputs:
+    """What an experiment's analysis reads: its runner's result, its config, the device's
+    whole trace and markers, and the reports of the experiments analysed before it."""
+
+    result: dict
+    config: object | None
+    trace: pd.DataFrame
+    markers: pd.DataFrame | None
+    info: dict
+    reports: dict = field(default_factory=dict)
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the device is simulated."""
+        return bool(self.info.get("simulated"))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An experiment's report and the tables it writes beside it (``<table>.parquet``)."""
+
+    report: dict
+    tables: dict = field(default_factory=dict)
+
+
+def analyse_reports(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.DataFrame | None, info: dict):
+    """Reports for every experiment that ran (in the order given), and every table they wrote.
+
+    Each experiment's analysis comes from the registry; a runner's error becomes a report
+    that carries it.
+    """
+    from experiments import registry
+
     sim = bool(info.get("simulated"))
     out: dict[str, dict] = {}
-    events = None
+    tables: dict[str, pd.DataFrame] = {}
     for name, res in results.items():
         if "error" in res:
             out[name] = report(name, {}, sim, checks={"error": res["error"]})
             continue
-        if name == "baseline":
-            from experiments.analysis import baseline as a_baseline
+        analysis = registry.get(name).analysis(AnalysisInputs(res, configs.get(name), trace, markers, info, dict(out)))
+        out[name] = analysis.report
+        tables.update(analysis.tables)
+    return out, tables
 
-            cfg = configs[name]
-            fig = a_baseline.analyze_baseline(trace, res["t_start_ns"], res["t_end_ns"],
-                                              floor_threshold_w=cfg.floor_threshold_w, outlier_k=cfg.outlier_k)
-            out[name] = report(name, fig, sim, checks={"completed": res["completed"]})
-        elif name == "instrument_response":
-            from experiments.analysis import instrument_response as a_ir
 
-            ir_rows = window(trace, res["t_start_ns"], res["t_end_ns"])
-            fig = a_ir.analyze_step_response(ir_rows, res["edges"])
-            out[name] = report(name, fig, sim, checks={"steps": len(res["edges"]) // 2})
-        elif name == "heat_soak":
-            from experiments.analysis import heat_soak as a_soak
+def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.DataFrame | None, info: dict):
+    """Reports for every experiment that ran, and the per-event table (or None)."""
+    out, tables = analyse_reports(results, configs, trace, markers, info)
+    return out, tables.get("events")
 
-            fig = a_soak.analyze_heat_soak(trace, res["t_start_ns"], res["t_end_ns"], window_s=configs[name].window_s,
-                                           window_note=configs[name].window_note)
-            fig["end_reason"] = res["end_reason"]
-            if res.get("trip"):
-                fig["thermal_trip"] = res["trip"]
-            out[name] = report(name, fig, sim, checks={"end_reason": res["end_reason"]})
-        elif name == "joule_curve":
-            events = _joule_events(res, trace, out.get("baseline"), out.get("instrument_response"))
-            from experiments.analysis import energy as a_energy
 
-            fig = a_energy.joule_curve(events) if len(events) else {}
-            fig.update(_j_per_token_headline(fig.get("points") or []))
-            if res.get("figures", {}).get("model"):
-                fig["model"] = res["figures"]["model"]  # the model measured: its shape, dtype and memory figures
-            fig["truth"] = (res.get("figures") or {}).get("truth")  # the compute model's law; None on hardware
-            out[name] = report(name, fig, sim, checks=res.get("checks", {}))
-        elif name == "training_coupling":
-            out[name] = _training_coupling(res, trace, info, sim)
-        else:  # vram_cliff reports its own figures
-            out[name] = report(name, res.get("figures", {}), sim, checks=res.get("checks", {}),
-                               extra={k: res[k] for k in ("probes",) if k in res})
-    return out, events
+def analyse_baseline(inputs: AnalysisInputs) -> Analysis:
+    """Idle baseline over the runner's window."""
+    from experiments.analysis import baseline as a_baseline
+
+    res, cfg = inputs.result, inputs.config
+    fig = a_baseline.analyze_baseline(inputs.trace, res["t_start_ns"], res["t_end_ns"],
+                                      floor_threshold_w=cfg.floor_threshold_w, outlier_k=cfg.outlier_k)
+    return Analysis(report("baseline", fig, inputs.simulated, checks={"completed": res["completed"]}))
+
+
+def analyse_instrument_response(inputs: AnalysisInputs) -> Analysis:
+    """Sensor response over the runner's load steps."""
+    from experiments.analysis import instrument_response as a_ir
+
+    res = inputs.result
+    fig = a_ir.analyze_step_response(window(inputs.trace, res["t_start_ns"], res["t_end_ns"]), res["edges"])
+    return Analysis(report("instrument_response", fig, inputs.simulated, checks={"steps": len(res["edges"]) // 2}))
+
+
+def analyse_heat_soak(inputs: AnalysisInputs) -> Analysis:
+    """Heat-soak fit and equilibrium over the runner's window."""
+    from experiments.analysis import heat_soak as a_soak
+
+    res, cfg = inputs.result, inputs.config
+    fig = a_soak.analyze_heat_soak(inputs.trace, res["t_start_ns"], res["t_end_ns"], window_s=cfg.window_s,
+                                   window_note=cfg.window_note)
+    fig["end_reason"] = res["end_reason"]
+    if res.get("trip"):
+        fig["thermal_trip"] = res["trip"]
+    return Analysis(report("heat_soak", fig, inputs.simulated, checks={"end_reason": res["end_reason"]}))
+
+
+def analyse_joule_curve(inputs: AnalysisInputs) -> Analysis:
+    """Per-event energy (the ``events`` table) and the Joule curve over it."""
+    from experiments.analysis import energy as a_energy
+
+    res = inputs.result
+    events = _joule_events(res, inputs.trace, inputs.reports.get("baseline"), inputs.reports.get("instrument_response"))
+    fig = a_energy.joule_curve(events) if len(events) else {}
+    fig.update(_j_per_token_headline(fig.get("points") or []))
+    if res.get("figures", {}).get("model"):
+        fig["model"] = res["figures"]["model"]  # the model measured: its shape, dtype and memory figures
+    fig["truth"] = (res.get("figures") or {}).get("truth")  # the compute model's law; None on hardware
+    return Analysis(report("joule_curve", fig, inputs.simulated, checks=res.get("checks", {})), {"events": events})
+
+
+def analyse_vram_cliff(inputs: AnalysisInputs) -> Analysis:
+    """The VRAM cliff reports its own figures (the allocator's answers, not the trace)."""
+    res = inputs.result
+    return Analysis(report("vram_cliff", res.get("figures", {}), inputs.simulated, checks=res.get("checks", {}),
+                           extra={k: res[k] for k in ("probes",) if k in res}))
+
+
+def analyse_training_coupling(inputs: AnalysisInputs) -> Analysis:
+    """Coupling of the training steps to the device's power and temperature."""
+    return Analysis(_training_coupling(inputs.result, inputs.trace, inputs.info, inputs.simulated))
 
 
 FALLBACK_SLOWDOWN_C = 83.0  # the thermal guard's fallback: when a device reports no slowdown threshold

@@ -27,12 +27,14 @@ from agents.errors import ConfigError, FleetPhysicsError
 from agents.factory import DeviceSpec, open_device, parse_device_specs
 from agents.fingerprint import fingerprint_device
 from agents.poller import PollerConfig, PollerProcess
+from experiments import registry
 from experiments.context import ArtifactWriter, RunContext
 from experiments.presets import check_profile, pick
 from experiments.run_metadata import mint_run_id, new_metadata
 
-EXPERIMENTS = ("baseline", "instrument_response", "vram_cliff", "joule_curve", "heat_soak")
-MODEL_EXPERIMENTS = ("vram_cliff", "joule_curve")  # the experiments --model and --dtype apply to
+# The default suite as registered when this module was imported; the functions below ask the
+# registry each time they run.
+EXPERIMENTS = registry.names(default_only=True)
 
 
 @dataclass
@@ -41,7 +43,7 @@ class SuiteOptions:
 
     device: str
     profile: str = "smoke"
-    experiments: tuple[str, ...] = EXPERIMENTS
+    experiments: tuple[str, ...] = field(default_factory=lambda: registry.names(default_only=True))
     out: str = "runs"
     period_ms: float | None = None
     seed: int = 0
@@ -54,27 +56,17 @@ class SuiteOptions:
 
 
 def parse_experiments(text: str | None) -> tuple[str, ...]:
-    """`--experiments a,b` in suite order; unknown names are bad input."""
-    if not text:
-        return EXPERIMENTS
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    known = EXPERIMENTS + ("training_coupling",)
-    for n in names:
-        if n not in known:
-            raise ConfigError(f"--experiments: unknown experiment {n!r}; choose from {', '.join(known)}")
-    return tuple(n for n in known if n in names)
+    """`--experiments a,b` in suite order (none: the registry's default suite); unknown names are bad input."""
+    return registry.parse(text)
 
 
 def experiment_config(name: str, profile: str):
     """The preset config model of one experiment."""
-    module = __import__(f"experiments.{name}.config", fromlist=["x"])
-    cls = next(getattr(module, a) for a in dir(module) if a.endswith("Config") and a != "ConfigDict"
-               and isinstance(getattr(module, a), type) and hasattr(getattr(module, a), "for_profile"))
-    return cls.for_profile(profile)
+    return registry.get(name).preset(profile)
 
 
 def with_model(configs: dict, model: str | None, dtype: str | None) -> dict:
-    """``configs`` (experiment -> config model) with ``--model`` / ``--dtype`` set on :data:`MODEL_EXPERIMENTS`.
+    """``configs`` (experiment -> config model) with ``--model`` / ``--dtype`` set on the experiments that use a model.
 
     The model is resolved here, so an unknown name or a malformed config is one line and
     exit 2 before any poller starts.
@@ -86,14 +78,15 @@ def with_model(configs: dict, model: str | None, dtype: str | None) -> dict:
         from experiments.model_shapes import resolve
 
         resolve(model)
-    return {n: type(c).model_validate({**c.model_dump(), **update}) if n in MODEL_EXPERIMENTS else c
+    uses_model = registry.model_names()
+    return {n: type(c).model_validate({**c.model_dump(), **update}) if n in uses_model else c
             for n, c in configs.items()}
 
 
 def model_config_dicts(configs: dict, experiments, profile: str, model: str | None, dtype: str | None) -> dict:
     """The fleet's experiment -> config dict with ``--model`` / ``--dtype`` applied (what every host receives)."""
     out = dict(configs)
-    for name in MODEL_EXPERIMENTS:
+    for name in registry.model_names():
         if name in experiments and (model is not None or dtype is not None):
             base = experiment_config(name, profile)
             if name in configs:
@@ -156,7 +149,7 @@ class DeviceRunner:
     def run_phase(self, name: str, config_json: dict) -> dict:
         """Run one experiment; failures come back as data (``{"error": ...}``)."""
         self.phase = name
-        config = type(experiment_config(name, "smoke")).model_validate(config_json)
+        config = registry.get(name).config_class.model_validate(config_json)
         try:
             return _run_one(name, self.ctx, config)
         except FleetPhysicsError as exc:
@@ -176,16 +169,20 @@ class DeviceRunner:
 
 
 def _device_state(results: dict, poller_alive: bool) -> tuple[str, str]:
-    """run_state and end_reason of one device from its experiments' results (pure)."""
+    """run_state and end_reason of one device from its experiments' results (pure).
+
+    An experiment that ended on a thermal trip or an interruption aborts the device; one that
+    ran to its time limit without reaching its goal leaves the device ``timeout``.
+    """
     run_state, end_reason = "completed", "completed"
-    for name, res in results.items():
+    for res in results.values():
         if "error" in res:
             run_state, end_reason = "partial", "error"
-        soak_end = res.get("end_reason") if name == "heat_soak" else None
-        if soak_end in ("thermal_trip", "interrupted"):
-            return "aborted", soak_end
-        if soak_end in ("equilibrium", "timeout") and run_state == "completed":
-            run_state, end_reason = ("completed" if soak_end == "equilibrium" else "timeout"), soak_end
+        ended = res.get("end_reason")
+        if ended in ("thermal_trip", "interrupted"):
+            return "aborted", ended
+        if ended in ("equilibrium", "timeout") and run_state == "completed":
+            run_state, end_reason = ("completed" if ended == "equilibrium" else "timeout"), ended
     if not poller_alive:
         return "aborted", "poller_degraded"
     return run_state, end_reason
@@ -218,9 +215,11 @@ class HostRun:
         host = opts.host or _safe_host()
         host_dir = Path(opts.out) / run_id / host
         period_ms = opts.period_ms or pick(opts.profile, 20.0, 20.0, 50.0)
-        if "heat_soak" in configs and "heat_soak" not in opts.configs:
-            # the thermal guard checks on the poller's grid: a trip ends the soak within one tick
-            configs["heat_soak"] = configs["heat_soak"].model_copy(update={"check_period_s": period_ms / 1000})
+        for name, cfg in configs.items():
+            if "check_period_s" in type(cfg).model_fields and name not in opts.configs:
+                # a runner that watches the device checks on the poller's grid: a thermal trip
+                # ends the heat soak within one tick
+                configs[name] = cfg.model_copy(update={"check_period_s": period_ms / 1000})
         poller = PollerProcess(self.specs, PollerConfig(out_dir=str(host_dir), period_ms=period_ms))
         poller.start()
         self.poller = poller
@@ -280,8 +279,7 @@ def run_suite(opts: SuiteOptions) -> dict:
 
 
 def _run_one(name: str, ctx: RunContext, config) -> dict:
-    module = __import__(f"experiments.{name}.runner", fromlist=["run"])
-    return module.run(ctx, config)
+    return registry.get(name).runner(ctx, config)
 
 
 def compact_trace(device_dir: Path) -> Path:
@@ -312,13 +310,15 @@ def _finish(device_dir: Path, writer: ArtifactWriter, meta: dict, stats: dict, r
     trace = pq.read_table(trace_path).to_pandas() if trace_path.exists() else pd.DataFrame()
     markers = pq.read_table(device_dir / "markers.parquet").to_pandas()
     info = json.loads((device_dir.parent / "devices.json").read_text())[device_dir.name]["info"]
-    experiments, events = reports.analyse_all(results, configs, trace, markers, info)
+    experiments, tables = reports.analyse_reports(results, configs, trace, markers, info)
     for name, report in experiments.items():
         writer.write_json(name, report)
-    if events is not None and len(events):
-        tmp = device_dir / ".events.parquet.tmp"
-        pq.write_table(pa.Table.from_pandas(events, preserve_index=False), tmp)
-        os.replace(tmp, device_dir / "events.parquet")
+    for table_name, table in tables.items():
+        if table is not None and len(table):
+            tmp = device_dir / f".{table_name}.parquet.tmp"
+            pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+            os.replace(tmp, device_dir / f"{table_name}.parquet")
+    events = tables.get("events")
     meta.update(run_state=run_state, end_reason=end_reason, ended_wall_ns=time.time_ns(),
                 checks={**meta["checks"], **{n: r.get("checks", {}) for n, r in experiments.items()}})
     writer.write_json("run_metadata", meta)
