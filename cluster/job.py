@@ -22,6 +22,7 @@ from pathlib import Path
 from agents.cli_args import positive_float
 from agents.errors import ConfigError, FleetPhysicsError
 from cluster.faults import FleetStatus, HostStatus, decide
+from experiments.contracts.catalog import headline
 
 DEFAULT_SIM_FLEET = ("rtx4080-laptop", "rtx4090", "h100-sxm")
 STARTUP_TIMEOUT_S = 120.0
@@ -355,24 +356,6 @@ def _record_run_state(opts: FleetOptions, summary: dict) -> None:
         summary["run_state_error"] = str(exc)
 
 
-def _headline(experiments: dict) -> dict:
-    """The figures the comparison table shows, with their quality flags."""
-    def fig(name):
-        return (experiments.get(name) or {}).get("figures", {}) or {}
-
-    b, ir, v, j, h = fig("baseline"), fig("instrument_response"), fig("vram_cliff"), fig("joule_curve"), fig("heat_soak")
-    inst = ir.get("power_instant_w") or {}
-    avg = ir.get("power_w") or {}
-    return {
-        "idle_w": b.get("mean_robust_w"), "idle_sem_w": b.get("sem_eff_w"), "fake_idle": b.get("fake_idle"),
-        "update_period_ms": inst.get("update_period_ms") or avg.get("update_period_ms"),
-        "rise_ms": inst.get("rise_ms") or avg.get("rise_ms"),
-        "vram_cliff": v.get("max_context_batch1") or v.get("max_context"),
-        "j_per_token": j.get("j_per_token_batch1") or j.get("j_per_token"),
-        "tau_s": h.get("tau_s"), "t_inf_c": h.get("t_inf_c"), "equilibrium": h.get("equilibrium"),
-    }
-
-
 def finish_host(opts: FleetOptions, run_id: str, host: str, get_result) -> tuple[HostStatus, list[dict]]:
     """A host whose run returned: its status and one row per device.
 
@@ -420,7 +403,7 @@ def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
         except FleetPhysicsError as exc:  # one device's bad artifacts never cost the others theirs
             rows.append({**row, "error": str(exc), "note": "not in the warehouse"})
             continue
-        rows.append({**row, **_headline(d["experiments"]), "ingest_s": round(time.perf_counter() - start, 4)})
+        rows.append({**row, **headline(d["experiments"]), "ingest_s": round(time.perf_counter() - start, 4)})
     return rows
 
 
@@ -461,7 +444,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--address", default=None, help="Ray address, or 'local' (default: the embedded local Ray)")
     p.add_argument("--profile", default="smoke", help="smoke | quick | full")
     p.add_argument("--simulate-profiles", default="", help="comma-separated profiles: one simulated host each")
-    p.add_argument("--experiments", default=None, help="comma-separated subset of the suite")
+    from experiments.registry import help_text
+
+    p.add_argument("--experiments", default=None, help=help_text())
     p.add_argument("--warehouse", default=default_warehouse())
     p.add_argument("--out", default="runs", help="artifact root on each host")
     p.add_argument("--deadline-s", type=positive_float, default=None, help="a host silent past this is lost")

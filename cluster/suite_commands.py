@@ -7,6 +7,7 @@ import sys
 
 from agents.cli_args import non_negative_int, positive_float
 from experiments.presets import PROFILES
+from experiments.registry import help_text
 
 
 def register(sub) -> None:
@@ -14,7 +15,7 @@ def register(sub) -> None:
     p = sub.add_parser("suite", help="run the TR122 experiment suite on one device")
     p.add_argument("--device", required=True, help="sim:PROFILE | sim:FILE.yaml | nvml:N | nvml:UUID")
     p.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
-    p.add_argument("--experiments", default=None, help="comma-separated subset (default: all five)")
+    p.add_argument("--experiments", default=None, help=help_text())
     p.add_argument("--out", default="runs", help="artifact root: OUT/<run_id>/<host>/<device_uid>/")
     p.add_argument("--period-ms", type=positive_float, default=None, help="poller period (default by profile)")
     p.add_argument("--seed", type=non_negative_int, default=0)
