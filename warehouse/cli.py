@@ -18,12 +18,13 @@ import pandas as pd
 
 from agents.cli_args import positive_float, positive_int
 from agents.errors import ConfigError, ValidationError
+from experiments.contracts.catalog import EXPERIMENTS
 
 from .connection import READER_LOCK_TIMEOUT_S, WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
 from .query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, Watchdog, fetch_arrow, query
 from .result_text import csv_chunks, json_chunks, table_chunks
 
-ANALYSES = ("instrument_response", "baseline", "heat_soak")
+ANALYSES = tuple(e.name for e in EXPERIMENTS if e.analyzable)  # computed from a stored trace by `analyze`
 
 
 def _common(parser: argparse.ArgumentParser, lock_timeout_s: float) -> None:

@@ -4,7 +4,7 @@ The raw JSON always goes to ``experiment_results``; these rows are a typed copy 
 views. Extraction is lenient: a missing key, a value of the wrong type or a value outside
 its physical range becomes null, never an error (the raw JSON keeps the original).
 
-Figure keys read, per experiment (aliases in EXPERIMENT_KINDS; a key's alternatives in
+Figure keys read, per experiment (aliases in experiments/contracts/catalog.py; a key's alternatives in
 parentheses, as experiments/analysis writes them):
 
 * ``baseline``: per power field (``fields: {power_w: {...}}``, or top-level keys named
@@ -39,20 +39,12 @@ from __future__ import annotations
 import json
 import math
 
+from experiments.contracts.catalog import alias_map
+
 from .validate import clean_json
 
-# experiment name -> kind of typed tables it fills
-EXPERIMENT_KINDS = {
-    "baseline": "baseline",
-    "idle_baseline": "baseline",
-    "instrument_response": "instrument_response",
-    "sensor_response": "instrument_response",
-    "vram_cliff": "vram_cliff",
-    "joule_curve": "joule_curve",
-    "energy_per_token": "joule_curve",
-    "heat_soak": "heat_soak",
-    "thermal_equilibrium": "heat_soak",
-}
+# experiment name or alias -> kind of typed tables it fills (its canonical name)
+EXPERIMENT_KINDS = alias_map()
 
 Spec = dict[str, tuple]  # column -> (kind, low, high[, alternative keys])
 
