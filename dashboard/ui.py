@@ -10,22 +10,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from experiments.contracts import catalog
 from warehouse.result_text import csv_safe_frame
 
 from . import data
 
-# The pages st.navigation shows, in order (files under dashboard/app_pages/).
+# The pages st.navigation shows, in order (files under dashboard/app_pages/): the fleet's,
+# then one per experiment as the catalog lists them, then the cross-cutting ones.
 PAGES_DIR = "app_pages"
 PAGES = (
     # (file, title, icon, url path)
     ("fleet_health.py", "Fleet health", ":material/health_and_safety:", "fleet-health"),
     ("fleet.py", "Fleet", ":material/dns:", "fleet"),
-    ("baselines.py", "Baselines", ":material/bolt:", "baselines"),
-    ("heat_soak.py", "Heat soak", ":material/thermostat:", "heat-soak"),
-    ("vram_cliff.py", "VRAM cliff", ":material/memory:", "vram-cliff"),
-    ("joule_curve.py", "Joule curve", ":material/battery_charging_full:", "joule-curve"),
-    ("sensor_response.py", "Sensor response", ":material/sensors:", "sensor-response"),
-    ("training_coupling.py", "Training coupling", ":material/model_training:", "training-coupling"),
+    *((e.page.file, e.page_title, e.page.icon, e.page.url_path) for e in catalog.pages()),
     ("drift.py", "Drift", ":material/timeline:", "drift"),
     ("run_explorer.py", "Run explorer", ":material/query_stats:", "run-explorer"),
     ("sql.py", "SQL", ":material/database:", "sql"),
