@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from agents.errors import ValidationError, WarehouseError
+from experiments.contracts.catalog import EXPERIMENTS
 
 from . import figures as _figures
 from . import training as _training
@@ -58,27 +59,13 @@ IMPORTED_SOURCES = ("tr122", "nvidia-smi")
 SOURCE_KINDS = {"artifact": "fleetphysics artifacts", "arrow": "fleetphysics artifacts",
                 "tr122": "a TR122 pack", "nvidia-smi": "an nvidia-smi log"}
 
-# Tables holding rows of one run x device, keyed by (run_id, device_uid).
-PER_DEVICE_TABLES = (
-    "markers",
-    "events",
-    "poller_stats",
-    "experiment_results",
-    "baselines",
-    "instrument_response",
-    "vram_cliff",
-    "vram_cliff_points",
-    "vram_cliff_probes",
-    "joule_curve",
-    "joule_fit",
-    "heat_soak",
-    "heat_soak_series",
-    "throttle_events",
-    "training_steps",
-    "rle_series",
-    "training_coupling",
-    "run_devices",
-)
+# Tables holding rows of one run x device, keyed by (run_id, device_uid): the run's own, and
+# every table an experiment of the catalog fills.
+PER_DEVICE_TABLES = tuple(dict.fromkeys((
+    "markers", "events", "poller_stats", "experiment_results",
+    *(t for e in EXPERIMENTS for t in e.tables + e.artifacts),
+    "throttle_events", "run_devices",
+)))
 
 
 @dataclass
