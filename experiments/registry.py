@@ -3,8 +3,9 @@
 One :class:`Registered` per experiment, keyed by its canonical name in the catalog's order
 (``experiments/contracts/catalog.py``, which says what the experiment is to its consumers).
 Here is where its code lives: its config class (a pydantic model with ``for_profile(preset)``),
-its runner (``run(ctx, config) -> dict``, the raw result) and its analysis
-(``analyse(inputs) -> Analysis``, the report and the tables it writes beside it), as
+its runner (``run(ctx, config) -> dict``, the raw result), its analysis
+(``analyse(inputs) -> Analysis``, the report and the tables it writes beside it) and its plot
+(``plot(inputs)``, the PNGs of `fleetphysics plot`), as
 ``"module:attribute"`` paths imported on first use, so that reading the registry (the CLI's
 help, a Ray host starting up) imports no runner, torch or pandas.
 
@@ -36,6 +37,7 @@ class Registered:
     config_path: str
     runner_path: str
     analysis_path: str
+    plot_path: str | None = None
     report_model: type | None = None
     """The pydantic model of its report (``REPORT_MODELS`` of experiments/contracts by
     canonical name); None while the reports are plain dicts."""
@@ -60,6 +62,11 @@ class Registered:
         """``analyse(inputs) -> Analysis``: its report from the runner's result and the trace."""
         return load(self.analysis_path)
 
+    @property
+    def plot(self):
+        """``plot(inputs)``: its PNG figures for `fleetphysics plot` (None: it draws none)."""
+        return None if self.plot_path is None else load(self.plot_path)
+
     def preset(self, profile: str):
         """Its config for a run preset (smoke, quick, full)."""
         return self.config_class.for_profile(profile)
@@ -68,12 +75,12 @@ class Registered:
 def _package(name: str, config_class: str) -> Registered:
     """An experiment laid out as the built-in ones are: ``experiments/<name>/`` with
     ``config.py`` (``config_class``) and ``runner.py`` (``run``), analysed by
-    ``experiments.reports.analyse_<name>``."""
+    ``experiments.reports.analyse_<name>`` and drawn by ``experiments.plots.plot_<name>``."""
     entry = catalog.find(name)
     if entry is None or entry.name != name:
         raise KeyError(f"{name!r} is not a canonical name in experiments/contracts/catalog.py")
     return Registered(entry, f"experiments.{name}.config:{config_class}", f"experiments.{name}.runner:run",
-                      f"experiments.reports:analyse_{name}")
+                      f"experiments.reports:analyse_{name}", f"experiments.plots:plot_{name}")
 
 
 REGISTRY: dict[str, Registered] = {r.name: r for r in (

@@ -132,10 +132,19 @@ def dummy_analyse(inputs: reports.AnalysisInputs) -> reports.Analysis:
                                            inputs.simulated), {"dummy_rows": pd.DataFrame({"x": [1, 2]})})
 
 
+def dummy_plot(inputs) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot(inputs.trace.t_ns, inputs.trace.power_w)
+    inputs.save(fig, f"dummy-{inputs.reports['dummy']['figures']['ran_for_s']}")
+
+
 @pytest.fixture
 def dummy(monkeypatch):
     entry = catalog.Experiment("dummy", "Dummy", tables=("dummy_rows",), headline=(("dummy_s", ("ran_for_s",)),))
-    reg = registry.Registered(entry, f"{__name__}:DummyConfig", f"{__name__}:dummy_run", f"{__name__}:dummy_analyse")
+    reg = registry.Registered(entry, f"{__name__}:DummyConfig", f"{__name__}:dummy_run", f"{__name__}:dummy_analyse",
+                              f"{__name__}:dummy_plot")
     monkeypatch.setattr(catalog, "EXPERIMENTS", catalog.EXPERIMENTS + (entry,))
     monkeypatch.setitem(registry.REGISTRY, "dummy", reg)
     return reg
@@ -165,3 +174,16 @@ def test_a_registered_experiment_is_offered_by_the_cli(dummy, capsys):
         assert exc.value.code == 0
         help_text = " ".join(capsys.readouterr().out.split())
         assert "heat_soak, dummy (default: all of them)" in help_text, command
+
+
+def test_a_registered_experiment_is_plotted(dummy, tmp_path):
+    import json
+
+    from experiments.plots import plot_device
+
+    pd.DataFrame({"t_ns": [2, 1, 3], "power_w": [30.0, 31.0, 32.0], "read_ok": [True] * 3}).to_parquet(
+        tmp_path / "power_trace.parquet")
+    (tmp_path / "run_metadata.json").write_text(json.dumps({"simulated": True}))
+    (tmp_path / "dummy.json").write_text(json.dumps(reports.report("dummy", {"ran_for_s": 2.0}, True)))
+    assert plot_device(tmp_path) == [tmp_path / "dummy-2.0.png"]  # the built-in ones find nothing of theirs
+    assert (tmp_path / "dummy-2.0.png").stat().st_size > 0
