@@ -21,15 +21,24 @@ from typing import Callable
 
 import pandas as pd
 
+from experiments.contracts.catalog import spellings
+
 from .query import fetch_arrow, to_frame
 
-_FIGURES_SQL = """
+
+def _stored_as(name: str) -> str:
+    """SQL list of the names experiment ``name`` is stored under (the catalog's spellings,
+    lower-case identifiers that need no escaping)."""
+    return ", ".join(f"'{s}'" for s in spellings(name))
+
+
+_FIGURES_SQL = f"""
 WITH
 base AS (
     SELECT run_id, device_uid,
            max(TRY_CAST(json_extract(payload_json, '$.figures.idle_temp_c') AS DOUBLE)) AS idle_temp_c,
            max(json_extract(payload_json, '$.figures.fake_idle_reasons')::VARCHAR) AS fake_idle_reasons
-    FROM experiment_results WHERE experiment IN ('baseline', 'idle_baseline')
+    FROM experiment_results WHERE experiment IN ({_stored_as("baseline")})
     GROUP BY run_id, device_uid
 ),
 win AS (
@@ -42,12 +51,12 @@ soak AS (
            max(h.power_mean_w) AS load_power_w
     FROM experiment_results e
     LEFT JOIN heat_soak h USING (run_id, device_uid)
-    WHERE e.experiment IN ('heat_soak', 'thermal_equilibrium')
+    WHERE e.experiment IN ({_stored_as("heat_soak")})
     GROUP BY e.run_id, e.device_uid
 ),
 thr AS (
     SELECT run_id, device_uid,
-           to_json(list({'reasons': reasons, 'duration_s': duration_s} ORDER BY seq))::VARCHAR AS throttle
+           to_json(list({{'reasons': reasons, 'duration_s': duration_s}} ORDER BY seq))::VARCHAR AS throttle
     FROM throttle_events GROUP BY run_id, device_uid
 ),
 irx AS (
@@ -59,7 +68,7 @@ irx AS (
         CASE WHEN json_extract(payload_json, '$.figures.power_instant_w.update_period_ms') IS NOT NULL
              THEN 'power_instant_w' ELSE 'power_w' END AS f,
         json_extract(payload_json, '$.figures') AS figs
-    FROM experiment_results WHERE experiment IN ('instrument_response', 'sensor_response')
+    FROM experiment_results WHERE experiment IN ({_stored_as("instrument_response")})
 ),
 ir_se AS (
     SELECT run_id, device_uid,
