@@ -26,10 +26,12 @@ def register(bench_sub) -> None:
     """Add `bench fleet`."""
     p = bench_sub.add_parser("fleet", help="N simulated hosts on a local multi-node cluster vs one host")
     p.add_argument("--hosts", type=positive_int_list, default=[16], help="fleet size, or sizes run in turn: 16,32,64")
-    p.add_argument("--profile", default="smoke")
+    from cluster.suite_commands import add_preset_argument
+
+    add_preset_argument(p)
     p.add_argument("--experiments", default=None, help="subset of the suite (default: all)")
     p.add_argument("--light", action="store_true", help="a 2 s baseline per host at 100 ms: the driver's cost per host")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (else a Python dict)")
     p.set_defaults(func=cmd_bench_fleet)
 
 
@@ -151,13 +153,13 @@ def run_bench(hosts: int | list[int], profile: str, experiments, progress: Repor
 
 def cmd_bench_fleet(args) -> int:
     """Print the benchmark."""
-    from experiments.presets import check_profile
+    from experiments.presets import check_preset
     from experiments.suite import parse_experiments
 
-    check_profile(args.profile)
+    check_preset(args.preset)
     sizes = list(args.hosts)
     with progress_bars() as report:
-        doc = run_bench(sizes, args.profile, parse_experiments(args.experiments) if args.experiments else None,
+        doc = run_bench(sizes, args.preset, parse_experiments(args.experiments) if args.experiments else None,
                         progress=report, light=args.light)
     print(json.dumps(doc, indent=2) if args.json else doc)
     return 0
