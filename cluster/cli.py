@@ -53,6 +53,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"fleetphysics: error: {terminal_safe(message)} (see `{self.prog} --help`)\n")
 
 
+DESCRIPTION = ("Measure the physics of every GPU host (idle power, sensor response, VRAM cliff,\n"
+               "energy per token, thermal equilibrium) before trusting a benchmark on it, and\n"
+               "compare the hosts.")
 START_HERE = """\
 start here:
   make run                 (or: fleetphysics run) measures every GPU host of the embedded local
@@ -69,7 +72,7 @@ warehouse, --run a run id. `fleetphysics COMMAND --help` explains each command."
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every available module's subcommands."""
-    parser = _Parser(prog="fleetphysics", description=__doc__.splitlines()[0], epilog=START_HERE,
+    parser = _Parser(prog="fleetphysics", description=DESCRIPTION, epilog=START_HERE,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     bench = sub.add_parser("bench", help="benchmarks (JSON output, ratios against a baseline run alongside)")

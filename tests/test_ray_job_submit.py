@@ -117,8 +117,8 @@ def test_unreachable_address_is_one_clear_line():
     assert "cannot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_unknown_profile_is_one_clear_line():
+def test_unknown_board_is_one_clear_line():
     proc = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--simulate-boards", "gtx480"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "unknown simulated profile 'gtx480'" in proc.stderr
+    assert proc.returncode == 2 and "unknown simulated board 'gtx480'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
