@@ -118,9 +118,11 @@ PIPE_WIDTH = 240
 
 
 def report_console():
-    """A console for the final report: the terminal's width, else (a pipe, a Ray job's log) wide."""
+    """A console for the final report: the terminal's width (or $COLUMNS when set), else (a
+    pipe, a Ray job's log) wide."""
+    import os
     import sys
 
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else Console(width=PIPE_WIDTH)

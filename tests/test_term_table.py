@@ -136,3 +136,12 @@ def test_the_live_poll_table_keeps_device_and_power():
     assert header[:2] == ["device", "power W"] and "SM MHz" not in header and "…" not in text
     devices = _cells_of(text, 0)
     assert GPU_UUID in devices and "SIM-h100-sxm-e3a58039-1 (sim)" in devices and "61.2" in _cells_of(text, 1)
+
+
+@pytest.mark.parametrize("columns,width", [("80", 80), ("200", 200), (None, progress.PIPE_WIDTH)])
+def test_the_report_in_a_pipe_is_wide_unless_columns_says(columns, width, monkeypatch):
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert progress.report_console().width == width
