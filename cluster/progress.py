@@ -74,6 +74,11 @@ class FleetProgress:
                          rows, hint="widen the terminal")
 
 
+def _state(run_state, end_reason) -> str:
+    """``completed``, or ``partial (timeout)`` when the reason says more than the state."""
+    return str(run_state) if end_reason in (None, run_state) else f"{run_state} ({end_reason})"
+
+
 def _f(v, fmt="{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
@@ -93,7 +98,7 @@ def print_comparison(summary: dict) -> None:
                      str(d.get("vram_cliff") if d.get("vram_cliff") is not None else "-"),
                      _f(d.get("j_per_token"), "{:.3g}"), _f(d.get("tau_s"), "{:.0f}"),
                      "-" if eq is None else ("reached" if eq else "predicted"),
-                     f"{d.get('run_state')} ({d.get('end_reason')})"))
+                     _state(d.get("run_state"), d.get("end_reason"))))
     c.print(fit_table(c, f"fleetphysics run {summary['run_id']}: {summary['run_state']}", COMPARISON_COLUMNS, rows,
                       hint="widen the terminal, or see them all with --json or on the dashboard"))
     for host, h in (summary.get("hosts") or {}).items():
