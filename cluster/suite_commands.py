@@ -114,13 +114,13 @@ def cmd_plot(args) -> int:
 
     from experiments.plots import plot_dir
 
-    if not Path(args.dir).is_dir():
-        raise ConfigError(f"plot: {args.dir} is not a directory; pass a run's artifact dir (OUT/<run_id>, as "
-                          "`fleetphysics suite` prints it)")
-    paths = plot_dir(args.dir)
+    fix = "pass a device's artifact dir (the `artifacts:` line of `fleetphysics suite`) or a run dir OUT/<run_id>"
+    target = Path(args.dir)
+    if not target.is_dir():
+        raise ConfigError(f"plot: {args.dir} {'is not a directory' if target.exists() else 'does not exist'}; {fix}")
+    paths = plot_dir(target)
     if not paths:
-        raise ConfigError(f"plot: {args.dir} holds no device artifacts (no run_metadata.json under it); pass a "
-                          "run's artifact dir (OUT/<run_id>, as `fleetphysics suite` prints it)")
+        raise ConfigError(f"plot: {args.dir} holds no device artifacts (no run_metadata.json under it); {fix}")
     for path in paths:
         print(path, file=sys.stdout)
     return 0
