@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: install
-	$(VENV)/bin/fleetphysics run --address local --profile smoke --warehouse fleet.duckdb --out runs
+	$(VENV)/bin/fleetphysics run --address local --preset smoke --warehouse fleet.duckdb --out runs
 
 # The dashboard's real-browser test drives Debian's chromium (never a downloaded browser).
 browser:

@@ -4,13 +4,18 @@
 traceback further down (``--timeout-s 0`` ran without a limit, ``--lock-timeout-s nan``
 waited forever). Every numeric option of ``fleetphysics`` takes one of these instead; argparse
 turns the ArgumentTypeError into ``fleetphysics: error: argument --timeout-s: ...`` and
-exit 2. A leaf module: it imports nothing of ours.
+exit 2.
+
+Old spellings of renamed options (``--profile`` for ``--preset``, say) stay accepted through
+:func:`add_deprecated_alias`: hidden from ``--help``, they set the new option's value and
+print one deprecation line on stderr. A leaf module: it imports nothing of ours.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Callable
 
 
@@ -61,3 +66,29 @@ def number_list(item: Callable[[str], float | int]) -> Callable[[str], list]:
 
 
 positive_int_list = number_list(positive_int)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores into the new option's ``dest`` and prints one
+    line on stderr naming the new spelling (a note, never an error)."""
+
+    def __init__(self, option_strings, dest, new_flag: str = "", **kwargs) -> None:
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if option_string is None and values is None:
+            return  # an old positional that was not given
+        old = option_string or f"the positional {self.metavar or self.dest}"
+        print(f"fleetphysics: note: {old} is deprecated; use {self.new_flag} (accepted for now)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: argparse.Action, **kwargs) -> argparse.Action:
+    """Accept ``old`` (an option string like ``--profile``) as a hidden spelling of the option
+    ``new`` (the action ``add_argument`` returned): same dest, type and choices."""
+    kwargs.setdefault("type", new.type)
+    kwargs.setdefault("choices", new.choices)
+    kwargs.setdefault("metavar", new.metavar)
+    return parser.add_argument(old, dest=new.dest, action=DeprecatedAlias, new_flag=new.option_strings[0],
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)

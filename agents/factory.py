@@ -71,15 +71,15 @@ def parse_device_specs(text: str, host: str | None = None, seed: int = 0) -> lis
             specs.append(DeviceSpec("nvml", target, len(specs), host, seed))
         else:
             raise ConfigError(
-                f"unknown device spec {raw!r}: use sim:PROFILE, sim:FILE.yaml, nvml:INDEX, nvml:UUID, nvml:all, all or auto"
+                f"unknown device spec {raw!r}: use sim:BOARD (e.g. sim:h100-sxm), sim:FILE.yaml, nvml:INDEX, nvml:UUID, nvml:all, all or auto"
             )
     if not specs:
-        raise ConfigError("no device given: use --device sim:PROFILE, nvml:0 or all")
+        raise ConfigError("no device given: use --device sim:BOARD (e.g. sim:h100-sxm), nvml:0 or all")
     return specs
 
 
 def simulated_specs_from_env(host: str, seed: int = 0, start: int = 0) -> list[DeviceSpec]:
-    """Simulated devices named by FLEETPHYSICS_SIMULATE=<profile>[?overrides][,<profile>...]."""
+    """Simulated devices named by FLEETPHYSICS_SIMULATE=<board>[?overrides][,<board>...]."""
     from agents.units import unit_profile
 
     names = [n.strip() for n in os.environ.get(SIMULATE_ENV, "").split(",") if n.strip()]
@@ -102,7 +102,7 @@ def _all_devices(host: str, seed: int, nvml_only: bool, start: int) -> list[Devi
             f"{exc}. 'all' found no NVIDIA GPU: set {SIMULATE_ENV}=h100-sxm (or pass --device sim:h100-sxm)"
         ) from None
     if not uuids:
-        raise DeviceNotFound(f"no NVIDIA GPU on this host: pass --device sim:PROFILE or set {SIMULATE_ENV}")
+        raise DeviceNotFound(f"no NVIDIA GPU on this host: pass --device sim:BOARD or set {SIMULATE_ENV}=BOARD")
     return [DeviceSpec("nvml", u, start + i, host, seed) for i, u in enumerate(uuids)]
 
 

@@ -32,12 +32,12 @@ def _translate(exc: Exception, what: str) -> DeviceError:
     if pynvml is not None:
         if isinstance(exc, pynvml.NVMLError_LibraryNotFound):
             return DeviceNotFound(
-                "NVML library not found (no NVIDIA driver on this host); use --device sim:NAME for a simulated GPU"
+                "NVML library not found (no NVIDIA driver on this host); use --device sim:BOARD for a simulated GPU"
             )
         if isinstance(exc, pynvml.NVMLError_NotSupported):
             return DeviceNotSupported(f"{what} is not supported on this device")
         if isinstance(exc, pynvml.NVMLError_DriverNotLoaded):
-            return DeviceNotFound("the NVIDIA driver is not loaded; load it or use --device sim:NAME")
+            return DeviceNotFound("the NVIDIA driver is not loaded; load it or use --device sim:BOARD")
         if isinstance(exc, (pynvml.NVMLError_InvalidArgument, pynvml.NVMLError_NotFound)):
             return DeviceNotFound(f"{what}: no such NVIDIA device")
     return SensorReadError(f"{what} failed: {exc}")
@@ -57,7 +57,7 @@ def nvml_init() -> None:
     """Initialise NVML (reference-counted across devices of this process)."""
     global _init_count
     if pynvml is None:
-        raise DeviceNotFound("nvidia-ml-py is not installed; `pip install nvidia-ml-py` or use --device sim:NAME")
+        raise DeviceNotFound("nvidia-ml-py is not installed; `pip install nvidia-ml-py` or use --device sim:BOARD")
     with _init_lock:
         if _init_count == 0:
             nvml_call(pynvml.nvmlInit, what="nvmlInit")

@@ -121,10 +121,10 @@ def load_profile(name_or_path: str) -> Profile:
         if not path.exists():
             known = ", ".join(builtin_profile_names())
             raise ConfigError(
-                f"unknown simulated profile {name_or_path!r}: use one of {known} or a path to a .yaml profile"
+                f"unknown simulated board {name_or_path!r}: use one of {known} or a path to a board's .yaml file"
             )
     if not path.exists():
-        raise ConfigError(f"{path}: profile file not found; check the path after 'sim:'")
+        raise ConfigError(f"{path}: board file not found; check the path after 'sim:'")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -132,7 +132,7 @@ def load_profile(name_or_path: str) -> Profile:
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a profile is a YAML mapping of field: value; see agents/profiles/h100-sxm.yaml")
+        raise ConfigError(f"{path}: a board file is a YAML mapping of field: value; see agents/profiles/h100-sxm.yaml")
     try:
         return Profile(**data)
     except ValidationError as exc:

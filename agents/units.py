@@ -33,7 +33,7 @@ def split_target(target: str) -> tuple[str, dict]:
     fields = Profile.model_fields
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if key not in fields or key in _NOT_OVERRIDABLE:
-            raise ConfigError(f"device spec sim:{target}: {key!r} is not a unit field; use profile fields such as "
+            raise ConfigError(f"device spec sim:{target}: {key!r} is not a unit field; use board fields such as "
                               "idle_power_w, ambient_c, thermal_resistance_c_per_w, power_limit_w")
         kind = fields[key].annotation
         try:
@@ -77,7 +77,7 @@ def unit_profile(target: str, host_id: str, slot: int) -> tuple[Profile, Profile
         except ValueError as exc:
             first = str(exc).splitlines()
             why = first[2].strip().removeprefix("Value error, ") if len(first) > 2 else str(exc)
-            raise ConfigError(f"device spec sim:{target}: the unit would break a profile rule ({why})") from None
+            raise ConfigError(f"device spec sim:{target}: the unit would break a board rule ({why})") from None
     return unit, board
 
 

@@ -40,7 +40,7 @@ def register(bench_sub) -> None:
     p.add_argument("--hours", type=positive_float, default=1.0, help="trace length (default 1 h)")
     p.add_argument("--hz", type=positive_float, default=100.0, help="poller rate (default 100 Hz)")
     p.add_argument("--devices", type=positive_int, default=8, help="simulated devices (default 8)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the simulated trace (default 0)")
     p.add_argument("--json", action="store_true", help="machine output (the only output there is)")
     p.set_defaults(func=cmd_bench_analysis)
 

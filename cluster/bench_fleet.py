@@ -26,14 +26,16 @@ def register(bench_sub) -> None:
     """Add `bench fleet`."""
     p = bench_sub.add_parser("fleet", help="N simulated hosts on a local multi-node cluster vs one host")
     p.add_argument("--hosts", type=positive_int_list, default=[16], help="fleet size, or sizes run in turn: 16,32,64")
-    p.add_argument("--profile", default="smoke")
+    from cluster.suite_commands import add_preset_argument
+
+    add_preset_argument(p)
     p.add_argument("--experiments", default=None, help="subset of the suite (default: all)")
     p.add_argument("--light", action="store_true", help="a 2 s baseline per host at 100 ms: the driver's cost per host")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (else a Python dict)")
     p.set_defaults(func=cmd_bench_fleet)
 
 
-def _timed_run(tmp: str, tag: str, profile: str, experiments, light: bool, hosts: int = 1) -> tuple[float, dict]:
+def _timed_run(tmp: str, tag: str, preset: str, experiments, light: bool, hosts: int = 1) -> tuple[float, dict]:
     from cluster.job import STARTUP_TIMEOUT_S, FleetOptions, run_fleet
 
     extra = {"configs": LIGHT["configs"], "period_ms": LIGHT["period_ms"]} if light else {}
@@ -42,7 +44,7 @@ def _timed_run(tmp: str, tag: str, profile: str, experiments, light: bool, hosts
     # default 120 s failed every host).
     extra["startup_timeout_s"] = max(STARTUP_TIMEOUT_S, 10.0 * hosts)
     start = time.monotonic()
-    summary = run_fleet(FleetOptions(address="auto", profile=profile, experiments=experiments, show_progress=False,
+    summary = run_fleet(FleetOptions(address="auto", profile=preset, experiments=experiments, show_progress=False,
                                      warehouse=os.path.join(tmp, f"{tag}.duckdb"), out=os.path.join(tmp, tag),
                                      **extra))
     return time.monotonic() - start, summary
@@ -90,7 +92,7 @@ def per_host_fit(sizes: list[dict], key: str) -> dict:
             "fixed": _round(fit["a"]), "r2": _round(fit["r2"]), "sizes": fit["n"]}
 
 
-def run_bench(hosts: int | list[int], profile: str, experiments, progress: Report = no_report,
+def run_bench(hosts: int | list[int], preset: str, experiments, progress: Report = no_report,
               light: bool = False) -> dict:
     """Time one host, then each fleet size in ``hosts`` (ascending), on one local multi-node
     cluster. ``progress`` hears of the hosts started and the runs (the fleet's live table
@@ -102,13 +104,13 @@ def run_bench(hosts: int | list[int], profile: str, experiments, progress: Repor
     sizes = sorted({hosts} if isinstance(hosts, int) else set(hosts))
     if light:
         experiments = LIGHT["experiments"]
-    profiles = builtin_profile_names()
+    boards = builtin_profile_names()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     started = 0
     try:
         def add(i):
             cluster.add_node(num_cpus=1, num_gpus=1, env_vars={
-                "FLEETPHYSICS_SIMULATE": profiles[i % len(profiles)], "FLEETPHYSICS_HOST_ID": f"bench-host-{i:02d}"})
+                "FLEETPHYSICS_SIMULATE": boards[i % len(boards)], "FLEETPHYSICS_HOST_ID": f"bench-host-{i:02d}"})
             progress("hosts started", i + 1, sizes[-1])
 
         runs = len(sizes) + 1
@@ -118,7 +120,7 @@ def run_bench(hosts: int | list[int], profile: str, experiments, progress: Repor
         ray.init(address=cluster.address, log_to_driver=False)
         docs = []
         with tempfile.TemporaryDirectory(prefix="fleetphysics-bench-fleet-") as tmp:
-            single_s, single = _timed_run(tmp, "single", profile, experiments, light)
+            single_s, single = _timed_run(tmp, "single", preset, experiments, light)
             progress("runs (1, then each size)", 1, runs)
             docs.append(_size_doc(1, single_s, single_s, single))
             for k, n in enumerate(sizes):
@@ -127,7 +129,7 @@ def run_bench(hosts: int | list[int], profile: str, experiments, progress: Repor
                 started = max(started, n)
                 cluster.wait_for_nodes()
                 try:
-                    fleet_s, fleet = _timed_run(tmp, f"fleet-{n}", profile, experiments, light, hosts=n)
+                    fleet_s, fleet = _timed_run(tmp, f"fleet-{n}", preset, experiments, light, hosts=n)
                 except FleetPhysicsError as exc:  # the sizes measured so far still count
                     docs.append({"hosts": n, "error": str(exc)})
                     break
@@ -151,13 +153,13 @@ def run_bench(hosts: int | list[int], profile: str, experiments, progress: Repor
 
 def cmd_bench_fleet(args) -> int:
     """Print the benchmark."""
-    from experiments.presets import check_profile
+    from experiments.presets import check_preset
     from experiments.suite import parse_experiments
 
-    check_profile(args.profile)
+    check_preset(args.preset)
     sizes = list(args.hosts)
     with progress_bars() as report:
-        doc = run_bench(sizes, args.profile, parse_experiments(args.experiments) if args.experiments else None,
+        doc = run_bench(sizes, args.preset, parse_experiments(args.experiments) if args.experiments else None,
                         progress=report, light=args.light)
     print(json.dumps(doc, indent=2) if args.json else doc)
     return 0

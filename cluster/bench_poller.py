@@ -36,12 +36,15 @@ CPU_BURNER = "import time\nend = time.monotonic() + {seconds}\nx = 0\nwhile time
 def register(bench_sub) -> None:
     """Add `bench poller`."""
     p = bench_sub.add_parser("poller", help="poller lateness and drops under CPU load vs an in-process thread")
-    p.add_argument("--device", default=None, help="device specs (default: N simulated h100-sxm)")
-    p.add_argument("--devices", type=positive_int, default=4, help="number of simulated devices when --device is not given")
-    p.add_argument("--period-ms", type=positive_float, default=10.0)
-    p.add_argument("--seconds", type=positive_float, default=30.0)
-    p.add_argument("--load", choices=("cpu", "none"), default="cpu")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default=None, metavar="SPEC",
+                   help="device specs, comma-separated: sim:BOARD, nvml:N, nvml:all (default: --devices simulated h100-sxm)")
+    p.add_argument("--devices", type=positive_int, default=4, metavar="N",
+                   help="how many simulated h100-sxm boards when --device is not given (default 4)")
+    p.add_argument("--period-ms", type=positive_float, default=10.0, help="poller period in ms (default 10)")
+    p.add_argument("--seconds", type=positive_float, default=30.0, help="how long to poll (default 30)")
+    p.add_argument("--load", choices=("cpu", "none"), default="cpu",
+                   help="cpu: a busy-looping process beside the poller; none: no extra load (default cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (else a readable dict)")
     p.set_defaults(func=cmd_bench_poller)
 
 

@@ -53,9 +53,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"fleetphysics: error: {terminal_safe(message)} (see `{self.prog} --help`)\n")
 
 
+DESCRIPTION = ("Measure the physics of every GPU host (idle power, sensor response, VRAM cliff,\n"
+               "energy per token, thermal equilibrium) before trusting a benchmark on it, and\n"
+               "compare the hosts.")
+START_HERE = """\
+start here:
+  make run                 (or: fleetphysics run) measures every GPU host of the embedded local
+                           Ray with the smoke preset (a simulated fleet of three boards when this
+                           machine has no GPU) into ./fleet.duckdb and prints a comparison table
+  fleetphysics dashboard   then compare the hosts in the browser (http://127.0.0.1:8501)
+  fleetphysics verdict     or ask which devices are ready to measure on
+
+words: a *preset* (--preset smoke|quick|full) is how long a run measures; a *board*
+(sim:<board>, --simulate-boards, $FLEETPHYSICS_SIMULATE) is a simulated GPU model; --device
+takes a device spec (sim:h100-sxm, nvml:0, all), --device-uid a device's identity in the
+warehouse, --run a run id. `fleetphysics COMMAND --help` explains each command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every available module's subcommands."""
-    parser = _Parser(prog="fleetphysics", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="fleetphysics", description=DESCRIPTION, epilog=START_HERE,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     bench = sub.add_parser("bench", help="benchmarks (JSON output, ratios against a baseline run alongside)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", parser_class=_Parser)

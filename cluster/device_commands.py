@@ -10,7 +10,9 @@ from agents.cli_args import positive_float
 from agents.factory import open_device, parse_device_specs
 from agents.fingerprint import fingerprint_device
 from agents.poller import PollerConfig, PollerProcess
+from cluster.term_table import Column, fit_table
 
+DEVICE_SPECS = "device specs, comma-separated: sim:BOARD, sim:FILE.yaml, nvml:N, nvml:UUID, nvml:all, all or auto"
 STATS_KEYS = ("samples", "expected_samples", "dropped_ticks", "read_errors", "max_gap_ms", "gap_count",
               "scheduling_quality", "continuity_quality", "cpu_pct")
 
@@ -18,14 +20,15 @@ STATS_KEYS = ("samples", "expected_samples", "dropped_ticks", "read_errors", "ma
 def register(sub) -> None:
     """Add the device commands."""
     p = sub.add_parser("devices", help="list devices, their capabilities and fingerprints")
-    p.add_argument("--device", default="auto", help="device specs (default auto: NVIDIA GPUs, else simulated)")
+    p.add_argument("--device", default="auto", metavar="SPEC", help=f"{DEVICE_SPECS} (default auto: NVIDIA GPUs, "
+                   "else $FLEETPHYSICS_SIMULATE's boards, else every built-in board)")
     p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("poll", help="run the strict-grid poller and show a live table")
-    p.add_argument("--device", default="auto", help="sim:PROFILE|sim:FILE.yaml|nvml:N|nvml:all|all|auto, comma-separated")
-    p.add_argument("--period-ms", type=positive_float, default=100.0)
-    p.add_argument("--seconds", type=positive_float, default=10.0)
+    p.add_argument("--device", default="auto", metavar="SPEC", help=f"{DEVICE_SPECS} (default auto)")
+    p.add_argument("--period-ms", type=positive_float, default=100.0, help="poller period in ms (default 100)")
+    p.add_argument("--seconds", type=positive_float, default=10.0, help="how long to poll (default 10)")
     p.add_argument("--out", default="runs/poll", help="artifact dir (one sub-dir per device)")
     p.add_argument("--json", action="store_true", help="print the poller stats as JSON, no table")
     p.set_defaults(func=cmd_poll)
@@ -52,27 +55,35 @@ def cmd_devices(args) -> int:
         print(json.dumps(devices, indent=2, default=str))
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="fleetphysics devices")
-    for col in ("device_uid", "name", "VRAM MB", "limit W", "slowdown C", "instant", "energy", "fingerprint"):
-        table.add_column(col)
-    for d in devices:
-        i, c = d["info"], d["capabilities"]
-        name = i["name"] + (" [yellow](simulated)[/]" if i["simulated"] and "simulated" not in i["name"] else "")
-        table.add_row(i["uuid"], name, f"{i['vram_total_mb']:.0f}", f"{i['power_limit_w'] or float('nan'):.0f}",
-                      f"{i['slowdown_temp_c'] or float('nan'):.0f}", "yes" if c["power_instant_w"] else "no",
-                      "yes" if c["energy_j"] else "no", d["fingerprint"]["fingerprint"][:12])
-    Console().print(table)
+    console = Console()
+    console.print(devices_table(console, devices))
     return 0
 
 
-def _live_table(rows: dict, info: dict, elapsed: float, seconds: float):
-    from rich.table import Table
+# Left out by priority when the terminal is narrow (cluster/term_table.py): the identity and
+# the simulated label stay.
+DEVICE_COLUMNS = (Column("device_uid"), Column("name"), Column("VRAM MB", 1, "right"), Column("limit W", 1, "right"),
+                  Column("slowdown C", 3, "right"), Column("instant", 3), Column("energy", 3), Column("fingerprint", 2))
+POLL_COLUMNS = (Column("device"), Column("power W", 0, "right"), Column("instant W", 2, "right"),
+                Column("temp C", 1, "right"), Column("SM MHz", 3, "right"), Column("util %", 3, "right"),
+                Column("VRAM MB", 3, "right"), Column("read", 1, "right"))
 
-    t = Table(title=f"fleetphysics poll  {elapsed:5.1f} s / {seconds:g} s")
-    for col in ("device", "power W", "instant W", "temp C", "SM MHz", "util %", "VRAM MB", "read"):
-        t.add_column(col, justify="right")
+
+def devices_table(console, devices: list[dict]):
+    """The `devices` table, fitted to ``console``'s width."""
+    rows = []
+    for d in devices:
+        i, c = d["info"], d["capabilities"]
+        name = i["name"] + (" [yellow](simulated)[/]" if i["simulated"] and "simulated" not in i["name"] else "")
+        rows.append((i["uuid"], name, f"{i['vram_total_mb']:.0f}", f"{i['power_limit_w'] or float('nan'):.0f}",
+                     f"{i['slowdown_temp_c'] or float('nan'):.0f}", "yes" if c["power_instant_w"] else "no",
+                     "yes" if c["energy_j"] else "no", d["fingerprint"]["fingerprint"][:12]))
+    return fit_table(console, "fleetphysics devices", DEVICE_COLUMNS, rows)
+
+
+def _live_table(console, rows: dict, info: dict, elapsed: float, seconds: float):
+    table_rows = []
     for uuid in info:
         r = rows.get(uuid, {})
         sim = info[uuid]["info"]["simulated"]
@@ -81,10 +92,11 @@ def _live_table(rows: dict, info: dict, elapsed: float, seconds: float):
             v = r.get(key)
             return "-" if v is None else fmt.format(v)
 
-        t.add_row(uuid + (" (sim)" if sim else ""), f("power_w"), f("power_instant_w"), f("temp_c", "{:.0f}"),
-                  f("sm_clock_mhz", "{:.0f}"), f("util_gpu", "{:.0f}"), f("vram_used_mb", "{:.0f}"),
-                  "ok" if r.get("read_ok", True) else "[red]fail[/]")
-    return t
+        table_rows.append((uuid + (" (sim)" if sim else ""), f("power_w"), f("power_instant_w"), f("temp_c", "{:.0f}"),
+                           f("sm_clock_mhz", "{:.0f}"), f("util_gpu", "{:.0f}"), f("vram_used_mb", "{:.0f}"),
+                           "ok" if r.get("read_ok", True) else "[red]fail[/]"))
+    return fit_table(console, f"fleetphysics poll  {elapsed:5.1f} s / {seconds:g} s", POLL_COLUMNS, table_rows,
+                     hint="widen the terminal")
 
 
 def cmd_poll(args) -> int:
@@ -101,10 +113,11 @@ def cmd_poll(args) -> int:
             from rich.live import Live
 
             start = time.monotonic()
-            with Live(_live_table({}, info, 0, args.seconds), refresh_per_second=4, console=Console(stderr=True)) as live:
+            console = Console(stderr=True)
+            with Live(_live_table(console, {}, info, 0, args.seconds), refresh_per_second=4, console=console) as live:
                 while poller.alive:
                     time.sleep(0.25)
-                    live.update(_live_table(poller.latest(), info, time.monotonic() - start, args.seconds))
+                    live.update(_live_table(console, poller.latest(), info, time.monotonic() - start, args.seconds))
             stats = poller.wait(30)
     except KeyboardInterrupt:
         stats = poller.stop()

@@ -81,7 +81,7 @@ def _plan_hosts(opts: FleetOptions) -> list[dict]:
     """One entry per host: its key (node identity), node, and the agent's simulate list.
 
     Every alive node gets an agent that checks itself; the simulated fleet of
-    ``--simulate-profiles`` is several hosts on the driver's node, told apart by slot.
+    ``--simulate-boards`` is several hosts on the driver's node, told apart by slot.
     """
     import ray
 
@@ -166,8 +166,8 @@ def run_fleet(opts: FleetOptions) -> dict:
         if failed:
             label, rec = next(iter(failed.items()))
             raise ConfigError(f"no node can run the suite ({len(failed)} failed its check); {label}: {rec['reason']}")
-        raise ConfigError("no node has an NVIDIA GPU or simulated devices: set FLEETPHYSICS_SIMULATE=<profile> "
-                          "on the nodes (ray start ... with that env), or pass --simulate-profiles a,b,c")
+        raise ConfigError("no node has an NVIDIA GPU or simulated devices: set FLEETPHYSICS_SIMULATE=<board> "
+                          "on the nodes (ray start ... with that env), or pass --simulate-boards a,b,c")
     summary = _drive(opts, run_id, agents, others)
     summary["driver"] = _driver_cost(cpu_start_s, summary)
     return summary
@@ -441,17 +441,22 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     from warehouse.connection import default_warehouse
 
     p = parser or argparse.ArgumentParser(prog="python -m cluster.job", description=__doc__.splitlines()[0])
-    p.add_argument("--address", default=None, help="Ray address, or 'local' (default: the embedded local Ray)")
-    p.add_argument("--profile", default="smoke", help="smoke | quick | full")
-    p.add_argument("--simulate-profiles", default="", help="comma-separated profiles: one simulated host each")
+    from agents.cli_args import add_deprecated_alias
+    from cluster.suite_commands import add_model_arguments, add_preset_argument
     from experiments.registry import help_text
 
+    p.add_argument("--address", default=None, help="Ray address, or 'local' (default: the embedded local Ray)")
+    add_preset_argument(p)
+    boards = p.add_argument("--simulate-boards", default="", metavar="BOARD,BOARD",
+                            help="comma-separated simulated boards (e.g. rtx4090,h100-sxm): one simulated host each, "
+                                 "on this node (formerly --simulate-profiles)")
+    add_deprecated_alias(p, "--simulate-profiles", boards)
     p.add_argument("--experiments", default=None, help=help_text())
-    p.add_argument("--warehouse", default=default_warehouse())
+    p.add_argument("--warehouse", default=default_warehouse(), metavar="PATH",
+                   help="warehouse file the driver writes (default: $FLEETPHYSICS_WAREHOUSE, else ./fleet.duckdb)")
     p.add_argument("--out", default="runs", help="artifact root on each host")
-    p.add_argument("--deadline-s", type=positive_float, default=None, help="a host silent past this is lost")
-    from cluster.suite_commands import add_model_arguments
-
+    p.add_argument("--deadline-s", type=positive_float, default=None,
+                   help="a host silent past this many seconds is lost (default: by preset, 600/1200/5400)")
     add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.add_argument("--gate", action="store_true",
@@ -463,8 +468,8 @@ def options_from_args(args) -> FleetOptions:
     """FleetOptions from parsed arguments."""
     from experiments.suite import parse_experiments
 
-    sims = tuple(p.strip() for p in (args.simulate_profiles or "").split(",") if p.strip())
-    return FleetOptions(address=args.address, profile=args.profile, simulate_profiles=sims, warehouse=args.warehouse,
+    sims = tuple(p.strip() for p in (args.simulate_boards or "").split(",") if p.strip())
+    return FleetOptions(address=args.address, profile=args.preset, simulate_profiles=sims, warehouse=args.warehouse,
                         out=args.out, experiments=parse_experiments(args.experiments) if args.experiments else None,
                         deadline_s=args.deadline_s, show_progress=not args.json, model=args.model, dtype=args.dtype)
 

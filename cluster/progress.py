@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import time
 
+from cluster.term_table import Column, fit_table
+
+# Left out by priority on a narrow terminal (cluster/term_table.py): who, whether simulated and
+# how the run ended always stay; the figures go least telling first.
+PROGRESS_COLUMNS = (Column("host"), Column("state"), Column("device"), Column("power W", 1, "right"),
+                    Column("temp C", 1, "right"), Column("read", 2))
+COMPARISON_COLUMNS = (Column("host"), Column("device"), Column("sim"), Column("idle W", 1, "right"),
+                      Column("update ms", 4, "right"), Column("rise ms", 4, "right"), Column("VRAM cliff", 2, "right"),
+                      Column("J/token", 2, "right"), Column("tau s", 3, "right"), Column("equilibrium", 3),
+                      Column("state"))
+
 
 class FleetProgress:
     """A live table, one row per host: state, elapsed, latest power and temperature."""
@@ -14,6 +25,7 @@ class FleetProgress:
         self.timeout = status_timeout_s
         self.start = time.monotonic()
         self.live = None
+        self.console = None
         self._last = 0.0
 
     def __enter__(self):
@@ -21,7 +33,8 @@ class FleetProgress:
             from rich.console import Console
             from rich.live import Live
 
-            self.live = Live(self._table(None, {}), console=Console(stderr=True), refresh_per_second=2)
+            self.console = Console(stderr=True)
+            self.live = Live(self._table(None, {}), console=self.console, refresh_per_second=2)
             self.live.__enter__()
         return self
 
@@ -48,20 +61,22 @@ class FleetProgress:
         self.live.update(self._table(status, latest))
 
     def _table(self, status, latest: dict):
-        from rich.table import Table
-
-        t = Table(title=f"fleetphysics run  {time.monotonic() - self.start:5.0f} s")
-        for col in ("host", "state", "device", "power W", "temp C", "read"):
-            t.add_column(col)
+        rows = []
         for host, (_, info) in self.agents.items():
             state = next((h.state for h in status.hosts if h.host == host), "starting") if status else "starting"
-            rows = (latest.get(host) or {}).get("latest") or {}
-            if not rows:
-                t.add_row(host, state, ", ".join(info.get("devices", [])), "-", "-", "-")
-            for uid, r in rows.items():
-                t.add_row(host, state, uid, _f(r.get("power_w")), _f(r.get("temp_c"), "{:.0f}"),
-                          "ok" if r.get("read_ok", True) else "fail")
-        return t
+            latest_rows = (latest.get(host) or {}).get("latest") or {}
+            if not latest_rows:
+                rows.append((host, state, ", ".join(info.get("devices", [])), "-", "-", "-"))
+            for uid, r in latest_rows.items():
+                rows.append((host, state, uid, _f(r.get("power_w")), _f(r.get("temp_c"), "{:.0f}"),
+                             "ok" if r.get("read_ok", True) else "fail"))
+        return fit_table(self.console, f"fleetphysics run  {time.monotonic() - self.start:5.0f} s", PROGRESS_COLUMNS,
+                         rows, hint="widen the terminal")
+
+
+def _state(run_state, end_reason) -> str:
+    """``completed``, or ``partial (timeout)`` when the reason says more than the state."""
+    return str(run_state) if end_reason in (None, run_state) else f"{run_state} ({end_reason})"
 
 
 def _f(v, fmt="{:.1f}") -> str:
@@ -71,24 +86,21 @@ def _f(v, fmt="{:.1f}") -> str:
 def print_comparison(summary: dict) -> None:
     """The comparison table of a fleet run, simulated devices labelled, and next steps."""
     from rich.markup import escape
-    from rich.table import Table
 
     c = report_console()
-    t = Table(title=f"fleetphysics run {summary['run_id']}: {summary['run_state']}")
-    for col in ("host", "device", "sim", "idle W", "update ms", "rise ms", "VRAM cliff", "J/token", "tau s", "equilibrium",
-                "state"):
-        t.add_column(col, overflow="fold")  # a narrow terminal folds long ids onto more lines, never cuts them
+    rows = []
     for d in summary["devices"]:
         idle = "-" if d.get("idle_w") is None else f"{d['idle_w']:.1f}" + (
             f" ± {d['idle_sem_w']:.2f}" if d.get("idle_sem_w") is not None else "")
         eq = d.get("equilibrium")
-        t.add_row(str(d.get("host")), str(d.get("device_uid")), "[yellow]simulated[/]" if d.get("simulated") else "real",
-                  idle, _f(d.get("update_period_ms"), "{:.0f}"), _f(d.get("rise_ms"), "{:.0f}"),
-                  str(d.get("vram_cliff") if d.get("vram_cliff") is not None else "-"),
-                  _f(d.get("j_per_token"), "{:.3g}"), _f(d.get("tau_s"), "{:.0f}"),
-                  "-" if eq is None else ("reached" if eq else "predicted"),
-                  f"{d.get('run_state')} ({d.get('end_reason')})")
-    c.print(t)
+        rows.append((str(d.get("host")), str(d.get("device_uid")), "[yellow]simulated[/]" if d.get("simulated") else "real",
+                     idle, _f(d.get("update_period_ms"), "{:.0f}"), _f(d.get("rise_ms"), "{:.0f}"),
+                     str(d.get("vram_cliff") if d.get("vram_cliff") is not None else "-"),
+                     _f(d.get("j_per_token"), "{:.3g}"), _f(d.get("tau_s"), "{:.0f}"),
+                     "-" if eq is None else ("reached" if eq else "predicted"),
+                     _state(d.get("run_state"), d.get("end_reason"))))
+    c.print(fit_table(c, f"fleetphysics run {summary['run_id']}: {summary['run_state']}", COMPARISON_COLUMNS, rows,
+                      hint="widen the terminal, or see them all with --json or on the dashboard"))
     for host, h in (summary.get("hosts") or {}).items():
         if h.get("state") != "done":  # why a run is partial: each host that did not finish, and the cause
             c.print(f"[red]{escape(host)}: {h.get('state')}[/] - {escape(h.get('reason') or 'no reason given')}",
@@ -111,9 +123,11 @@ PIPE_WIDTH = 240
 
 
 def report_console():
-    """A console for the final report: the terminal's width, else (a pipe, a Ray job's log) wide."""
+    """A console for the final report: the terminal's width (or $COLUMNS when set), else (a
+    pipe, a Ray job's log) wide."""
+    import os
     import sys
 
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else Console(width=PIPE_WIDTH)

@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import sys
 
-from agents.cli_args import non_negative_int, positive_float
-from experiments.presets import PROFILES
+from agents.cli_args import add_deprecated_alias, non_negative_int, positive_float
+from agents.errors import ConfigError
+from experiments.presets import PRESETS
 from experiments.registry import help_text
+
+DEVICE_SPEC_HELP = "device spec: sim:BOARD (a built-in simulated board, e.g. sim:h100-sxm), sim:FILE.yaml, nvml:N or nvml:UUID"
 
 
 def register(sub) -> None:
     """Add the suite commands."""
     p = sub.add_parser("suite", help="run the TR122 experiment suite on one device")
-    p.add_argument("--device", required=True, help="sim:PROFILE | sim:FILE.yaml | nvml:N | nvml:UUID")
-    p.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--device", required=True, metavar="SPEC", help=DEVICE_SPEC_HELP)
+    add_preset_argument(p)
     p.add_argument("--experiments", default=None, help=help_text())
     p.add_argument("--out", default="runs", help="artifact root: OUT/<run_id>/<host>/<device_uid>/")
-    p.add_argument("--period-ms", type=positive_float, default=None, help="poller period (default by profile)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--period-ms", type=positive_float, default=None, help="poller period in ms (default: the preset's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the simulated boards and workloads (default 0)")
     add_model_arguments(p)
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.set_defaults(func=cmd_suite)
@@ -26,6 +29,14 @@ def register(sub) -> None:
     p = sub.add_parser("plot", help="PNG figures of a run's artifact dir")
     p.add_argument("dir", help="a device artifact dir, or a run dir holding them")
     p.set_defaults(func=cmd_plot)
+
+
+def add_preset_argument(p, default: str = "smoke") -> None:
+    """--preset smoke|quick|full (how long a run measures), with the old --profile accepted."""
+    new = p.add_argument("--preset", default=default, choices=PRESETS,
+                         help=f"run preset: smoke (under a minute), quick (a few minutes) or full (TR122 "
+                              f"durations, up to 90 min) (default {default}; formerly --profile)")
+    add_deprecated_alias(p, "--profile", new)
 
 
 def add_model_arguments(p) -> None:
@@ -73,7 +84,7 @@ def cmd_suite(args) -> int:
 
         resolve(args.model)  # bad input: one line, exit 2, before the progress bar draws
     with _ProgressBar(list(experiments)) as bar:
-        summary = run_suite(SuiteOptions(device=args.device, profile=args.profile, experiments=experiments, out=args.out,
+        summary = run_suite(SuiteOptions(device=args.device, profile=args.preset, experiments=experiments, out=args.out,
                                          period_ms=args.period_ms, seed=args.seed, progress=bar,
                                          model=args.model, dtype=args.dtype))
         for phase in experiments:
@@ -100,8 +111,17 @@ def _print_summary(summary: dict) -> None:
 
 def cmd_plot(args) -> int:
     """Write PNG figures next to each device's artifacts."""
+    from pathlib import Path
+
     from experiments.plots import plot_dir
 
-    for path in plot_dir(args.dir):
+    fix = "pass a device's artifact dir (the `artifacts:` line of `fleetphysics suite`) or a run dir OUT/<run_id>"
+    target = Path(args.dir)
+    if not target.is_dir():
+        raise ConfigError(f"plot: {args.dir} {'is not a directory' if target.exists() else 'does not exist'}; {fix}")
+    paths = plot_dir(target)
+    if not paths:
+        raise ConfigError(f"plot: {args.dir} holds no device artifacts (no run_metadata.json under it); {fix}")
+    for path in paths:
         print(path, file=sys.stdout)
     return 0

@@ -1,23 +1,28 @@
-"""Run profiles: `smoke` (whole suite under 60 s, for CI), `quick` (under 3 min), `full`
-(TR122 durations: 200 s baseline, 30 min soak cap)."""
+"""Run presets (`--preset`): `smoke` (whole suite under 60 s, for CI), `quick` (under 3 min),
+`full` (TR122 durations: 200 s baseline, 30 min soak cap). A preset is how long a run measures;
+a simulated *board* (`sim:<board>`) is what it measures. Older code calls presets profiles."""
 
 from __future__ import annotations
 
 from agents.errors import ConfigError
 
-PROFILES = ("smoke", "quick", "full")
+PRESETS = ("smoke", "quick", "full")
+PROFILES = PRESETS  # the old name
 
 
-def check_profile(name: str) -> str:
-    """Validate a run profile name (one-line ConfigError otherwise)."""
-    if name not in PROFILES:
-        raise ConfigError(f"--profile {name!r}: use one of {', '.join(PROFILES)}")
+def check_preset(name: str) -> str:
+    """Validate a run preset name (one-line ConfigError otherwise)."""
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r}: use one of {', '.join(PRESETS)}")
     return name
 
 
+check_profile = check_preset  # the old name
+
+
 def pick(profile: str, smoke, quick, full):
-    """The value for a run profile."""
-    return {"smoke": smoke, "quick": quick, "full": full}[check_profile(profile)]
+    """The value for a run preset."""
+    return {"smoke": smoke, "quick": quick, "full": full}[check_preset(profile)]
 
 
 def check_batch_sizes(batch_sizes: list[int]) -> list[int]:

@@ -41,7 +41,7 @@ def test_devices_json_lists_simulated_devices(capsys):
         (["poll", "--device", "sim:h100-sxm", "--period-ms", "0.5"], "--period-ms 0.5"),
         (["poll", "--device", "sim:h100-sxm", "--period-ms", "70000"], "1..60000 ms"),
         (["poll", "--device", "sim:h100-sxm", "--out", "/proc/fleetphysics-nope"], "cannot write there"),
-        (["poll", "--device", "sim:no-such-board"], "unknown simulated profile"),
+        (["poll", "--device", "sim:no-such-board"], "unknown simulated board"),
         (["bench", "poller", "--period-ms", "0"], "argument --period-ms: '0' is out of range"),
     ],
 )

@@ -29,7 +29,7 @@ def _one_line_exit_2(capsys, argv, tmp_path, *needles):
     assert not (tmp_path / "runs").exists()  # nothing started
 
 
-SUITE = ["suite", "--device", "sim:h100-sxm", "--experiments", "vram_cliff", "--profile", "smoke"]
+SUITE = ["suite", "--device", "sim:h100-sxm", "--experiments", "vram_cliff", "--preset", "smoke"]
 
 
 def test_unknown_model_is_one_line_exit_2(capsys, tmp_path):
@@ -51,7 +51,7 @@ def test_malformed_config_names_the_field(capsys, tmp_path):
 def test_bad_dtype_is_one_line_exit_2(capsys, tmp_path):
     _one_line_exit_2(capsys, SUITE + ["--model", "gpt2", "--dtype", "int8", "--out", str(tmp_path / "runs")],
                      tmp_path, "--dtype", "int8")
-    _one_line_exit_2(capsys, ["run", "--model", "nope", "--simulate-profiles", "h100-sxm",
+    _one_line_exit_2(capsys, ["run", "--model", "nope", "--simulate-boards", "h100-sxm",
                               "--out", str(tmp_path / "runs")], tmp_path, "'nope'")
 
 
@@ -89,7 +89,7 @@ def test_with_model_sets_only_the_model_experiments():
 def test_run_passes_the_model_to_every_host_as_config_dicts():
     from cluster.job import build_parser, options_from_args
 
-    args = build_parser().parse_args(["--model", "mistral-7b", "--dtype", "bfloat16", "--profile", "smoke"])
+    args = build_parser().parse_args(["--model", "mistral-7b", "--dtype", "bfloat16", "--preset", "smoke"])
     opts = options_from_args(args)
     assert (opts.model, opts.dtype) == ("mistral-7b", "bfloat16")
     dicts = model_config_dicts({}, ("baseline", "vram_cliff", "joule_curve"), "smoke", opts.model, opts.dtype)

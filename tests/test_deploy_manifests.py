@@ -28,7 +28,7 @@ def test_kuberay_rayjob_manifest():
     from cluster.job import build_parser
 
     args = build_parser().parse_args(argv[3:])  # the entrypoint's flags are the job's flags
-    assert args.address == "auto" and args.profile == "quick"
+    assert args.address == "auto" and args.preset == "quick"
     assert args.warehouse.startswith("/") and args.out.startswith("/")  # a Ray job refuses relative paths
     runtime_env = yaml.safe_load(doc["spec"]["runtimeEnvYAML"])
     assert "working_dir" in runtime_env

@@ -35,7 +35,7 @@ def test_ctrl_c_stops_gracefully_and_ingests_what_exists(tmp_path):
     out, warehouse = tmp_path / "runs", tmp_path / "fleet.duckdb"
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "run", "--simulate-profiles", "rtx4090", "--profile", "smoke",
+        [sys.executable, "-m", "cluster.cli", "run", "--simulate-boards", "rtx4090", "--preset", "smoke",
          "--warehouse", str(warehouse), "--out", str(out), "--json"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         # A terminal's driver takes SIGINT; under `cmd &` the shell has it ignored, and an

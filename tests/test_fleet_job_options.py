@@ -39,8 +39,8 @@ def test_a_relative_path_inside_a_ray_job_is_one_line_and_exit_2(tmp_path, flag)
 
 
 def test_submit_adds_absolute_defaults_and_keeps_what_the_user_gave():
-    args, where = job_arguments(["--profile", "quick"])
-    assert args == ["--profile", "quick", "--warehouse", SUBMIT_DEFAULTS["--warehouse"], "--out", SUBMIT_DEFAULTS["--out"]]
+    args, where = job_arguments(["--preset", "quick"])
+    assert args == ["--preset", "quick", "--warehouse", SUBMIT_DEFAULTS["--warehouse"], "--out", SUBMIT_DEFAULTS["--out"]]
     assert all(v.startswith("~/") for v in where.values())
     args, where = job_arguments(["--warehouse", "/shared/f.duckdb", "--out=/shared/runs"])
     assert args == ["--warehouse", "/shared/f.duckdb", "--out=/shared/runs"]
@@ -112,7 +112,7 @@ def test_the_label_names_the_simulated_devices(monkeypatch):
 
 def test_a_driver_without_the_environment_says_the_fix_in_one_line(tmp_path):
     (tmp_path / "duckdb.py").write_text("raise ModuleNotFoundError(\"No module named 'duckdb'\")\n")
-    proc = subprocess.run([sys.executable, "-m", "cluster.job", "--profile", "smoke"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "cluster.job", "--preset", "smoke"], cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}"),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

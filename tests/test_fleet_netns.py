@@ -96,7 +96,7 @@ def test_three_hosts_one_hostname_one_killed(cluster_root):
         _wait_for_nodes(cluster, 1)
 
         # A cluster whose only node has nothing to measure: one line, exit 2, nothing simulated in its place.
-        proc = _submit(cluster, ["--profile", "smoke", "--warehouse", str(warehouse), "--out", str(out)],
+        proc = _submit(cluster, ["--preset", "smoke", "--warehouse", str(warehouse), "--out", str(out)],
                        root / "job0.log")
         text = _finish(proc, root / "job0.log", cluster, 300)
         assert proc.returncode != 0, text[-3000:]
@@ -109,7 +109,7 @@ def test_three_hosts_one_hostname_one_killed(cluster_root):
                                    "--object-store-memory=100000000", "--disable-usage-stats"],
                                env={"FLEETPHYSICS_SIMULATE": "rtx4090"})
         _wait_for_nodes(cluster, 3)
-        proc = _submit(cluster, ["--profile", "smoke", "--experiments", "baseline,instrument_response",
+        proc = _submit(cluster, ["--preset", "smoke", "--experiments", "baseline,instrument_response",
                                  "--warehouse", str(warehouse), "--out", str(out), "--deadline-s", "300", "--json"],
                        root / "job1.log")
         victim = _kill_mid_run(cluster, out, proc, root / "job1.log")

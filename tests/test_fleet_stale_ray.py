@@ -27,7 +27,7 @@ def test_a_stale_current_cluster_file_does_not_stop_a_local_run():
         env = dict(os.environ, RAY_TMPDIR=str(tmp), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         env.pop("RAY_ADDRESS", None)
         proc = subprocess.run(
-            [sys.executable, "-m", "cluster.cli", "run", "--address", "local", "--simulate-profiles", "rtx4090",
+            [sys.executable, "-m", "cluster.cli", "run", "--address", "local", "--simulate-boards", "rtx4090",
              "--experiments", "baseline", "--warehouse", str(tmp / "fleet.duckdb"), "--out", str(tmp / "runs"),
              "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, proc.stderr[-3000:]

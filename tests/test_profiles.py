@@ -79,7 +79,7 @@ def test_bad_yaml_and_unknown_name(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_profile(str(bad))
-    with pytest.raises(ConfigError, match="unknown simulated profile 'nope'"):
+    with pytest.raises(ConfigError, match="unknown simulated board 'nope'"):
         load_profile("nope")
     with pytest.raises(ConfigError, match="not found"):
         load_profile(str(tmp_path / "missing.yaml"))

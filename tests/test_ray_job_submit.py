@@ -84,7 +84,7 @@ def test_ray_job_submit_working_dir_lands_in_warehouse(head, tmp_path):
     warehouse = tmp_path / "fleet.duckdb"
     cmd = [str(BIN / "ray"), "job", "submit", "--address", head["dashboard"], "--working-dir", ".",
            "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "test-artifacts"]}), "--",
-           "python", "-m", "cluster.job", "--address", "auto", "--profile", "smoke", "--experiments", "baseline",
+           "python", "-m", "cluster.job", "--address", "auto", "--preset", "smoke", "--experiments", "baseline",
            "--warehouse", str(warehouse), "--out", str(tmp_path / "runs"), "--json"]
     for _ in range(30):  # right after `ray start` the head's job agent is not up yet
         proc = subprocess.run(cmd, cwd=REPO, env=head["env"], capture_output=True, text=True, timeout=400)
@@ -102,7 +102,7 @@ def test_missing_auth_token_is_one_clear_line(head, tmp_path):
     env = dict(head["env"], HOME=str(tmp_path), RAY_AUTH_TOKEN_PATH=str(tmp_path / "none"))
     env.pop("RAY_AUTH_TOKEN", None)
     proc = subprocess.run([sys.executable, "-m", "cluster.cli", "submit", "--address", head["dashboard"], "--no-wait",
-                           "--", "--profile", "smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+                           "--", "--preset", "smoke"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "RAY_AUTH_TOKEN" in err[0]
@@ -117,8 +117,8 @@ def test_unreachable_address_is_one_clear_line():
     assert "cannot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_unknown_profile_is_one_clear_line():
-    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--simulate-profiles", "gtx480"], cwd=REPO,
+def test_unknown_board_is_one_clear_line():
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--simulate-boards", "gtx480"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "unknown simulated profile 'gtx480'" in proc.stderr
+    assert proc.returncode == 2 and "unknown simulated board 'gtx480'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

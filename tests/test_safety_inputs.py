@@ -81,7 +81,7 @@ def _pack(tmp_path: Path, trace: str, **meta) -> Path:
 
 def test_importing_an_exported_pack_into_its_warehouse_is_refused_not_replacing(stored, tmp_path, capsys):
     wh, _ = stored
-    assert cli(["export", "run-keep", "--out", tmp_path / "pack", "--warehouse", wh], capsys)[0] == 0
+    assert cli(["export", "--run", "run-keep", "--out", tmp_path / "pack", "--warehouse", wh], capsys)[0] == 0
     line = refused(["import", "tr122", tmp_path / "pack", "--warehouse", wh], capsys, wh,
                    "run run-keep device dev-0 is already in the warehouse", "--replace")
     assert "artifact" in line
@@ -124,7 +124,7 @@ def test_a_warehouse_path_that_is_not_duckdb_is_refused_and_untouched(stored, tm
     refused(["ingest", out, "--warehouse", target], capsys, None, str(target), "not a DuckDB database")
     assert target.read_bytes() == content
     refused(["sql", "SELECT 1", "--warehouse", target], capsys, None, "not a DuckDB database")
-    refused(["export", "run-keep", "--out", tmp_path / "p", "--warehouse", target], capsys, None,
+    refused(["export", "--run", "run-keep", "--out", tmp_path / "p", "--warehouse", target], capsys, None,
             "not a DuckDB database")
     assert target.read_bytes() == content and not list(tmp_path.glob("x.csv.wal"))
 
@@ -292,7 +292,7 @@ def test_simulated_false_on_a_simulated_board_is_refused(tmp_path, capsys):
 
 def test_a_tr122_pack_of_a_simulated_board_cannot_claim_real(stored, tmp_path, capsys):
     wh, _ = stored
-    assert cli(["export", "run-keep", "--out", tmp_path / "pack", "--warehouse", wh], capsys)[0] == 0
+    assert cli(["export", "--run", "run-keep", "--out", tmp_path / "pack", "--warehouse", wh], capsys)[0] == 0
     meta_path = tmp_path / "pack" / "run_metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["simulated"] = False
@@ -389,9 +389,9 @@ def test_export_onto_a_symlink_is_one_line(stored, tmp_path, capsys):
     wh, _ = stored
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    refused(["export", "run-keep", "--out", tmp_path / "link", "--warehouse", wh], capsys, None, "symbolic link")
+    refused(["export", "--run", "run-keep", "--out", tmp_path / "link", "--warehouse", wh], capsys, None, "symbolic link")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    refused(["export", "run-keep", "--out", tmp_path / "dangling", "--warehouse", wh], capsys, None, "symbolic link")
+    refused(["export", "--run", "run-keep", "--out", tmp_path / "dangling", "--warehouse", wh], capsys, None, "symbolic link")
     assert not (tmp_path / "nowhere").exists() and not any((tmp_path / "real").iterdir())
 
 

@@ -180,7 +180,7 @@ NUMERIC_OPTIONS = [
     (["sql", "SELECT 1"], "--timeout-s"), (["sql", "SELECT 1"], "--max-rows"),
     (["sql", "SELECT 1"], "--max-bytes"), (["sql", "SELECT 1"], "--lock-timeout-s"),
     (["ingest", "d"], "--lock-timeout-s"), (["import", "tr122", "d"], "--lock-timeout-s"),
-    (["import", "nvidia-smi", "f.csv"], "--lock-timeout-s"), (["export", "r", "--out", "o"], "--lock-timeout-s"),
+    (["import", "nvidia-smi", "f.csv"], "--lock-timeout-s"), (["export", "--run", "r", "--out", "o"], "--lock-timeout-s"),
     (["analyze", "--run", "r"], "--lock-timeout-s"), (["compact"], "--lock-timeout-s"),
     (["poll"], "--period-ms"), (["poll"], "--seconds"),
     (["suite", "--device", "sim:rtx4090"], "--period-ms"),

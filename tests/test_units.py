@@ -61,7 +61,7 @@ def test_a_faulty_unit_stays_in_its_boards_group_and_behaves_as_overridden():
 @pytest.mark.parametrize("spec, words", [
     ("sim:h100-sxm?idle_pwr=95", "'idle_pwr' is not a unit field"),
     ("sim:h100-sxm?idle_power_w=lots", "idle_power_w='lots' is not a number"),
-    ("sim:h100-sxm?idle_power_w=800", "would break a profile rule"),
+    ("sim:h100-sxm?idle_power_w=800", "would break a board rule"),
     ("sim:h100-sxm?name=other", "'name' is not a unit field"),
 ])
 def test_bad_overrides_are_one_line_of_bad_input(spec, words):

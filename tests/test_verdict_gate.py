@@ -80,7 +80,7 @@ def test_run_gate_end_to_end_with_a_faulty_simulated_unit(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")
     env.pop("FLEETPHYSICS_SIMULATE", None)
     wh = tmp_path / "fleet.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--simulate-profiles",
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--simulate-boards",
                            "h100-sxm,h100-sxm?idle_util_pct=45", "--experiments", "baseline", "--warehouse", str(wh),
                            "--out", str(tmp_path / "runs"), "--gate", "--json"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

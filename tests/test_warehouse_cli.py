@@ -98,9 +98,9 @@ def test_sql_output_formats_and_refusals(root, tmp_path, capsys):
 def test_export_command(root, tmp_path, capsys):
     wh = str(tmp_path / "w.duckdb")
     run(["ingest", str(root), "--warehouse", wh], capsys)
-    code, _, err = run(["export", "run-c1", "--format", "tr122", "--out", str(tmp_path / "p"), "--warehouse", wh], capsys)
-    assert code == 2 and "pass --device" in err
-    code, out, _ = run(["export", "run-c1", "--device", "dev-1", "--format", "tr122", "--out", str(tmp_path / "p"),
+    code, _, err = run(["export", "--run", "run-c1", "--format", "tr122", "--out", str(tmp_path / "p"), "--warehouse", wh], capsys)
+    assert code == 2 and "pass --device-uid" in err
+    code, out, _ = run(["export", "--run", "run-c1", "--device-uid", "dev-1", "--format", "tr122", "--out", str(tmp_path / "p"),
                         "--warehouse", wh, "--json"], capsys)
     assert code == 0 and json.loads(out)["device_uid"] == "dev-1" and (tmp_path / "p" / "power_trace.csv").is_file()
 
@@ -115,7 +115,7 @@ def test_analyze_loads_the_run_and_calls_the_analysis(root, tmp_path, monkeypatc
         return {"n": len(trace_df), "mean_power_w": float(trace_df["power_w"].mean())}
 
     monkeypatch.setitem(sys.modules, "experiments.analysis.heat_soak", types.SimpleNamespace(analyze=analyze))
-    code, out, _ = run(["analyze", "--run", "run-c1", "--device", "dev-1", "--experiment", "heat_soak",
+    code, out, _ = run(["analyze", "--run", "run-c1", "--device-uid", "dev-1", "--experiment", "heat_soak",
                         "--warehouse", wh, "--json"], capsys)
     assert code == 0 and json.loads(out)["result"]["n"] == 2000
     columns, rows, marker_names = seen[0]

@@ -16,7 +16,7 @@ import time
 
 import pandas as pd
 
-from agents.cli_args import positive_float, positive_int
+from agents.cli_args import DeprecatedAlias, add_deprecated_alias, positive_float, positive_int
 from agents.errors import ConfigError, ValidationError
 from experiments.contracts.catalog import EXPERIMENTS
 
@@ -39,6 +39,35 @@ def _replace_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace", action="store_true",
                         help="replace a run x device already stored from another kind of source (an export "
                              "imported back, say); without it such an import is refused")
+
+
+def _run_argument(parser: argparse.ArgumentParser, help_text: str, required_positional_alias: bool = False) -> None:
+    """--run RUN_ID (required); ``required_positional_alias`` also takes the old positional
+    RUN_ID with a deprecation note (export took one)."""
+    if not required_positional_alias:
+        parser.add_argument("--run", required=True, metavar="RUN_ID", help=help_text)
+        return
+    parser.add_argument("--run", metavar="RUN_ID", help=f"{help_text} (required)")
+    parser.add_argument("run_positional", nargs="?", metavar="RUN_ID", action=DeprecatedAlias, new_flag="--run RUN_ID",
+                        default=None, help=argparse.SUPPRESS)
+
+
+def _given_run(args, command: str) -> str:
+    """The run id of --run, or of the old positional; one line when neither or both disagree."""
+    old = getattr(args, "run_positional", None)
+    if args.run is not None and old is not None and old != args.run:
+        raise ConfigError(f"{command}: --run {args.run!r} and the positional {old!r} disagree; pass --run RUN_ID only")
+    run = args.run if args.run is not None else old
+    if run is None:
+        raise ConfigError(f"{command}: pass --run RUN_ID; list runs with `fleetphysics sql \"SELECT run_id FROM runs\"`")
+    return run
+
+
+def _device_uid_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """--device-uid DEVICE_UID (an identity in the warehouse, never a device spec); the old
+    --device is accepted with a deprecation note."""
+    new = parser.add_argument("--device-uid", metavar="DEVICE_UID", help=f"{help_text} (formerly --device)")
+    add_deprecated_alias(parser, "--device", new)
 
 
 def _print_json(value, pretty: bool = False) -> None:
@@ -105,7 +134,7 @@ def _sql(args) -> int:
 def _export(args) -> int:
     from .export import export_tr122
 
-    result = export_tr122(args.warehouse, args.run_id, args.out, device_uid=args.device,
+    result = export_tr122(args.warehouse, _given_run(args, "export"), args.out, device_uid=args.device_uid,
                           lock_timeout_s=args.lock_timeout_s)
     if args.json:
         _print_json(result)
@@ -152,7 +181,7 @@ def load_run_frames(warehouse, run_id: str, device_uid: str | None = None,
                                   "`fleetphysics sql \"SELECT run_id, device_uid FROM run_devices\"`")
         if device_uid is not None:
             if device_uid not in devices:
-                raise ValidationError(f"analyze: run {run_id} has no device {device_uid!r}; pass one of {', '.join(devices[:5])}")
+                raise ValidationError(f"analyze: run {run_id} has no device {device_uid!r}; pass --device-uid with one of {', '.join(devices[:5])}")
             devices = [device_uid]
         trace_columns = ", ".join(list(TRACE_FIELDS) + list(TRACE_EXTRA_FIELDS))
         marker_columns = ", ".join(MARKER_FIELDS)
@@ -204,7 +233,7 @@ def _analyze(args) -> int:
 
     module = _analysis_module(args.experiment)
     results = []
-    for device, trace, markers in load_run_frames(args.warehouse, args.run, args.device, args.lock_timeout_s):
+    for device, trace, markers in load_run_frames(args.warehouse, args.run, args.device_uid, args.lock_timeout_s):
         results.append({"run_id": args.run, "device_uid": device, "experiment": args.experiment,
                         "result": _plain(module.analyze(trace, markers)), "stored": False})
     if not args.no_store:  # after every device is computed: a failure stores nothing half-way
@@ -259,17 +288,17 @@ def register(subparsers) -> None:
     p.set_defaults(func=_sql)
 
     p = subparsers.add_parser("export", help="export one run x device as a TR122 pack")
-    p.add_argument("run_id", metavar="RUN_ID")
+    _run_argument(p, "the run to export", required_positional_alias=True)
     p.add_argument("--format", choices=("tr122",), default="tr122", help="pack format (tr122)")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty folder to write the pack into")
-    p.add_argument("--device", metavar="DEVICE_UID", help="the device, when the run has several")
+    _device_uid_argument(p, "the device, when the run has several")
     _common(p, READER_LOCK_TIMEOUT_S)
     p.set_defaults(func=_export)
 
     p = subparsers.add_parser("analyze", help="run an analysis on a run's trace and markers from the warehouse "
                                               "and store its figures (the tables a suite run fills)")
-    p.add_argument("--run", required=True, metavar="RUN_ID")
-    p.add_argument("--device", metavar="DEVICE_UID", help="one device of the run (default: every device)")
+    _run_argument(p, "the run to analyze")
+    _device_uid_argument(p, "one device of the run (default: every device)")
     p.add_argument("--experiment", choices=ANALYSES, default="instrument_response",
                    help="analysis to run (default instrument_response)")
     p.add_argument("--no-store", action="store_true", help="print the figures only; leave the warehouse as it is")

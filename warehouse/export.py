@@ -113,7 +113,7 @@ def _pick_device(con, run_id: str, device_uid: str | None) -> dict:
         if len(rows) > 1:
             names = ", ".join(r["device_uid"] for r in rows[:5])
             raise ValidationError(f"export: run {run_id} has {len(rows)} devices ({names}); a TR122 pack holds one: "
-                                  "pass --device DEVICE_UID")
+                                  "pass --device-uid DEVICE_UID")
         return rows[0]
     for row in rows:
         if row["device_uid"] == device_uid:

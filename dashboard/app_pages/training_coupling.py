@@ -18,7 +18,7 @@ summary = data.training_coupling(f)
 if summary.empty:
     hint = " Clear some filters in the sidebar, or run it:" if f.active else " It is not in the default suite; run it:"
     st.info(f"No training-coupling results in the selection.{hint}", icon=":material/model_training:")
-    st.code("fleetphysics suite --device sim:rtx4080-laptop --experiments training_coupling --profile smoke --out runs\n"
+    st.code("fleetphysics suite --device sim:rtx4080-laptop --experiments training_coupling --preset smoke --out runs\n"
             f"fleetphysics ingest runs/ --warehouse {data.current_path()}\n"
             f"fleetphysics run --experiments training_coupling --warehouse {data.current_path()}   # every host",
             language="bash")
