@@ -185,3 +185,21 @@ def test_a_hot_board_aborts_a_joule_event_cools_and_reruns_it(tmp_path):
     windows = tables.event_windows(pd.DataFrame(markers_table(rows).to_pandas()))
     assert sorted(windows["event_id"]) == sorted(ids)
     assert _outside(zip(windows["t_start_ns"], windows["t_end_ns"]), pauses)
+
+
+def test_a_board_that_cannot_hold_the_load_ends_the_square_wave_on_its_third_trip(tmp_path):
+    """instrument_response's load segments read the guard between short busy stretches. The hot
+    board at full load re-trips within a fraction of a second of every resume, so a 1 s
+    segment never completes: three cooled trips, then the square wave ends with the trip
+    recorded (thermal_stop), the load off and the board at or under the resume point."""
+    from experiments.instrument_response import InstrumentResponseConfig
+    from experiments.instrument_response.runner import run as square_wave
+
+    ctx, path = hot_ctx(tmp_path)
+    res = square_wave(ctx, InstrumentResponseConfig(idle_s=0.2, load_s=1.0, repeats=2, level=1.0))
+    assert res["thermal_stop"] and "thermal guard tripped" in res["thermal_stop"] and res["edges"] == []
+    trips = ctx.thermal_trips
+    assert [t["rerun"] for t in trips] == [True] * (MAX_TRIPS_PER_UNIT - 1) + [False]
+    assert all(t["during"] == "instrument_response.load" and t["resumed_temp_c"] <= t["resume_c"] for t in trips)
+    _pauses(path)
+    assert ctx.load_state[1] == 0.0
