@@ -38,8 +38,8 @@ from agents.errors import ThermalTrip
 from agents.markers import LOAD, MarkerWriter
 
 PHASE_START, PHASE_END = "phase_start", "phase_end"
-MAX_TRIPS_PER_UNIT = 3  # a unit that trips the guard this often, cooled each time, ends the experiment
 EVENT_START, EVENT_END = "event_start", "event_end"
+MAX_TRIPS_PER_UNIT = 3  # a unit that trips the guard this often, cooled each time, ends the experiment
 
 
 class ArtifactWriter:
@@ -87,7 +87,7 @@ class RunContext:
     torch_device: str | None = "cpu"
     progress: Callable[[str, float], None] = field(default=lambda phase, fraction: None)
     should_stop: Callable[[], bool] = field(default=lambda: False)  # Ctrl-C or thermal trip
-    guard: object | None = None  # a heat_soak.ThermalGuard: checked while the runner sleeps
+    guard: object | None = None  # a heat_soak.ThermalGuard: read in waits and between units of load
     guard_period_s: float = 0.1
     thermal_trips: list = field(default_factory=list)  # one dict per pause (see cool_down)
     _level: float = 0.0
