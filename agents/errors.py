@@ -73,3 +73,14 @@ class ReadOnlyViolation(WarehouseError):
 
 class ExperimentError(FleetPhysicsError):
     """An experiment could not run to the end."""
+
+
+class ThermalTrip(ExperimentError):
+    """The run context's thermal guard tripped inside a unit of work (a measured pass or
+    step): the unit stops, the load comes off until the board has cooled to the guard's
+    resume point, and the runner records the trip and reruns the unit
+    (:meth:`experiments.context.RunContext.guarded`)."""
+
+    def __init__(self, temp_c: float, trip_c: float, resume_c: float, t_ns: int) -> None:
+        super().__init__(f"thermal guard tripped: {temp_c:.0f} C >= {trip_c:.0f} C (resumes at {resume_c:.0f} C)")
+        self.temp_c, self.trip_c, self.resume_c, self.t_ns = temp_c, trip_c, resume_c, t_ns

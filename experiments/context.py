@@ -11,9 +11,16 @@ Marker conventions (names and attrs) are the contract with the analyses:
   ``batch_size``, ``input_tokens``, ``output_tokens``, ``energy_counter_j`` (the device's
   counter read at that boundary, when it has one).
 * ``thermal_pause`` / ``thermal_resume``: the context's thermal guard (TR122's trip with
-  hysteresis: trip at the slowdown threshold minus a margin, else 83 C; resume at 80 C)
-  took the load off while the board cooled, during any experiment that waits through
-  :meth:`RunContext.sleep`; attrs ``temp_c``, ``trip_c``, ``resume_c``.
+  hysteresis: trip at the slowdown threshold minus a margin, else 83 C; resume at 80 C or
+  3 C under the trip, whichever is lower) took the load off while the board cooled; attrs
+  ``temp_c``, ``trip_c``, ``resume_c``, ``during`` (what was interrupted). The guard is read
+  at most every ``guard_period_s`` wherever the experiment waits (:meth:`RunContext.sleep`)
+  and between the units of its load (:meth:`RunContext.thermal_check` between passes and
+  steps): a trip inside a unit stops it (:class:`agents.errors.ThermalTrip`, its
+  ``event_end`` marked ``aborted``), the board cools to the resume point with the load off,
+  the declared load comes back and the unit runs again (:meth:`RunContext.guarded`); a
+  trip at a boundary (:meth:`RunContext.thermal_checkpoint`) just pauses there. Every pause
+  is a row of :attr:`RunContext.thermal_trips`, which the runners put in their reports.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from pathlib import Path
 from typing import Callable
 
 from agents.device import Device
+from agents.errors import ThermalTrip
 from agents.markers import LOAD, MarkerWriter
 
 PHASE_START, PHASE_END = "phase_start", "phase_end"
 EVENT_START, EVENT_END = "event_start", "event_end"
+MAX_TRIPS_PER_UNIT = 3  # a unit that trips the guard this often, cooled each time, ends the experiment
 
 
 class ArtifactWriter:
@@ -78,8 +87,9 @@ class RunContext:
     torch_device: str | None = "cpu"
     progress: Callable[[str, float], None] = field(default=lambda phase, fraction: None)
     should_stop: Callable[[], bool] = field(default=lambda: False)  # Ctrl-C or thermal trip
-    guard: object | None = None  # a heat_soak.ThermalGuard: checked while the runner sleeps
+    guard: object | None = None  # a heat_soak.ThermalGuard: read in waits and between units of load
     guard_period_s: float = 0.1
+    thermal_trips: list = field(default_factory=list)  # one dict per pause (see cool_down)
     _level: float = 0.0
     _vram_mb: float | None = None
 
@@ -165,7 +175,7 @@ class RunContext:
                 return False
             time.sleep(min(step, left))
             if self.guard is not None:
-                paused = self._thermal_pause()
+                paused = self._pause_if_tripped(phase or "sleep")
                 if paused is None:
                     return False
                 end += paused
@@ -173,25 +183,79 @@ class RunContext:
                 self.progress(phase, 1.0 - max(0.0, end - time.monotonic()) / seconds if seconds else 1.0)
         return not self.should_stop()
 
+    def thermal_check(self) -> None:
+        """Between two passes or steps of a unit of work: raise :class:`ThermalTrip` when the
+        guard trips (the temperature is read at most every ``guard_period_s``)."""
+        if self.guard is None:
+            return
+        now = time.monotonic()
+        if now - self.__dict__.get("_last_guard_read", -1e18) < self.guard_period_s:
+            return
+        self.__dict__["_last_guard_read"] = now
+        t_ns = time.monotonic_ns()
+        temp = self._temp_c()
+        if self.guard.update(t_ns, temp):
+            raise ThermalTrip(float(temp if temp is not None else self.guard.trip_c), self.guard.trip_c,
+                              self.guard.resume_c, t_ns)
+
+    def thermal_checkpoint(self, during: str) -> bool:
+        """At a boundary between units (nothing in progress): pause here while the guard is
+        tripped. Returns False if asked to stop while paused."""
+        if self.guard is None:
+            return True
+        try:
+            self.thermal_check()
+        except ThermalTrip as trip:
+            return self.cool_down(trip, during) is not None
+        return True
+
+    def guarded(self, unit: Callable[[], object], during: str):
+        """Run ``unit``; when the guard trips inside it (:class:`ThermalTrip`), cool down and
+        run it again, up to ``MAX_TRIPS_PER_UNIT`` trips (then the trip is raised: the
+        experiment ends on it). A stop asked for while paused raises the trip too."""
+        trips = 0
+        while True:
+            try:
+                return unit()
+            except ThermalTrip as trip:
+                trips += 1
+                if self.cool_down(trip, during, rerun=trips < MAX_TRIPS_PER_UNIT) is None or trips >= MAX_TRIPS_PER_UNIT:
+                    raise
+
     def _temp_c(self) -> float | None:
         try:
             return self.device.read_sample(time.monotonic_ns()).temp_c
         except Exception:  # noqa: BLE001 - a failed read is no reading: the guard keeps its state
             return None
 
-    def _thermal_pause(self) -> float | None:
+    def _pause_if_tripped(self, during: str) -> float | None:
         """Seconds spent paused by the guard (0 when it did not trip); None if asked to stop."""
-        if not self.guard.update(time.monotonic_ns(), self._temp_c()):
-            return 0.0
-        start = time.monotonic()
+        t_ns = time.monotonic_ns()
         temp = self._temp_c()
-        self.mark("thermal_pause", temp_c=temp, trip_c=self.guard.trip_c, resume_c=self.guard.resume_c)
+        if not self.guard.update(t_ns, temp):
+            return 0.0
+        temp = float(temp) if temp is not None else self.guard.trip_c
+        return self.cool_down(ThermalTrip(temp, self.guard.trip_c, self.guard.resume_c, t_ns), during)
+
+    def cool_down(self, trip: ThermalTrip, during: str, rerun: bool = False) -> float | None:
+        """Take the load off until the guard resumes (the board has cooled to its resume
+        point), then declare the load again; returns the seconds paused, None if asked to
+        stop meanwhile. The pause is marked and kept in :attr:`thermal_trips`."""
+        start = time.monotonic()
+        attrs = {"trip_c": self.guard.trip_c, "resume_c": self.guard.resume_c, "during": during}
+        self.mark("thermal_pause", temp_c=trip.temp_c, **attrs)
+        record = {"t_ns": int(trip.t_ns), "temp_c": trip.temp_c, **attrs, "rerun": rerun,
+                  "resumed_t_ns": None, "resumed_temp_c": None, "paused_s": None}
+        self.thermal_trips.append(record)
         self._declare(0.0)
+        temp = trip.temp_c
         while self.guard.update(time.monotonic_ns(), temp):
             if self.should_stop():
+                record["paused_s"] = time.monotonic() - start
                 return None
             time.sleep(self.guard_period_s)
             temp = self._temp_c()
-        self.mark("thermal_resume", temp_c=temp, trip_c=self.guard.trip_c, resume_c=self.guard.resume_c)
+        t_ns = self.mark("thermal_resume", temp_c=temp, **attrs)
         self._declare(self._level, self._vram_mb)
-        return time.monotonic() - start
+        record.update(resumed_t_ns=int(t_ns), resumed_temp_c=temp, paused_s=time.monotonic() - start)
+        return record["paused_s"]

@@ -133,8 +133,8 @@ class DeviceRunner:
         self.device_dir = Path(out_dir) / self.device.uuid
         from experiments.analysis.heat_soak import ThermalGuard
 
-        # TR122's thermal guard watches every experiment that waits through ctx.sleep (the
-        # heat soak keeps its own, which ends the soak on a trip).
+        # TR122's thermal guard watches every experiment, in its waits (ctx.sleep) and between
+        # the passes and steps of its load (the heat soak keeps its own, which ends the soak).
         guard = ThermalGuard(slowdown_temp_c=self.device.info.slowdown_temp_c)
         self.ctx = RunContext(device=self.device, markers=self.markers, artifacts=ArtifactWriter(self.device_dir),
                               run_id=run_id, torch_device=None,
@@ -279,7 +279,11 @@ def run_suite(opts: SuiteOptions) -> dict:
 
 
 def _run_one(name: str, ctx: RunContext, config) -> dict:
-    return registry.get(name).runner(ctx, config)
+    trips_before = len(ctx.thermal_trips)
+    result = registry.get(name).runner(ctx, config)
+    if isinstance(result, dict):  # the context guard's pauses during this experiment, in its report
+        result.setdefault("thermal_trips", ctx.thermal_trips[trips_before:])
+    return result
 
 
 def compact_trace(device_dir: Path) -> Path:

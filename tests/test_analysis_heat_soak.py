@@ -11,6 +11,7 @@ import pytest
 from agents.physics import NS, LoadEdge, Timeline, render_trace
 from agents.profiles import builtin_profile_names, load_profile
 from experiments.analysis.heat_soak import (
+    DRIFT_SPAN_WINDOWS,
     EquilibriumDetector,
     ThermalGuard,
     analyze,
@@ -18,6 +19,7 @@ from experiments.analysis.heat_soak import (
     clock_drop_heuristic,
     margin_rule,
     quantisation_se_c_per_min,
+    still_moving,
     window_ends,
     window_slopes,
 )
@@ -31,15 +33,18 @@ def soak_trace(prof, seconds: float, poll_s: float = 0.1, seed: int = 0):
 
 
 def true_equilibrium_s(prof, window_s: float, step_s: float, se_c_per_min: float = 0.0) -> float:
-    """The margin rule applied to the exact (continuous) temperature curve, its slopes carrying
-    ``se_c_per_min`` (the error the readings give them)."""
+    """The rule (margin and drift) applied to the exact (continuous) temperature curve, its
+    slopes carrying ``se_c_per_min`` (the error the readings give them; the drift span's, as
+    the quantisation floor, that over its length)."""
     t = np.arange(0, 40 * prof.tau_s + 2 * window_s, 0.1)
     tl = Timeline(prof, 0)
     tl.add_edge(LoadEdge(0, 1.0))
     temp = tl.state((t * NS).astype(np.int64))["temp_c"]
     ends = window_ends(0.0, float(t[-1]), window_s, step_s)
     slopes = window_slopes(t, temp, ends, window_s)
-    k = margin_rule(slopes, np.full(slopes.size, se_c_per_min))
+    drift = window_slopes(t, temp, ends, DRIFT_SPAN_WINDOWS * window_s)
+    moving = still_moving(drift, np.full(drift.size, se_c_per_min / DRIFT_SPAN_WINDOWS), window_s)
+    k = margin_rule(slopes, np.full(slopes.size, se_c_per_min), moving=moving)
     return float(ends[k])
 
 
@@ -241,6 +246,77 @@ def test_whole_degree_warm_up_still_rising_is_not_at_equilibrium():
     assert res["quantised"] and res["window_s"] == 300.0
     assert res["equilibrium"] is False and res["equilibrium_status"] == "not assessable"
     assert res["equilibrium_kind"] is None and res["quality"] == "insufficient"
+
+
+SLOW = {"thermal_resistance_c_per_w": 0.1, "thermal_capacitance_j_per_c": 12000.0}  # tau 20 min
+
+
+def test_long_whole_degree_warm_up_still_rising_is_not_at_equilibrium():
+    """30 minutes of whole-degree readings of a slow board, the last 5 minutes still rising
+    0.7 C: TR122's margin alone fires (its windows' upper bounds fall under 0.4 C/min), the
+    drift test does not let it: over the last two windows the slope's interval excludes 0 and
+    moves the temperature more than half a degree per window. Not at equilibrium, and not for
+    want of data (assessable); the online detector agrees."""
+    df, truth = _warm_up(load_profile("a100-sxm").model_copy(update=SLOW), 1340.0, 1800.0, poll_s=0.5)
+    assert 0.6 < truth[-1] - truth[-600] < 0.8 and np.all(df.temp_c == np.round(df.temp_c))  # the premise
+    res = analyze_heat_soak(df)
+    assert res["quantised"] and res["equilibrium_assessable"] and res["duration_s"] >= 1799
+    assert res["equilibrium"] is False and res["equilibrium_status"] in ("predicted", "not reached")
+    windows = res["windows"]
+    uppers = [w["slope_upper_c_per_min"] for w in windows]
+    assert margin_rule(uppers) is not None  # TR122's margin alone would call it equilibrium
+    assert all(w["still_moving"] for w in windows)
+    last = windows[-1]
+    assert last["drift_c_per_min"] - 1.96 * last["drift_se_c_per_min"] > 0 and last["drift_c_per_min"] * 5 >= 0.5
+    if res["equilibrium_predicted_s"] is not None:  # the fit's prediction lies ahead, not behind
+        assert res["equilibrium_predicted_s"] > res["duration_s"]
+    det = EquilibriumDetector()
+    assert not any(det.update(int(t), float(x)) for t, x in zip(df.t_ns, df.temp_c))
+    assert det.moving and all(det.moving)
+
+
+def test_long_flat_whole_degree_soak_is_at_equilibrium():
+    """The same length of whole-degree readings that no longer move: equilibrium at the first
+    window (known once two have passed), online as offline."""
+    t = np.arange(0, 1800, 0.5)
+    trace = pd.DataFrame({"t_ns": (t * 1e9).astype("int64"), "temp_c": 71.0, "read_ok": True, "power_w": 400.0})
+    res = analyze_heat_soak(trace)
+    assert res["equilibrium"] is True and res["equilibrium_measured_s"] == 300.0
+    assert not any(w["still_moving"] for w in res["windows"])
+    det = EquilibriumDetector()
+    assert any(det.update(int(x * 1e9), 71.0) for x in t) and det.reached_at_s == 300.0
+
+
+@pytest.mark.parametrize("name", builtin_profile_names())
+def test_full_preset_soaks_of_the_simulated_boards_reach_equilibrium(name):
+    """The full preset's 30-minute soak, whole degrees: the drift test does not stop any
+    built-in board from reaching equilibrium on the data."""
+    from experiments.heat_soak.config import HeatSoakConfig
+
+    full = HeatSoakConfig.for_profile("full")
+    res = analyze_heat_soak(soak_trace(load_profile(name), full.max_duration_s, poll_s=0.5), window_s=full.window_s)
+    assert res["equilibrium"] is True and res["equilibrium_kind"] == "measured", res["windows"]
+
+
+def test_a_continuous_sensors_tiny_significant_drift_does_not_block_equilibrium():
+    """A continuous sensor (0.05 C noise) on a board drifting 0.05 C/min for ever: the drift is
+    significant but moves a quarter degree per window, under half a degree: equilibrium. The
+    same sensor drifting 0.2 C/min (1 C per window, inside TR122's margin) is still moving."""
+    rng = np.random.default_rng(8)
+    t = np.arange(0, 1800, 0.5)
+
+    def soak(rate_c_per_min):
+        temp = 70.0 + rate_c_per_min * t / 60.0 + rng.normal(0, 0.05, t.size)
+        return analyze_heat_soak(pd.DataFrame({"t_ns": (t * 1e9).astype("int64"), "temp_c": temp, "read_ok": True,
+                                               "power_w": 400.0}))
+
+    tiny = soak(0.05)
+    assert not tiny["quantised"] and tiny["equilibrium"] is True and tiny["equilibrium_measured_s"] == 300.0
+    w = tiny["windows"][-1]
+    assert w["drift_c_per_min"] - 1.96 * w["drift_se_c_per_min"] > 0 and not w["still_moving"]
+    steady = soak(0.2)
+    assert margin_rule([w["slope_upper_c_per_min"] for w in steady["windows"]]) is not None
+    assert steady["equilibrium"] is False and all(w["still_moving"] for w in steady["windows"])
 
 
 def test_short_soak_is_insufficient_with_its_prediction_labelled():

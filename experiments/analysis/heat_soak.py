@@ -5,9 +5,16 @@ it throttles.
   timestamps (TR122: 5 minutes, ``TR122_WINDOW_S``), evaluated every ``step_s`` (default
   one window: consecutive windows), each with its standard error.
 * Equilibrium by TR122's margin rule on the slope's upper 95 % bound |slope| + 1.96 se:
-  two consecutive windows below 0.5 C/min, or one below 0.4 C/min. A soak shorter than two
-  windows is ``not assessable``. The same rule code serves the offline analysis and the
-  runner's online :class:`EquilibriumDetector`.
+  two consecutive windows below 0.5 C/min, or one below 0.4 C/min; and (our addition) no
+  such window may be *still moving*: over the two windows ending there (the span whole
+  degrees need to show a sub-degree drift) the slope's 95 % interval excludes 0 and it moves
+  the temperature by at least half a degree per window (``DRIFT_MIN_C``). TR122's margin
+  alone passes a drift of up to 2 C per 5 minutes; a whole-degree warm-up still rising
+  0.7 C per 5 minutes passed it. The drift test needs the drift to be both measured (its
+  interval) and physical (half of NVML's 1 C resolution), so a continuous sensor's tiny
+  significant drift never blocks it, and every exponential approach ends up passing it. A
+  soak shorter than two windows is ``not assessable``. The same rule code serves the
+  offline analysis and the runner's online :class:`EquilibriumDetector`.
 * Whole-degree readings: a window's slope error is at least the quantisation's,
   1 C / (window * sqrt(12)), so a 60 s window of whole degrees can never show a slope
   under the margin (its bound alone is 0.57 C/min), a 5-minute window can.
@@ -49,6 +56,8 @@ FALLBACK_TRIP_C = 83.0
 RESUME_C = 80.0
 HEURISTIC_UTIL_PCT = 80.0
 HEURISTIC_DROP = 0.10
+DRIFT_MIN_C = 0.5  # per window: half of NVML's whole-degree resolution
+DRIFT_SPAN_WINDOWS = 2  # the drift test's span, in windows
 MAX_FIT_POINTS = 3000
 MIN_TRANSITIONS = 6
 SERIES_POINTS = 300
@@ -56,21 +65,46 @@ SERIES_POINTS = 300
 
 # -- the rule -----------------------------------------------------------------------------
 def margin_rule(slopes_c_per_min: list[float] | np.ndarray, se_c_per_min: list[float] | np.ndarray | None = None,
-                one: float = MARGIN_ONE_C_PER_MIN, two: float = MARGIN_TWO_C_PER_MIN) -> int | None:
+                one: float = MARGIN_ONE_C_PER_MIN, two: float = MARGIN_TWO_C_PER_MIN,
+                moving: list[bool] | np.ndarray | None = None) -> int | None:
     """Index of the first window at which equilibrium is reached, or None.
 
     The bound tested is |slope_k| + 1.96 se_k (the slope's upper 95 % bound; se 0 when not
     given). Reached at window k when bound_k < ``one``, or when bound_k and bound_{k-1} are
-    both below ``two``. NaN slopes or errors (empty windows) never count.
+    both below ``two``. NaN slopes or errors (empty windows) never count, nor does a window
+    flagged in ``moving`` (:func:`still_moving`).
     """
     s = np.abs(np.asarray(slopes_c_per_min, dtype=np.float64))
     if se_c_per_min is not None:
         s = s + Z95 * np.asarray(se_c_per_min, dtype=np.float64)
+    if moving is not None:
+        s = np.where(np.asarray(moving, dtype=bool), np.inf, s)
     below_two = s < two
     for k in range(s.size):
         if s[k] < one or (k > 0 and below_two[k] and below_two[k - 1]):
             return k
     return None
+
+
+def still_moving(slopes_c_per_min: np.ndarray, se_c_per_min: np.ndarray, window_s: float,
+                 drift_min_c: float = DRIFT_MIN_C) -> np.ndarray:
+    """Per window: the temperature is still moving. The slope (over the drift span) has a 95 %
+    interval that excludes 0 and moves the temperature by at least ``drift_min_c`` per
+    window. NaN slopes are not flagged (the margin rule already refuses them)."""
+    s = np.asarray(slopes_c_per_min, dtype=np.float64)
+    se = np.asarray(se_c_per_min, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (np.abs(s) - Z95 * se > 0) & (np.abs(s) * float(window_s) / 60.0 >= drift_min_c)
+
+
+def drift_figures(t_s: np.ndarray, temp_c: np.ndarray, recon: np.ndarray, ends_s: np.ndarray,
+                  window_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(slope, se, still moving) over the ``DRIFT_SPAN_WINDOWS`` windows ending at each end:
+    the slope from the reconstruction, its error from the readings (as the windows')."""
+    span = DRIFT_SPAN_WINDOWS * float(window_s)
+    slope = window_slopes(t_s, recon, ends_s, span)
+    se = window_slope_se(t_s, temp_c, ends_s, span, is_quantised(temp_c))
+    return slope, se, still_moving(slope, se, window_s)
 
 
 def slope_upper_bound(slope_c_per_min: float, se_c_per_min: float) -> float:
@@ -317,8 +351,9 @@ def analyze_heat_soak(trace: pd.DataFrame, t_start_ns: int | None = None, t_end_
     ends = window_ends(0.0, float(t[-1]), window_s, step_s)
     slopes = resolve_quantised(t, temp, fit, ends, window_slopes(t, recon, ends, window_s))
     ses = window_slope_se(t, temp, ends, window_s, quantised)
+    drift, drift_se, moving = drift_figures(t, temp, recon, ends, window_s)
     assessable = float(t[-1]) >= 2 * window_s
-    k = margin_rule(slopes, ses) if assessable else None
+    k = margin_rule(slopes, ses, moving=moving) if assessable else None
     measured = float(ends[k]) if k is not None else None
     # The prediction is of the physics: when TR122's rule (5-minute windows) fires on the fitted
     # curve, whatever window a short preset measures with.
@@ -344,8 +379,9 @@ def analyze_heat_soak(trace: pd.DataFrame, t_start_ns: int | None = None, t_end_
                         resolved=last is not None, reason=None if last else "fewer than 3 readings in the last window"),
         "slope_upper_c_per_min": rnd(slope_upper_bound(*last), 3) if last else None,
         "windows": [{"t_s": rnd(e, 1), "slope_c_per_min": rnd(s, 3), "slope_se_c_per_min": rnd(se, 3),
-                     "slope_upper_c_per_min": rnd(slope_upper_bound(s, se), 3)}
-                    for e, s, se in zip(ends, slopes, ses)],
+                     "slope_upper_c_per_min": rnd(slope_upper_bound(s, se), 3),
+                     "drift_c_per_min": rnd(d, 3), "drift_se_c_per_min": rnd(dse, 3), "still_moving": bool(m)}
+                    for e, s, se, d, dse, m in zip(ends, slopes, ses, drift, drift_se, moving)],
         "equilibrium": measured is not None,
         "equilibrium_status": status,
         "equilibrium_assessable": assessable,
@@ -419,11 +455,17 @@ def predict_equilibrium_s(fit: dict, window_s: float, step_s: float, se_c_per_mi
     ends = window_ends(0.0, horizon, window_s, step_s)
     if ends.size == 0 or ends.size > 200_000:
         return None
-    s = np.linspace(-window_s, 0.0, 61)
-    w = (s - s.mean()) / np.sum((s - s.mean()) ** 2)
-    curve = fitted_curve(fit)(ends[:, None] + s[None, :])
-    slopes = (curve - curve.mean(axis=1, keepdims=True)) @ w * 60.0
-    k = margin_rule(slopes, np.full(slopes.size, se_c_per_min))
+    def slopes_over(span_s: float) -> np.ndarray:
+        s = np.linspace(-span_s, 0.0, 61)
+        w = (s - s.mean()) / np.sum((s - s.mean()) ** 2)
+        curve = fitted_curve(fit)(ends[:, None] + s[None, :])
+        return (curve - curve.mean(axis=1, keepdims=True)) @ w * 60.0
+
+    slopes = slopes_over(window_s)
+    # the drift span's error: the window's scaled as the quantisation floor scales (1 / span)
+    drift_se = se_c_per_min / DRIFT_SPAN_WINDOWS
+    moving = still_moving(slopes_over(DRIFT_SPAN_WINDOWS * window_s), np.full(ends.size, drift_se), window_s)
+    k = margin_rule(slopes, np.full(slopes.size, se_c_per_min), moving=moving)
     return float(ends[k]) if k is not None else None
 
 
@@ -541,6 +583,7 @@ class EquilibriumDetector:
         self._next_end = self.window_s
         self.slopes: list[float] = []
         self.slope_se: list[float] = []
+        self.moving: list[bool] = []
         self._ends: list[float] = []
         self.reached_at_s: float | None = None
 
@@ -577,10 +620,11 @@ class EquilibriumDetector:
         slope = window_slopes(t, recon, np.array([end]), self.window_s)
         self.slopes.append(float(resolve_quantised(t, y, fit, np.array([end]), slope)[0]))
         self.slope_se.append(float(window_slope_se(t, y, np.array([end]), self.window_s, is_quantised(y))[0]))
+        self.moving.append(bool(drift_figures(t, y, recon, np.array([end]), self.window_s)[2][0]))
         self._ends.append(end)
         if end < 2 * self.window_s - 1e-9:
             return
-        k = margin_rule(self.slopes, self.slope_se)
+        k = margin_rule(self.slopes, self.slope_se, moving=self.moving)
         if k is not None:
             self.reached_at_s = self._ends[k]
 

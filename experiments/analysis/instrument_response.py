@@ -9,8 +9,17 @@ Per power field, separately:
   update at its estimated instant, with its new value), normalised to 0 before and 1
   after the step. Where consecutive points are more than 1.5 update periods apart the
   sensor updated without changing its value, so the line holds the old value until one
-  period before the next point. ``rise_ms`` is the time from the 10 % to the 90 % crossing,
-  ``delay_ms`` from the load edge to the 50 % crossing (first crossings).
+  period before the next point. ``rise_ms`` is the time from the 10 % to the 90 % crossing
+  of that line (first crossings).
+* ``delay_ms``: from the load edge (the command's time) to the first *update* that reports
+  at least half the step, at that update's estimated instant. The field holds each value
+  until the next update, so this is when a reader could first see half the step; the line
+  between updates crosses 50 % up to one update period earlier, at values the field never
+  reported (on a window about as long as the update period that is half a period early on
+  average: 63 ms against the published 94 ms on the real RTX 4090). The read time of the
+  first read past half the step (``delay_first_read_ms``) adds the poller's latency and
+  stalls on top. One step's delay lands anywhere within one update period of the mean, so
+  its standard error is at least U / sqrt(12).
 * ``window_ms``: the equivalent boxcar averaging window. A boxcar of width W reports
   partial values at the updates that fall within W after the edge, W/U of them on average
   whatever the phase, and 0.8 W/U of them between 10 % and 90 % of the step; so
@@ -19,9 +28,9 @@ Per power field, separately:
   real board it includes the board's own power ramp, so it bounds the sensor's window
   from above.
 
-Ground truth used by the tests for the simulator: the same line through the noise-free
-sensor's update points (its value at each exact update instant), averaged over edge
-phases spread uniformly over one update period.
+Ground truth used by the tests for the simulator: the same line (and first update past
+half the step) through the noise-free sensor's update points (its value at each exact
+update instant), averaged over edge phases spread uniformly over one update period.
 
 Rising and falling steps are measured alike. They are combined when they agree (a linear,
 time-invariant sensor answers both the same way: within 20 % or 3 standard errors);
@@ -188,10 +197,11 @@ def _one_step(step: dict, t: np.ndarray, v: np.ndarray, tp: np.ndarray, vp: np.n
     lo, hi = WINDOW_BAND
     n_partial = int(((tp[j0:j1] > edge) & (y > lo) & (y < hi)).sum())
     drift = max(abs(before_mid - before), abs(after_mid - after)) / abs(delta)
-    if not all(math.isfinite(c) for c in crossings):
+    if not all(math.isfinite(c) for c in crossings) or not math.isfinite(_first_update_at_or_above(tp[j0:j1], y, 0.5)):
         rec["reason"] = "the response did not complete before the settled part of the segment"
         return rec
-    rec.update(rise_ms=(crossings[2] - crossings[0]) / 1e6, delay_ms=(crossings[1] - edge) / 1e6,
+    rec.update(rise_ms=(crossings[2] - crossings[0]) / 1e6,
+               delay_ms=(_first_update_at_or_above(tp[j0:j1], y, 0.5) - edge) / 1e6,
                window_ms=u_ms * n_partial / (hi - lo), noise_w=noise,
                delay_first_read_ms=_first_read_at_or_above(t, (v - before) / delta, edge, 0.5))
     k0 = int(np.searchsorted(tp, edge - 2 * u_ns, side="left"))
@@ -213,6 +223,16 @@ def _one_step(step: dict, t: np.ndarray, v: np.ndarray, tp: np.ndarray, vp: np.n
         return rec
     rec["used"] = True
     return rec
+
+
+def _first_update_at_or_above(tu: np.ndarray, y: np.ndarray, level: float) -> float:
+    """Instant (ns) of the first update point at or above ``level``; NaN when none is, or when
+    the first point (the update in force at the edge) already is: the crossing then lies
+    before the edge's last update and is not measured."""
+    above = np.flatnonzero(y >= level)
+    if above.size == 0 or above[0] == 0:
+        return math.nan
+    return float(tu[above[0]])
 
 
 def _first_read_at_or_above(t: np.ndarray, y: np.ndarray, edge: int, level: float) -> float:
@@ -319,7 +339,9 @@ def _field_response(t: np.ndarray, v: np.ndarray, steps: list[dict]) -> dict:
         "delta_p_ok": bool(math.isfinite(delta_w) and abs(delta_w) > DELTA_P_MIN_W),
         **_timed("rise", main["rise_ms"], main["rise_sem_ms"], timing, no_step, n=main["n"]),
         "rise_sem_ms": rnd(main["rise_sem_ms"], 1),
-        **_timed("delay", main["delay_ms"], main["delay_sem_ms"], timing, no_step, signed=True, n=main["n"]),
+        # one step's delay is one draw of the update phase: uniform over one update period
+        **_timed("delay", main["delay_ms"], main["delay_sem_ms"], max(timing or 0.0, u_ms / 2) or None, no_step,
+                 signed=True, n=main["n"]),
         "delay_sem_ms": rnd(main["delay_sem_ms"], 1),
         **_timed("delay_first_read", main["delay_first_read_ms"], main["delay_first_read_sem_ms"], timing, no_step,
                  signed=True, n=main["n"]),

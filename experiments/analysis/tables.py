@@ -118,7 +118,9 @@ def load_edges(markers: pd.DataFrame | None) -> list[tuple[int, float]]:
 
 def event_windows(markers: pd.DataFrame | None) -> pd.DataFrame:
     """One row per completed event: event_id, t_start_ns, t_end_ns, phase, batch_size,
-    input_tokens, output_tokens, counter_start_j, counter_end_j (NaN when not recorded)."""
+    input_tokens, output_tokens, counter_start_j, counter_end_j (NaN when not recorded). An
+    event whose end is marked ``aborted`` (out of memory, a thermal trip) is no measurement
+    and is left out; a rerun under the same id is its own start/end pair."""
     starts: dict = {}
     rows = []
     for m in marker_rows(markers):
@@ -129,7 +131,7 @@ def event_windows(markers: pd.DataFrame | None) -> pd.DataFrame:
             starts[key] = m
             continue
         s = starts.pop(key, None)
-        if s is None:
+        if s is None or m["attrs"].get("aborted"):
             continue
         a = {**s["attrs"], **{k: v for k, v in m["attrs"].items() if v is not None}}
         rows.append({

@@ -29,7 +29,7 @@ import statistics
 import time
 from typing import Callable
 
-from agents.errors import ExperimentError, OutOfDeviceMemory
+from agents.errors import ExperimentError, OutOfDeviceMemory, ThermalTrip
 from experiments import model_shapes
 from experiments.context import EVENT_END, EVENT_START, RunContext
 from experiments.joule_curve.config import JouleCurveConfig
@@ -55,7 +55,8 @@ def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
     runner = _EventRunner(ctx, config, model, float(config.min_event_s))
     events: list[dict] = []
     warmup_passes = 0
-    stopped, oom_batch = False, None
+    stopped, oom_batch, thermal_stop = False, None, None
+    trips_before = len(ctx.thermal_trips)
     with ctx.phase(NAME):
         ctx.progress(NAME, 0.0)
         for i, batch in enumerate(config.batch_sizes):
@@ -70,21 +71,31 @@ def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
                     if ctx.should_stop():
                         stopped = True
                         break
-                    pre_ev, pre = runner.prefill_event(f"prefill-b{batch}-r{rep}", batch, ids)
+                    # a thermal trip inside an event aborts it; the board cools and it runs again
+                    pre_id, dec_id = f"prefill-b{batch}-r{rep}", f"decode-b{batch}-r{rep}"
+                    pre_ev, pre = ctx.guarded(lambda: runner.prefill_event(pre_id, batch, ids), pre_id)
                     events.append(pre_ev)
                     _gap(ctx, config.gap_s)
-                    events.append(runner.decode_event(f"decode-b{batch}-r{rep}", batch, pre))
+                    decoded = {"n": 0}  # the KV cache's decoded tokens, across a rerun
+                    events.append(ctx.guarded(lambda: runner.decode_event(dec_id, batch, pre, decoded), dec_id))
                     del pre
                     _gap(ctx, config.gap_s)
             except OutOfDeviceMemory as exc:
                 # A batch size that does not fit ends the curve; the smaller ones stand.
                 oom_batch = {"batch_size": batch, "error": str(exc)}
                 break
+            except ThermalTrip as exc:
+                # the same event tripped the guard MAX_TRIPS_PER_UNIT times: the curve ends here
+                thermal_stop = {"batch_size": batch, "error": str(exc)}
+                break
             ctx.progress(NAME, (i + 1) / len(config.batch_sizes))
             if stopped:
                 break
     runner.model = model = None  # free the weights before the report is built
-    return _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, shape, act, truth)
+    report = _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, shape, act, truth)
+    report["quality"]["thermal_stop"] = thermal_stop
+    report["thermal_trips"] = ctx.thermal_trips[trips_before:]
+    return report
 
 
 # -- the model (where its shape and dtype enter) -----------------------------------------------
@@ -128,6 +139,7 @@ class _EventRunner:
         with ctx.phase(f"{NAME}.warmup", batch_size=batch):
             try:
                 for _ in range(cfg.warmup_repetitions):
+                    ctx.thermal_checkpoint(f"{NAME}.warmup")  # unmeasured: a trip just pauses here
                     with translate_cuda_oom():
                         pre = acc.prefill(self.model, ids)
                         self.warmup_prefills += 1
@@ -150,17 +162,18 @@ class _EventRunner:
         ev = self._event(event_id, "prefill", batch, one_pass, batch * self.config.input_tokens, 0)
         return ev, last[0]
 
-    def decode_event(self, event_id: str, batch: int, pre) -> dict:
-        """One measured decode event from ``pre``'s KV cache (rewound between passes)."""
+    def decode_event(self, event_id: str, batch: int, pre, decoded: dict | None = None) -> dict:
+        """One measured decode event from ``pre``'s KV cache (rewound between passes, and
+        before a rerun: ``decoded`` carries the cache's decoded tokens across calls)."""
         n = self.config.output_tokens
-        state = {"decoded": 0}
+        state = {"n": 0} if decoded is None else decoded
         acc = self.acc
 
         def one_pass() -> tuple[int, int]:
-            if state["decoded"]:
-                acc.rewind(pre.past, state["decoded"])
+            if state["n"]:
+                acc.rewind(pre.past, state["n"])
             d = acc.decode(self.model, pre.past, n, pre.next_ids)
-            state["decoded"] = n
+            state["n"] = n
             return 0, d.output_tokens
 
         return self._event(event_id, "decode", batch, one_pass, 0, batch * n)
@@ -181,6 +194,7 @@ class _EventRunner:
                     n_in, n_out = one_pass()
                     compute_ns += time.monotonic_ns() - c0
                     tokens_in, tokens_out, passes = tokens_in + n_in, tokens_out + n_out, passes + 1
+                    ctx.thermal_check()  # between passes: a trip aborts the event (ThermalTrip)
                 acc.synchronize()  # the window ends when the work does
         except BaseException as exc:
             aborted = type(exc).__name__

@@ -67,7 +67,8 @@ def run(ctx: RunContext, config: TrainingCouplingConfig) -> dict:
     Returns ``{"experiment", "schema_version", "t_start_ns", "t_end_ns", "steps": [{"step",
     "loss", "grad_norm", "lr", "lr_spike", "t_start_ns", "t_end_ns", "energy_j",
     "counter_start_j", "counter_end_j", "load_level"}], "end_reason", "model", "n_params",
-    "torch_device", "simulated", "config"}``.
+    "torch_device", "simulated", "thermal_trips" (the context's guard pauses, between steps),
+    "config"}``.
     """
     import torch
 
@@ -106,11 +107,13 @@ def _train(ctx: RunContext, config: TrainingCouplingConfig, torch, device: str) 
     grad_norms: list[float | None] = []
     end_reason = "completed"
     acc = ctx.accelerator
+    trips_before = len(ctx.thermal_trips)
     step_flops = 6.0 * sum(p.numel() for p in params) * input_tokens  # forward + backward
     with ctx.phase(NAME):
         t_start = time.monotonic_ns()
         for i in range(config.steps):
-            if ctx.should_stop():
+            # between steps nothing is in progress: a thermal trip pauses here until the board cools
+            if ctx.should_stop() or not ctx.thermal_checkpoint(f"step-{i}"):
                 end_reason = "interrupted"
                 break
             lr = config.lr_at(i)
@@ -159,5 +162,6 @@ def _train(ctx: RunContext, config: TrainingCouplingConfig, torch, device: str) 
         "n_params": int(sum(p.numel() for p in params)),
         "torch_device": str(device),
         "simulated": bool(ctx.simulated),
+        "thermal_trips": ctx.thermal_trips[trips_before:],
         "config": config.model_dump(),
     }
