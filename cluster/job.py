@@ -428,7 +428,7 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason:
     """A lost or failed host: ingest what it flushed, when the driver can reach its artifact dir."""
     import json as _json
 
-    from agents.host_agent import collect_device_artifacts
+    from cluster.host_agent import collect_device_artifacts
     from warehouse.ingest import ingest_tables
 
     host_dir = Path(opts.out).resolve() / run_id / host
