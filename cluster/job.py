@@ -416,7 +416,7 @@ def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
         start = time.perf_counter()
         try:
             ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], d.get("events"),
-                          d["experiments"], d.get("poller_stats"))
+                          d["experiments"], d.get("poller_stats"), tables=d.get("tables"))
         except FleetPhysicsError as exc:  # one device's bad artifacts never cost the others theirs
             rows.append({**row, "error": str(exc), "note": "not in the warehouse"})
             continue

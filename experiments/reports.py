@@ -13,8 +13,10 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from experiments.analysis.tables import window
+from experiments.contracts.tables import empty, tables_of
 
 SCHEMA_VERSION = 1
 QUALITY_KEYS = ("quality", "quality_reason", "fake_idle", "fake_idle_reasons", "equilibrium", "equilibrium_status",
@@ -52,13 +54,20 @@ def _idle_power_w(baseline: dict | None, trace: pd.DataFrame, before_ns: int) ->
 
 
 def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.DataFrame, info: dict):
-    """Reports for every experiment that ran, and the per-event table (or None)."""
+    """(reports of every experiment that ran, the tables they computed by artifact name).
+
+    The tables are what the device dir holds as ``<name>.parquet``: ``events`` (the Joule
+    curve's per-event energy) when there are events, and every table of
+    :mod:`experiments.contracts.tables` for each experiment that ran (empty when its
+    analysis computed nothing), so the warehouse loads them instead of recomputing.
+    """
     sim = bool(info.get("simulated"))
     out: dict[str, dict] = {}
-    events = None
+    tables: dict[str, pa.Table] = {}
     for name, res in results.items():
         if "error" in res:
             out[name] = report(name, {}, sim, checks={"error": res["error"]})
+            tables.update({t.name: empty(t) for t in tables_of(name)})
             continue
         if name == "baseline":
             from experiments.analysis import baseline as a_baseline
@@ -84,6 +93,8 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
             out[name] = report(name, fig, sim, checks={"end_reason": res["end_reason"]})
         elif name == "joule_curve":
             events = _joule_events(res, trace, out.get("baseline"), out.get("instrument_response"))
+            if len(events):
+                tables["events"] = pa.Table.from_pandas(events, preserve_index=False)
             from experiments.analysis import energy as a_energy
 
             fig = a_energy.joule_curve(events) if len(events) else {}
@@ -93,35 +104,51 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
             fig["truth"] = (res.get("figures") or {}).get("truth")  # the compute model's law; None on hardware
             out[name] = report(name, fig, sim, checks=res.get("checks", {}))
         elif name == "training_coupling":
-            out[name] = _training_coupling(res, trace, info, sim)
+            settings = getattr(configs.get(name), "analysis", None)
+            out[name], computed = training_coupling(res, trace, info, sim, settings)
+            tables.update(computed)
         else:  # vram_cliff reports its own figures
             out[name] = report(name, res.get("figures", {}), sim, checks=res.get("checks", {}),
                                extra={k: res[k] for k in ("probes",) if k in res})
-    return out, events
+    return out, tables
 
 
 FALLBACK_SLOWDOWN_C = 83.0  # the thermal guard's fallback: when a device reports no slowdown threshold
 
 
-def _training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool) -> dict:
-    """Coupling analysis over the whole device trace (RLE's warm-up is spent before training)."""
-    from experiments.analysis.coupling import analyze_training_coupling
+def training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool, settings=None) -> tuple[dict, dict]:
+    """(report, tables) of the coupling analysis over the whole device trace (RLE's warm-up is
+    spent before training), with ``settings`` (a CouplingAnalysisSettings; None: the defaults).
 
+    The report records the settings and RLE's limits it used; the tables
+    (training_coupling_steps, training_coupling_rle) are the analysis' own per-step figures
+    and 1 s bins. A device without a power limit gets no RLE: its steps keep only the
+    runner's columns.
+    """
+    from experiments.analysis.coupling import analyze_training_coupling
+    from experiments.training_coupling.config import CouplingAnalysisSettings
+    from experiments.training_coupling.tables import tables as training_tables
+
+    settings = settings if settings is not None else CouplingAnalysisSettings()
     limit = info.get("power_limit_w") or info.get("default_power_limit_w")
     slowdown = info.get("slowdown_temp_c") or FALLBACK_SLOWDOWN_C
+    checks = {"end_reason": res.get("end_reason"), "slowdown_temp_c_assumed": not info.get("slowdown_temp_c")}
     if not limit:
-        return report("training_coupling", {"verdict": "insufficient data",
-                                            "verdict_reason": "the device reports no power limit: RLE needs one"}, sim)
-    result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown))
+        doc = report("training_coupling", {"verdict": "insufficient data",
+                                           "verdict_reason": "the device reports no power limit: RLE needs one",
+                                           "analysis_settings": settings.model_dump()}, sim, checks=checks,
+                     extra={"steps": res["steps"]})
+        return doc, training_tables(res["steps"], None, None)
+    result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown),
+                                       **settings.model_dump(), return_frames=True)
     result.pop("per_step", None)
+    frames = result.pop("frames")
     figures = {k: v for k, v in result.items() if k not in ("figures", "quality")} | result.get("figures", {})
-    # The limits RLE was computed with: the warehouse repeats the per-step analysis with them.
-    figures |= {"rle_power_limit_w": float(limit), "rle_slowdown_temp_c": float(slowdown)}
-    doc = report("training_coupling", figures, sim, checks={"end_reason": res.get("end_reason"),
-                                                            "slowdown_temp_c_assumed": not info.get("slowdown_temp_c")},
-                 extra={"steps": res["steps"]})
+    figures |= {"rle_power_limit_w": float(limit), "rle_slowdown_temp_c": float(slowdown),
+                "analysis_settings": settings.model_dump()}
+    doc = report("training_coupling", figures, sim, checks=checks, extra={"steps": res["steps"]})
     doc["quality"] = {**doc["quality"], **(result.get("quality") or {})}
-    return doc
+    return doc, training_tables(res["steps"], frames["per_step"], frames["rle_series"])
 
 
 def _j_per_token_headline(points: list[dict], phase: str = "decode") -> dict:
