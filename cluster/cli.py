@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "cluster.device_commands",
     "cluster.suite_commands",
     "cluster.fleet_commands",
+    "cluster.reanalyze_commands",
     "warehouse.cli",
     "warehouse.verdict_cli",
     "dashboard.cli",
