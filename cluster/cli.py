@@ -23,8 +23,9 @@ COMMAND_MODULES = (
     "cluster.device_commands",
     "cluster.suite_commands",
     "cluster.fleet_commands",
-    "cluster.reanalyze_commands",
     "warehouse.cli",
+    "cluster.analyze_commands",
+    "cluster.reanalyze_commands",
     "warehouse.verdict_cli",
     "dashboard.cli",
 )

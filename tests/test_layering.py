@@ -37,14 +37,36 @@ DEVICE_LIBRARIES = {"ray", "torch", "pynvml", "transformers"}
 
 def _imports(path: Path, top_level_only: bool = False) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    nodes = tree.body if top_level_only else ast.walk(tree)
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    # names bound to a string or f-string, for import_module(name) with the name in a variable
+    texts = {n.targets[0].id: n.value for n in nodes if isinstance(n, ast.Assign) and len(n.targets) == 1
+             and isinstance(n.targets[0], ast.Name) and isinstance(n.value, (ast.Constant, ast.JoinedStr))}
     found = []
     for node in nodes:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call) and _dynamic_import(node.func) and node.args:
+            module = _module_text(texts.get(node.args[0].id) if isinstance(node.args[0], ast.Name) else node.args[0])
+            if module:
+                found.append((node.lineno, module))
     return found
+
+
+def _dynamic_import(func: ast.expr) -> bool:
+    """importlib.import_module, import_module or __import__."""
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    return name in ("import_module", "__import__")
+
+
+def _module_text(node: ast.expr | None) -> str | None:
+    """The module a literal names: a string, or an f-string's dotted names before its first field."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+        return str(node.values[0].value).rsplit(".", 1)[0] or None
+    return None
 
 
 def _covered(module: str, allowed: set[str]) -> bool:
@@ -86,6 +108,12 @@ def test_the_checker_sees_a_planted_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import os\n\ndef f():\n    from experiments.suite import HostRun\n    import ray\n"
                    "    from experiments.contracts.tables import TABLES\n")
+    dynamic = tmp_path / "dynamic.py"
+    dynamic.write_text("import importlib\n\ndef f(name):\n    module_name = f'experiments.analysis.{name}'\n"
+                       "    importlib.import_module(module_name)\n    __import__('cluster.job')\n"
+                       "    importlib.import_module(name)\n")
+    assert _violations("warehouse", [dynamic]) == ["dynamic.py:5 imports experiments.analysis",
+                                                   "dynamic.py:6 imports cluster.job"]
     assert _violations("agents", [bad]) == ["bad.py:4 imports experiments.suite", "bad.py:5 imports ray",
                                             "bad.py:6 imports experiments.contracts.tables"]
     assert _violations("warehouse", [bad]) == ["bad.py:4 imports experiments.suite", "bad.py:5 imports ray"]

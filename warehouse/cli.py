@@ -1,4 +1,4 @@
-"""The warehouse's `fleetphysics` subcommands: ingest, import, sql, export, analyze, compact.
+"""The warehouse's `fleetphysics` subcommands: ingest, import, sql, export, compact.
 
 Each takes ``--warehouse PATH`` (default: $FLEETPHYSICS_WAREHOUSE, else ./fleet.duckdb)
 and ``--json``. Handlers return an exit code and raise agents.errors exceptions, which
@@ -8,8 +8,6 @@ cluster/cli.py prints as one line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import json
 import sys
 import time
@@ -23,15 +21,17 @@ from .connection import READER_LOCK_TIMEOUT_S, WRITER_LOCK_TIMEOUT_S, connect_re
 from .query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, Watchdog, fetch_arrow, query
 from .result_text import csv_chunks, json_chunks, table_chunks
 
-ANALYSES = ("instrument_response", "baseline", "heat_soak")
-
-
 def _common(parser: argparse.ArgumentParser, lock_timeout_s: float) -> None:
     parser.add_argument("--warehouse", default=default_warehouse(), metavar="PATH",
                         help="warehouse file (default: $FLEETPHYSICS_WAREHOUSE, else ./fleet.duckdb)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--lock-timeout-s", type=positive_float, default=lock_timeout_s, metavar="S",
                         help=f"wait this long for another process's lock on the file (default {lock_timeout_s:g})")
+
+
+def common_arguments(parser: argparse.ArgumentParser, lock_timeout_s: float) -> None:
+    """--warehouse, --json and --lock-timeout-s, as every warehouse command takes them."""
+    _common(parser, lock_timeout_s)
 
 
 def _replace_flag(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +130,7 @@ def _compact(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- analyze
+# ---------------------------------------------------------------- a run's frames (for analyze)
 
 
 def load_run_frames(warehouse, run_id: str, device_uid: str | None = None,
@@ -167,59 +167,12 @@ def load_run_frames(warehouse, run_id: str, device_uid: str | None = None,
         con.close()
 
 
-def _analysis_module(name: str):
-    module_name = f"experiments.analysis.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ConfigError(f"analyze: {module_name} is not available yet ({exc}); "
-                              "update fleetphysics to a version with experiments/analysis") from exc
-        raise
-    if not callable(getattr(module, "analyze", None)):
-        raise ConfigError(f"analyze: {module_name} has no analyze(trace_df, markers_df) function; "
-                          "update fleetphysics")
-    return module
-
-
-def _plain(value):
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        return value.to_dict()
-    return value
-
-
-def analysis_report(experiment: str, figures: dict) -> dict:
-    """An analysis result as an experiment report (the shape a suite run's ingest stores)."""
-    quality = {k: figures[k] for k in ("quality", "quality_reason", "equilibrium", "equilibrium_status")
-               if k in figures}
-    return {"experiment": experiment, "schema_version": 1, "figures": figures, "quality": quality,
-            "checks": {}, "source": "analyze"}
-
-
-def _analyze(args) -> int:
-    from .results import store_experiment
-
-    module = _analysis_module(args.experiment)
-    results = []
-    for device, trace, markers in load_run_frames(args.warehouse, args.run, args.device, args.lock_timeout_s):
-        results.append({"run_id": args.run, "device_uid": device, "experiment": args.experiment,
-                        "result": _plain(module.analyze(trace, markers)), "stored": False})
-    if not args.no_store:  # after every device is computed: a failure stores nothing half-way
-        for res in results:
-            store_experiment(args.warehouse, res["run_id"], res["device_uid"],
-                             analysis_report(args.experiment, res["result"]), lock_timeout_s=args.lock_timeout_s)
-            res["stored"] = True
-    _print_json(results[0] if len(results) == 1 else results, pretty=not args.json)
-    return 0
-
 
 # ---------------------------------------------------------------- registration
 
 
 def register(subparsers) -> None:
-    """Add ingest, import (tr122, nvidia-smi), sql, export, analyze and compact to the CLI."""
+    """Add ingest, import (tr122, nvidia-smi), sql, export and compact to the CLI."""
     p = subparsers.add_parser("ingest", help="ingest artifact dirs (device, run or root dirs) into the warehouse")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="device dir, run dir or a root holding run dirs")
     _replace_flag(p)
@@ -264,16 +217,6 @@ def register(subparsers) -> None:
     p.add_argument("--device", metavar="DEVICE_UID", help="the device, when the run has several")
     _common(p, READER_LOCK_TIMEOUT_S)
     p.set_defaults(func=_export)
-
-    p = subparsers.add_parser("analyze", help="run an analysis on a run's trace and markers from the warehouse "
-                                              "and store its figures (the tables a suite run fills)")
-    p.add_argument("--run", required=True, metavar="RUN_ID")
-    p.add_argument("--device", metavar="DEVICE_UID", help="one device of the run (default: every device)")
-    p.add_argument("--experiment", choices=ANALYSES, default="instrument_response",
-                   help="analysis to run (default instrument_response)")
-    p.add_argument("--no-store", action="store_true", help="print the figures only; leave the warehouse as it is")
-    _common(p, WRITER_LOCK_TIMEOUT_S)
-    p.set_defaults(func=_analyze)
 
     p = subparsers.add_parser("compact", help="rewrite the warehouse into a fresh file: reclaims free space, "
                                               "and older DuckDB clients can open it")
