@@ -56,6 +56,14 @@ def warehouse(run, tmp_path_factory):
     return path
 
 
+def test_the_analysis_writes_its_tables_in_their_contract_shape(run):
+    assert set(run.tables) == {TRAINING_STEPS.name, RLE_SERIES.name}
+    assert run.tables[TRAINING_STEPS.name].schema.equals(TRAINING_STEPS.schema)
+    assert run.tables[RLE_SERIES.name].schema.equals(RLE_SERIES.schema)
+    assert run.tables[TRAINING_STEPS.name].num_rows == len(run.steps) and run.tables[RLE_SERIES.name].num_rows > 0
+    assert empty(RLE_SERIES).schema.equals(RLE_SERIES.schema) and empty(RLE_SERIES).num_rows == 0
+
+
 def test_ingest_fills_one_row_per_step_and_the_reports_verdict(run, warehouse):
     steps = _frame(warehouse, "SELECT * FROM training_steps ORDER BY step")
     summary = _frame(warehouse, "SELECT * FROM training_coupling")
