@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "cluster.suite_commands",
     "cluster.fleet_commands",
     "warehouse.cli",
+    "cluster.analyze_commands",
+    "cluster.reanalyze_commands",
     "warehouse.verdict_cli",
     "dashboard.cli",
 )

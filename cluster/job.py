@@ -399,7 +399,7 @@ def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
         start = time.perf_counter()
         try:
             ingest_tables(opts.warehouse, meta, d["fingerprint"], d["trace"], d["markers"], d.get("events"),
-                          d["experiments"], d.get("poller_stats"))
+                          d["experiments"], d.get("poller_stats"), tables=d.get("tables"))
         except FleetPhysicsError as exc:  # one device's bad artifacts never cost the others theirs
             rows.append({**row, "error": str(exc), "note": "not in the warehouse"})
             continue
@@ -411,7 +411,7 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason:
     """A lost or failed host: ingest what it flushed, when the driver can reach its artifact dir."""
     import json as _json
 
-    from agents.host_agent import collect_device_artifacts
+    from cluster.host_agent import collect_device_artifacts
     from warehouse.ingest import ingest_tables
 
     host_dir = Path(opts.out).resolve() / run_id / host

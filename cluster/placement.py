@@ -88,7 +88,7 @@ def place_agent(node_id: str, **agent_kwargs):
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from agents.host_agent import HostAgent
+    from cluster.host_agent import HostAgent
 
     actor_cls = ray.remote(HostAgent).options(
         num_cpus=0,
@@ -104,7 +104,7 @@ def device_worker_factory(spec: dict, marker_path: str, out_dir: str, run_id: st
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from agents.host_agent import DeviceWorker
+    from cluster.host_agent import DeviceWorker
 
     node_id = ray.get_runtime_context().get_node_id()
     handle = ray.remote(DeviceWorker).options(

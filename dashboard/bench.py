@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from agents.cli_args import positive_int
+from experiments.contracts.tables import RLE_SERIES, TRAINING_STEPS
 from warehouse.progress import Report, no_report, progress_bars
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -138,10 +139,10 @@ def _experiments(rng: np.random.Generator, gpu: tuple, heat_s: float) -> dict:
     }
 
 
-def _training(rng: np.random.Generator, gpu: tuple, t0: int, t1: int, steps: int = 40) -> dict:
-    """A training_coupling report with ``steps`` steps spread over [t0, t1] (the heat soak's
-    full load) and a drawn verdict: the bench measures rendering, not the analysis (ingest
-    still repeats the per-step analysis and RLE over the trace)."""
+def _training(rng: np.random.Generator, gpu: tuple, t0: int, t1: int, steps: int = 40) -> tuple[dict, dict]:
+    """(a training_coupling report with ``steps`` steps spread over [t0, t1] (the heat soak's
+    full load) and a drawn verdict, its tables with drawn per-step figures and 1 s RLE bins):
+    the bench measures rendering, not the analysis."""
     bounds = np.linspace(t0, t1, steps + 1).astype(np.int64)
     grad = np.abs(rng.normal(1.0, 0.3, steps))
     rows = [{"step": i, "loss": 4.0 - 0.02 * i, "grad_norm": float(g), "lr": 3e-4, "lr_spike": False,
@@ -154,7 +155,25 @@ def _training(rng: np.random.Generator, gpu: tuple, t0: int, t1: int, steps: int
                         "p_value": p, "best_lag": int(rng.integers(-5, 6)), "correlation": float(rng.uniform(-0.3, 0.3)),
                         "target": "power", "n_collapses": 0, "collapse_rate": None, "spikes": {"n_spikes": 0},
                         "rle_power_limit_w": gpu[2], "rle_slowdown_temp_c": 87.0},
-            "quality": {"quality": "ok", "alpha": 0.01}, "checks": {}}
+            "quality": {"quality": "ok", "alpha": 0.01}, "checks": {}}, _training_tables(rng, rows, gpu, t0, t1)
+
+
+def _training_tables(rng: np.random.Generator, rows: list[dict], gpu: tuple, t0: int, t1: int) -> dict:
+    """The report's tables (experiments.contracts.tables) with drawn per-step figures."""
+    n = len(rows)
+    power = rng.uniform(0.6, 0.9, n) * gpu[2]
+    steps = {f.name: pa.nulls(n, f.type) for f in TRAINING_STEPS.schema}
+    steps.update({k: pa.array([r[k] for r in rows], TRAINING_STEPS.schema.field(k).type)
+                  for k in ("step", "t_start_ns", "t_end_ns", "loss", "grad_norm", "lr", "lr_spike")})
+    steps.update(aligned=pa.array(np.ones(n, dtype=bool)), power_w=pa.array(power), spike=pa.array(np.zeros(n, dtype=bool)),
+                 temp_c=pa.array(rng.uniform(60.0, 80.0, n)), rle=pa.array(rng.uniform(0.5, 1.0, n)))
+    t_ns = np.arange(t0, t1, 10**9, dtype=np.int64)
+    m = len(t_ns)
+    series = {f.name: pa.nulls(m, f.type) for f in RLE_SERIES.schema}
+    series.update(t_ns=pa.array(t_ns), t_s=pa.array((t_ns - t0) / 1e9), rle=pa.array(rng.uniform(0.5, 1.0, m)),
+                  power_w=pa.array(rng.uniform(0.6, 0.9, m) * gpu[2]), gated=pa.array(np.ones(m, dtype=bool)))
+    return {TRAINING_STEPS.name: pa.table(steps, schema=TRAINING_STEPS.schema),
+            RLE_SERIES.name: pa.table(series, schema=RLE_SERIES.schema)}
 
 
 def build_warehouse(path: Path, rows: int, runs: int, devices: int, progress: Report = no_report) -> dict:
@@ -192,10 +211,10 @@ def build_warehouse(path: Path, rows: int, runs: int, devices: int, progress: Re
             heat_s = (spans["heat"][1] - spans["heat"][0]) / 1e9
             stats = {"period_ms": PERIOD_NS / 1e6, "samples": per_run, "expected_samples": per_run,
                      "scheduling_quality": "strict", "continuity_quality": "strict"}
-            docs = _experiments(rng, gpu, heat_s)
-            if i % 2 == 0:  # half the runs: ingest repeats the training analysis, ~0.6 s per million rows
-                docs["training_coupling"] = _training(rng, gpu, *spans["heat"])
-            ingest_tables(con, meta, fp, trace, markers, _events(spans["events"]), docs, stats)
+            docs, tables = _experiments(rng, gpu, heat_s), {}
+            if i % 2 == 0:  # half the runs train
+                docs["training_coupling"], tables = _training(rng, gpu, *spans["heat"])
+            ingest_tables(con, meta, fp, trace, markers, _events(spans["events"]), docs, stats, tables=tables)
             progress("building runs", i + 1, runs)
         con.execute("CHECKPOINT")
     finally:

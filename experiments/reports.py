@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from experiments.analysis.tables import window
+from experiments.contracts.tables import empty, tables_of
 
 SCHEMA_VERSION = 1
 QUALITY_KEYS = ("quality", "quality_reason", "fake_idle", "fake_idle_reasons", "equilibrium", "equilibrium_status",
@@ -78,31 +80,29 @@ class Analysis:
     tables: dict = field(default_factory=dict)
 
 
-def analyse_reports(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.DataFrame | None, info: dict):
-    """Reports for every experiment that ran (in the order given), and every table they wrote.
+def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.DataFrame | None, info: dict):
+    """(reports of every experiment that ran, in the order given, the tables they computed by artifact name).
 
     Each experiment's analysis comes from the registry; a runner's error becomes a report
-    that carries it.
+    that carries it. The tables are what the device dir holds as ``<name>.parquet``:
+    ``events`` (the Joule curve's per-event energy) when there are events, and every table of
+    :mod:`experiments.contracts.tables` for each experiment that ran (empty when its
+    analysis computed nothing), so the warehouse loads them instead of recomputing.
     """
     from experiments import registry
 
     sim = bool(info.get("simulated"))
     out: dict[str, dict] = {}
-    tables: dict[str, pd.DataFrame] = {}
+    tables: dict[str, pa.Table] = {}
     for name, res in results.items():
         if "error" in res:
             out[name] = report(name, {}, sim, checks={"error": res["error"]})
+            tables.update({t.name: empty(t) for t in tables_of(name)})
             continue
         analysis = registry.get(name).analysis(AnalysisInputs(res, configs.get(name), trace, markers, info, dict(out)))
         out[name] = analysis.report
         tables.update(analysis.tables)
     return out, tables
-
-
-def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.DataFrame | None, info: dict):
-    """Reports for every experiment that ran, and the per-event table (or None)."""
-    out, tables = analyse_reports(results, configs, trace, markers, info)
-    return out, tables.get("events")
 
 
 def analyse_baseline(inputs: AnalysisInputs) -> Analysis:
@@ -148,7 +148,8 @@ def analyse_joule_curve(inputs: AnalysisInputs) -> Analysis:
     if res.get("figures", {}).get("model"):
         fig["model"] = res["figures"]["model"]  # the model measured: its shape, dtype and memory figures
     fig["truth"] = (res.get("figures") or {}).get("truth")  # the compute model's law; None on hardware
-    return Analysis(report("joule_curve", fig, inputs.simulated, checks=res.get("checks", {})), {"events": events})
+    tables = {"events": pa.Table.from_pandas(events, preserve_index=False)} if len(events) else {}
+    return Analysis(report("joule_curve", fig, inputs.simulated, checks=res.get("checks", {})), tables)
 
 
 def analyse_vram_cliff(inputs: AnalysisInputs) -> Analysis:
@@ -160,31 +161,47 @@ def analyse_vram_cliff(inputs: AnalysisInputs) -> Analysis:
 
 def analyse_training_coupling(inputs: AnalysisInputs) -> Analysis:
     """Coupling of the training steps to the device's power and temperature."""
-    return Analysis(_training_coupling(inputs.result, inputs.trace, inputs.info, inputs.simulated))
+    settings = getattr(inputs.config, "analysis", None)
+    rep, tables = training_coupling(inputs.result, inputs.trace, inputs.info, inputs.simulated, settings)
+    return Analysis(rep, tables)
 
 
 FALLBACK_SLOWDOWN_C = 83.0  # the thermal guard's fallback: when a device reports no slowdown threshold
 
 
-def _training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool) -> dict:
-    """Coupling analysis over the whole device trace (RLE's warm-up is spent before training)."""
-    from experiments.analysis.coupling import analyze_training_coupling
+def training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool, settings=None) -> tuple[dict, dict]:
+    """(report, tables) of the coupling analysis over the whole device trace (RLE's warm-up is
+    spent before training), with ``settings`` (a CouplingAnalysisSettings; None: the defaults).
 
+    The report records the settings and RLE's limits it used; the tables
+    (training_coupling_steps, training_coupling_rle) are the analysis' own per-step figures
+    and 1 s bins. A device without a power limit gets no RLE: its steps keep only the
+    runner's columns.
+    """
+    from experiments.analysis.coupling import analyze_training_coupling
+    from experiments.training_coupling.config import CouplingAnalysisSettings
+    from experiments.training_coupling.tables import tables as training_tables
+
+    settings = settings if settings is not None else CouplingAnalysisSettings()
     limit = info.get("power_limit_w") or info.get("default_power_limit_w")
     slowdown = info.get("slowdown_temp_c") or FALLBACK_SLOWDOWN_C
+    checks = {"end_reason": res.get("end_reason"), "slowdown_temp_c_assumed": not info.get("slowdown_temp_c")}
     if not limit:
-        return report("training_coupling", {"verdict": "insufficient data",
-                                            "verdict_reason": "the device reports no power limit: RLE needs one"}, sim)
-    result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown))
+        doc = report("training_coupling", {"verdict": "insufficient data",
+                                           "verdict_reason": "the device reports no power limit: RLE needs one",
+                                           "analysis_settings": settings.model_dump()}, sim, checks=checks,
+                     extra={"steps": res["steps"]})
+        return doc, training_tables(res["steps"], None, None)
+    result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown),
+                                       **settings.model_dump(), return_frames=True)
     result.pop("per_step", None)
+    frames = result.pop("frames")
     figures = {k: v for k, v in result.items() if k not in ("figures", "quality")} | result.get("figures", {})
-    # The limits RLE was computed with: the warehouse repeats the per-step analysis with them.
-    figures |= {"rle_power_limit_w": float(limit), "rle_slowdown_temp_c": float(slowdown)}
-    doc = report("training_coupling", figures, sim, checks={"end_reason": res.get("end_reason"),
-                                                            "slowdown_temp_c_assumed": not info.get("slowdown_temp_c")},
-                 extra={"steps": res["steps"]})
+    figures |= {"rle_power_limit_w": float(limit), "rle_slowdown_temp_c": float(slowdown),
+                "analysis_settings": settings.model_dump()}
+    doc = report("training_coupling", figures, sim, checks=checks, extra={"steps": res["steps"]})
     doc["quality"] = {**doc["quality"], **(result.get("quality") or {})}
-    return doc
+    return doc, training_tables(res["steps"], frames["per_step"], frames["rle_series"])
 
 
 def _j_per_token_headline(points: list[dict], phase: str = "decode") -> dict:

@@ -302,6 +302,15 @@ def compact_trace(device_dir: Path) -> Path:
     return final
 
 
+def write_table(device_dir: Path, name: str, table: pa.Table) -> Path:
+    """``<device_dir>/<name>.parquet`` (write, then rename: a killed run never leaves half a file)."""
+    tmp = device_dir / f".{name}.parquet.tmp"
+    pq.write_table(table, tmp)
+    final = device_dir / f"{name}.parquet"
+    os.replace(tmp, final)
+    return final
+
+
 def _finish(device_dir: Path, writer: ArtifactWriter, meta: dict, stats: dict, results: dict, configs: dict,
             run_state: str, end_reason: str) -> dict:
     # pandas and the analyses load here, not at import: a fleet of hosts starting together
@@ -314,15 +323,12 @@ def _finish(device_dir: Path, writer: ArtifactWriter, meta: dict, stats: dict, r
     trace = pq.read_table(trace_path).to_pandas() if trace_path.exists() else pd.DataFrame()
     markers = pq.read_table(device_dir / "markers.parquet").to_pandas()
     info = json.loads((device_dir.parent / "devices.json").read_text())[device_dir.name]["info"]
-    experiments, tables = reports.analyse_reports(results, configs, trace, markers, info)
+    experiments, tables = reports.analyse_all(results, configs, trace, markers, info)
+    for name, table in tables.items():  # before the reports: a report is never without its tables
+        write_table(device_dir, name, table)
     for name, report in experiments.items():
         writer.write_json(name, report)
-    for table_name, table in tables.items():
-        if table is not None and len(table):
-            tmp = device_dir / f".{table_name}.parquet.tmp"
-            pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
-            os.replace(tmp, device_dir / f"{table_name}.parquet")
-    events = tables.get("events")
+    events = tables["events"].to_pandas() if "events" in tables else None
     meta.update(run_state=run_state, end_reason=end_reason, ended_wall_ns=time.time_ns(),
                 checks={**meta["checks"], **{n: r.get("checks", {}) for n, r in experiments.items()}})
     writer.write_json("run_metadata", meta)

@@ -200,11 +200,11 @@ def build_synthetic_warehouse(path: Path) -> None:
             stats = {"period_ms": PERIOD_NS / 1e6, "samples": len(t_ns), "expected_samples": len(t_ns),
                      "dropped_ticks": 0, "read_errors": int((~out["read_ok"]).sum()),
                      "scheduling_quality": "strict", "continuity_quality": "strict"}
-            docs = _experiments(profile, out, t_ns, marks, full)
+            docs, tables = _experiments(profile, out, t_ns, marks, full), {}
             if steps:
                 add_counter_energy(steps, t_ns, out["energy_j"])
-                docs["training_coupling"] = training_report(steps, trace, profile)
-            ingest_tables(path, meta, fp, trace, markers, None, docs, stats)
+                docs["training_coupling"], tables = training_report(steps, trace, profile)
+            ingest_tables(path, meta, fp, trace, markers, None, docs, stats, tables=tables)
 
 
 def _timeline(t0: int, full: bool) -> tuple[list[tuple], list]:

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from agents.errors import PollerError
-from agents.host_agent import collect_device_artifacts
+from cluster.host_agent import collect_device_artifacts
 from cluster.faults import HostStatus
 from cluster.job import FleetOptions, finish_host
 from warehouse_fixtures import write_device_dir

@@ -73,7 +73,7 @@ def test_a_node_without_the_environment_is_told_what_is_missing_and_the_fix():
 
 
 def _agent(**kw):
-    from agents.host_agent import HostAgent
+    from cluster.host_agent import HostAgent
 
     return HostAgent(run_id="run-1", out_root="/nonexistent", **kw)
 

@@ -12,6 +12,7 @@ import pytest
 
 import warehouse_fixtures as fx
 from agents.errors import FleetPhysicsError
+from cluster import analyze_commands
 from warehouse import cli
 from warehouse.query import query
 
@@ -22,7 +23,9 @@ needs_realdata = pytest.mark.skipif(not (RTX_3090 / "gpudata.csv").is_file(),
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="fleetphysics")
-    cli.register(parser.add_subparsers(dest="command"))
+    sub = parser.add_subparsers(dest="command")
+    cli.register(sub)
+    analyze_commands.register(sub)
     args = parser.parse_args(argv)
     try:
         code = args.func(args)

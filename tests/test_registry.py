@@ -159,7 +159,7 @@ def test_a_registered_experiment_joins_the_suite_and_its_reports(dummy):
     ran = suite._run_one("dummy", SimpleNamespace(thermal_trips=[]), DummyConfig())
     assert ran["ran_for_s"] == 1.0 and ran["thermal_trips"] == []  # the suite adds the guard's pauses
     results = {"vram_cliff": {"figures": {"max_context": 8}}, "dummy": {"ran_for_s": 1.0}}
-    out, tables = reports.analyse_reports(results, {}, pd.DataFrame(), None, {"simulated": True})
+    out, tables = reports.analyse_all(results, {}, pd.DataFrame(), None, {"simulated": True})
     assert out["dummy"]["figures"] == {"ran_for_s": 1.0, "after": ["vram_cliff"]} and out["dummy"]["simulated"]
     assert list(tables["dummy_rows"].x) == [1, 2]
     assert registry.model_names() == ("vram_cliff", "joule_curve")  # it named no model

@@ -14,6 +14,7 @@ import pytest
 
 import warehouse_fixtures as fx
 from agents.errors import ConfigError, FleetPhysicsError
+from cluster import analyze_commands
 from warehouse import bench, cli
 from warehouse.connection import connect_writer
 
@@ -25,6 +26,7 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="fleetphysics")
     sub = parser.add_subparsers(dest="command")
     cli.register(sub)
+    analyze_commands.register(sub)
     bench_sub = sub.add_parser("bench").add_subparsers(dest="bench_command")
     bench.register(bench_sub)
     args = parser.parse_args(argv)
@@ -130,7 +132,7 @@ def test_analyze_without_the_analysis_module_is_a_config_error(root, tmp_path, m
     run(["ingest", str(root / "run-c2"), "--warehouse", wh], capsys)
     monkeypatch.setitem(sys.modules, "experiments.analysis.baseline", None)
     with pytest.raises(ConfigError, match="experiments.analysis.baseline is not available"):
-        cli._analysis_module("baseline")
+        analyze_commands._analysis_module("baseline")
     code, _, err = run(["analyze", "--run", "run-c2", "--experiment", "baseline", "--warehouse", wh], capsys)
     assert code == 2 and "is not available" in err
 

@@ -1,5 +1,6 @@
 """The training_coupling tables: training_steps, rle_series, training_coupling and
-v_training_coupling_compare, filled at ingest from the suite's report and the trace."""
+v_training_coupling_compare, loaded at ingest from the report and the tables the analysis
+wrote beside it (experiments.contracts.tables), never recomputed."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import copy
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
+from agents.errors import ValidationError
 from experiments.analysis.coupling import analyze_training_coupling
 from experiments.analysis.rle import rle_series
-from experiments.reports import FALLBACK_SLOWDOWN_C
-from training_fixtures import training_run
+from experiments.contracts.tables import RLE_SERIES, TRAINING_STEPS, empty
+from experiments.training_coupling.config import CouplingAnalysisSettings
+from training_fixtures import training_report, training_run
 from warehouse import migrations
 from warehouse.connection import connect_writer
 from warehouse.ingest import PER_DEVICE_TABLES, ingest_tables
@@ -28,11 +32,13 @@ def run():
     return training_run()
 
 
-def _ingest(path, run, doc=None, trace=None, run_id="run-0001", device_uid="dev-0", started=T0_WALL_NS, **meta):
+def _ingest(path, run, doc=None, trace=None, run_id="run-0001", device_uid="dev-0", started=T0_WALL_NS,
+            tables=None, **meta):
     meta = run_metadata(run_id, device_uid=device_uid, started_wall_ns=started, ended_wall_ns=started + 60 * 10**9,
                         **meta)
     return ingest_tables(path, meta, fingerprint(device_uid), run.trace if trace is None else trace, run.markers,
-                         None, {"training_coupling": doc if doc is not None else run.report})
+                         None, {"training_coupling": doc if doc is not None else run.report},
+                         tables=run.tables if tables is None else tables)
 
 
 def _frame(path, sql: str) -> pd.DataFrame:
@@ -48,6 +54,14 @@ def warehouse(run, tmp_path_factory):
     path = tmp_path_factory.mktemp("training") / "w.duckdb"
     _ingest(path, run)
     return path
+
+
+def test_the_analysis_writes_its_tables_in_their_contract_shape(run):
+    assert set(run.tables) == {TRAINING_STEPS.name, RLE_SERIES.name}
+    assert run.tables[TRAINING_STEPS.name].schema.equals(TRAINING_STEPS.schema)
+    assert run.tables[RLE_SERIES.name].schema.equals(RLE_SERIES.schema)
+    assert run.tables[TRAINING_STEPS.name].num_rows == len(run.steps) and run.tables[RLE_SERIES.name].num_rows > 0
+    assert empty(RLE_SERIES).schema.equals(RLE_SERIES.schema) and empty(RLE_SERIES).num_rows == 0
 
 
 def test_ingest_fills_one_row_per_step_and_the_reports_verdict(run, warehouse):
@@ -76,7 +90,7 @@ def test_ingest_fills_one_row_per_step_and_the_reports_verdict(run, warehouse):
 
 
 def test_per_step_figures_are_the_reports_analysis(run, warehouse):
-    """Ingest repeats analyze_training_coupling's per-step figures over the stored trace."""
+    """The stored per-step figures are analyze_training_coupling's (with the same settings)."""
     trace = run.trace.to_pandas()
     ref = pd.DataFrame(analyze_training_coupling(trace, run.steps, run.power_limit_w, run.slowdown_temp_c)["per_step"])
     got = _frame(warehouse, "SELECT * FROM training_steps ORDER BY step")
@@ -129,79 +143,152 @@ def test_ingesting_twice_replaces_never_duplicates(run, tmp_path):
     assert table_fingerprint(path) == first
     assert set(TABLES) <= set(PER_DEVICE_TABLES)
     # A changed result replaces the old rows of the run x device.
-    doc = copy.deepcopy(run.report)
-    doc["steps"] = doc["steps"][:70]
-    _ingest(path, run, doc=doc)
+    tables = dict(run.tables, training_coupling_steps=run.tables["training_coupling_steps"].slice(0, 70))
+    _ingest(path, run, tables=tables)
     counts = _frame(path, "SELECT (SELECT count(*) FROM training_steps) AS steps, "
                           "(SELECT count(*) FROM training_coupling) AS summary")
     assert counts.iloc[0].tolist() == [70, 1]
 
 
-def test_without_a_trace_the_steps_keep_their_raw_columns(run, tmp_path):
+def test_non_default_settings_reach_the_warehouse_as_the_report_computed_them(tmp_path):
+    """Analysed with settings other than the defaults, the stored rows are the report's figures
+    (ingest recomputing with the defaults made spikes, power and RLE disagree with it)."""
+    settings = CouplingAnalysisSettings(spike_k=2.0, detrend_window_steps=7, power_field="power_w",
+                                        temp_slope_window_s=2.0, n_boot=199, alpha=0.05)
+    run = training_run(settings=settings)
+    figures = run.report["figures"]
+    assert figures["analysis_settings"] == settings.model_dump()
     path = tmp_path / "w.duckdb"
-    _ingest(path, run, trace=run.trace.slice(0, 0), run_state="lost", end_reason="lost")
+    _ingest(path, run)
+    steps = _frame(path, "SELECT * FROM training_steps ORDER BY step")
+    row = _frame(path, "SELECT * FROM training_coupling").iloc[0]
+    assert steps.loc[steps["spike"], "step"].tolist() == figures["spikes"]["steps"]
+    assert row["n_spikes"] == figures["spikes"]["n_spikes"] == steps["spike"].sum()
+    default = analyze_training_coupling(run.trace.to_pandas(), run.steps, run.power_limit_w, run.slowdown_temp_c)
+    assert figures["spikes"]["n_spikes"] > default["figures"]["spikes"]["n_spikes"]  # the settings mattered
+    assert row["power_field"] == "power_w" == figures["quality"]["power_field"]
+    assert row["alpha"] == 0.05
+    ref = pd.DataFrame(analyze_training_coupling(run.trace.to_pandas(), run.steps, run.power_limit_w,
+                                                 run.slowdown_temp_c, **settings.model_dump())["per_step"])
+    merged = steps.merge(ref, on="step", suffixes=("", "_ref"))
+    for column in ("power_w", "temp_slope_c_per_s"):
+        a, b = merged[column].astype(float).to_numpy(), merged[f"{column}_ref"].astype(float).to_numpy()
+        assert np.array_equal(np.isnan(a), np.isnan(b)) and a[~np.isnan(a)] == pytest.approx(b[~np.isnan(b)],
+                                                                                            rel=1e-5, abs=1e-6)
+    for key in ("verdict", "p_value", "n_aligned"):
+        assert row[key] == figures[key], key
+    series = _frame(path, "SELECT * FROM rle_series ORDER BY t_ns")
+    assert series["rle"].median() == pytest.approx(figures["rle"]["rle_median"], abs=1e-4)
+    assert row["n_collapses"] == series["collapse_start"].sum()
+    for name in ("power_p05_w", "power_p95_w", "temp_p05_c", "util_p95_pct"):
+        assert row[name] == pytest.approx(figures["signature"][name]), name
+
+
+def test_without_a_trace_the_steps_keep_their_raw_columns(run, tmp_path):
+    """A lost run's analysis over an empty trace: the runner's columns, nothing analysed."""
+    from agents.profiles import load_profile
+
+    empty_trace = run.trace.slice(0, 0)
+    doc, tables = training_report(run.steps, empty_trace, load_profile("rtx4080-laptop"))
+    path = tmp_path / "w.duckdb"
+    _ingest(path, run, doc=doc, tables=tables, trace=empty_trace, run_state="lost", end_reason="lost")
     steps = _frame(path, "SELECT * FROM training_steps")
     assert len(steps) == len(run.steps)
     assert steps["grad_norm"].notna().all() and steps["loss"].notna().all()
-    assert steps[ANALYSED].isna().all().all()
+    assert not steps["aligned"].any()
+    assert steps[[c for c in ANALYSED if c != "aligned" and c != "n_samples"]].isna().all().all()
     assert steps["spike"].notna().all()  # spikes need grad_norm only
     row = _frame(path, "SELECT * FROM training_coupling").iloc[0]
-    assert row["verdict"] == run.report["figures"]["verdict"]
-    assert pd.isna(row["power_p05_w"]) and pd.isna(row["rle_power_limit_w"])
+    assert row["verdict"] == "insufficient data" and "trace is empty" in row["verdict_reason"]
+    assert pd.isna(row["power_p05_w"])
     assert _frame(path, "SELECT count(*) AS n FROM rle_series")["n"][0] == 0
 
 
 def test_a_run_that_failed_before_its_first_step(run, tmp_path):
-    """No steps (the runner failed early): the summary keeps the error, the trace still has RLE."""
-    doc = {"experiment": "training_coupling", "schema_version": 1, "simulated": True, "figures": {},
-           "checks": {"error": "CUDA out of memory"}, "steps": []}
+    """No steps (the runner failed early): the summary keeps the error, the tables are empty."""
+    from experiments.reports import analyse_all
+
+    reports, tables = analyse_all({"training_coupling": {"error": "CUDA out of memory"}}, {}, run.trace.to_pandas(),
+                                  None, {"power_limit_w": run.power_limit_w})
+    assert {name: t.num_rows for name, t in tables.items()} == {TRAINING_STEPS.name: 0, RLE_SERIES.name: 0}
     path = tmp_path / "w.duckdb"
-    _ingest(path, run, doc=doc)
+    _ingest(path, run, doc=reports["training_coupling"], tables=tables)
     row = _frame(path, "SELECT * FROM training_coupling").iloc[0]
     assert row["verdict"] is None and "CUDA out of memory" in row["verdict_reason"]
     assert _frame(path, "SELECT count(*) AS n FROM training_steps")["n"][0] == 0
-    # No recorded limits and no assumed slowdown: RLE is not guessed.
     assert _frame(path, "SELECT count(*) AS n FROM rle_series")["n"][0] == 0
-    doc["figures"] = {"rle_power_limit_w": run.power_limit_w, "rle_slowdown_temp_c": run.slowdown_temp_c}
-    _ingest(path, run, doc=doc)
-    assert _frame(path, "SELECT count(*) AS n FROM rle_series")["n"][0] > 0
 
 
-@pytest.mark.parametrize("assumed", [False, True])
-def test_a_report_without_its_rle_limits(run, tmp_path, assumed):
-    """Older reports did not record RLE's limits: the fingerprint's power limit and the
-    fallback slowdown are used only when the report says it assumed one, else RLE stays null."""
-    doc = copy.deepcopy(run.report)
-    for key in ("rle_power_limit_w", "rle_slowdown_temp_c"):
-        doc["figures"].pop(key)
-    doc["checks"]["slowdown_temp_c_assumed"] = assumed
+def test_a_device_without_a_power_limit_keeps_the_runners_columns(run, tmp_path):
+    from experiments.reports import analyse_all
+
+    result = {"steps": run.steps, "end_reason": "completed"}
+    reports, tables = analyse_all({"training_coupling": result}, {}, run.trace.to_pandas(), None, {})
     path = tmp_path / "w.duckdb"
-    _ingest(path, run, doc=doc)
-    steps = _frame(path, "SELECT * FROM training_steps")
+    _ingest(path, run, doc=reports["training_coupling"], tables=tables)
+    steps = _frame(path, "SELECT * FROM training_steps ORDER BY step")
+    assert steps["step"].tolist() == [s["step"] for s in run.steps]
+    assert steps[ANALYSED].isna().all().all() and steps["grad_norm"].notna().all()
     row = _frame(path, "SELECT * FROM training_coupling").iloc[0]
-    series = _frame(path, "SELECT count(*) AS n FROM rle_series")["n"][0]
-    assert steps["aligned"].notna().all() and steps["power_w"].notna().any()  # alignment needs no limits
-    if assumed:
-        assert row["rle_slowdown_temp_c"] == FALLBACK_SLOWDOWN_C
-        assert row["rle_power_limit_w"] == fingerprint()["fields"]["power_limit_w"]
-        assert series > 0 and steps["rle"].notna().any()
-    else:
-        assert pd.isna(row["rle_power_limit_w"]) and series == 0
-        assert steps["rle"].isna().all() and steps["collapse"].isna().all()
+    assert row["verdict"] == "insufficient data" and "power limit" in row["verdict_reason"]
+    assert pd.isna(row["rle_power_limit_w"])
+
+
+@pytest.mark.parametrize("name", [TRAINING_STEPS.name, RLE_SERIES.name])
+def test_a_missing_table_is_refused_and_says_how_to_write_it(run, tmp_path, name):
+    path = tmp_path / "w.duckdb"
+    _ingest(path, run, run_id="run-kept")
+    before = path.read_bytes()
+    tables = {k: v for k, v in run.tables.items() if k != name}
+    with pytest.raises(ValidationError) as err:
+        _ingest(path, run, tables=tables)
+    message = str(err.value)
+    assert "\n" not in message and f"{name}.parquet" in message and "missing" in message
+    assert "fleetphysics reanalyze" in message
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", [TRAINING_STEPS.name, RLE_SERIES.name])
+def test_a_renamed_or_mistyped_column_names_the_file_and_column(run, tmp_path, name):
+    table = run.tables[name]
+    column = table.schema.names[-1]
+    renamed = table.rename_columns([c if c != column else column + "_x" for c in table.schema.names])
+    for bad, words in ((renamed, f"column {column} is missing"),
+                       (table.drop_columns([column]), f"column {column} is missing"),
+                       (table.set_column(table.num_columns - 1, column, pa.array(["x"] * table.num_rows)),
+                        f"column {column} is string")):
+        with pytest.raises(ValidationError, match=f"{name}.parquet.*{words}"):
+            _ingest(tmp_path / "w.duckdb", run, tables=dict(run.tables, **{name: bad}))
+    extra = table.append_column("surprise", pa.array([1] * table.num_rows))
+    with pytest.raises(ValidationError, match=f"{name}.parquet.*column surprise is not a column"):
+        _ingest(tmp_path / "w.duckdb", run, tables=dict(run.tables, **{name: extra}))
+
+
+def test_a_repeated_key_or_a_step_ending_before_it_starts_is_refused(run, tmp_path):
+    steps = run.tables[TRAINING_STEPS.name]
+    twice = pa.concat_tables([steps, steps.slice(0, 1)])
+    with pytest.raises(ValidationError, match="column step repeats a value"):
+        _ingest(tmp_path / "w.duckdb", run, tables=dict(run.tables, training_coupling_steps=twice))
+    i = steps.schema.get_field_index("t_end_ns")
+    backwards = steps.set_column(i, "t_end_ns", pa.array([0] * steps.num_rows, pa.int64()))
+    with pytest.raises(ValidationError, match="column t_end_ns is before t_start_ns"):
+        _ingest(tmp_path / "w.duckdb", run, tables=dict(run.tables, training_coupling_steps=backwards))
 
 
 def test_values_outside_physics_become_null_not_errors(run, tmp_path):
     doc = copy.deepcopy(run.report)
-    doc["steps"][0]["energy_j"] = -5.0  # a counter that wrapped
-    doc["steps"][1]["grad_norm"] = float("nan")
-    doc["steps"][2]["lr_spike"] = "yes"
     doc["figures"]["p_value"] = 1.7
     doc["figures"]["verdict"] = "maybe"
+    steps = run.tables[TRAINING_STEPS.name].to_pandas()
+    steps.loc[0, "energy_j"] = -5.0  # a counter that wrapped
+    steps.loc[1, "power_w"] = 9000.0
     path = tmp_path / "w.duckdb"
-    _ingest(path, run, doc=doc)
-    steps = _frame(path, "SELECT * FROM training_steps ORDER BY step")
-    assert pd.isna(steps["energy_j"][0]) and pd.isna(steps["grad_norm"][1]) and pd.isna(steps["lr_spike"][2])
-    assert steps["energy_j"][1:].notna().all()
+    tables = dict(run.tables, training_coupling_steps=pa.Table.from_pandas(steps, schema=TRAINING_STEPS.schema,
+                                                                           preserve_index=False))
+    _ingest(path, run, doc=doc, tables=tables)
+    got = _frame(path, "SELECT * FROM training_steps ORDER BY step")
+    assert pd.isna(got["energy_j"][0]) and pd.isna(got["power_w"][1])
+    assert got["energy_j"][1:].notna().all()
     row = _frame(path, "SELECT * FROM training_coupling").iloc[0]
     assert pd.isna(row["p_value"]) and row["verdict"] is None
     raw = _frame(path, "SELECT payload_json FROM experiment_results")["payload_json"][0]

@@ -22,6 +22,7 @@ class TrainingRun:
     markers: pa.Table
     steps: list[dict]  # the runner's rows
     report: dict  # training_coupling.json as the suite writes it
+    tables: dict  # the Parquet tables the suite writes beside it, by name
     power_limit_w: float
     slowdown_temp_c: float
 
@@ -55,24 +56,28 @@ def add_counter_energy(rows: list[dict], t_ns: np.ndarray, energy_j: np.ndarray)
         r.update(energy_j=float(c1 - c0), counter_start_j=float(c0), counter_end_j=float(c1))
 
 
-def training_report(rows: list[dict], trace: pa.Table, profile) -> dict:
-    """training_coupling.json for these steps over this trace, as the suite writes it."""
+def training_report(rows: list[dict], trace: pa.Table, profile, settings=None) -> tuple[dict, dict]:
+    """(training_coupling.json, its tables by name) for these steps over this trace, as the
+    suite writes them; ``settings``: the analysis' CouplingAnalysisSettings (None: defaults)."""
     from experiments.reports import analyse_all
+    from experiments.training_coupling.config import TrainingCouplingConfig
 
+    configs = {} if settings is None else {"training_coupling": TrainingCouplingConfig(analysis=settings)}
     result = {"experiment": "training_coupling", "schema_version": 1, "t_start_ns": rows[0]["t_start_ns"],
               "t_end_ns": rows[-1]["t_end_ns"], "steps": rows, "end_reason": "completed", "simulated": True}
     info = {"power_limit_w": profile.power_limit_w, "slowdown_temp_c": profile.slowdown_temp_c}
-    reports, _events = analyse_all({"training_coupling": result}, {}, trace.to_pandas(), None, info)
-    return reports["training_coupling"]
+    reports, tables = analyse_all({"training_coupling": result}, configs, trace.to_pandas(), None, info)
+    return reports["training_coupling"], tables
 
 
 def training_run(profile_name: str = "rtx4080-laptop", steps: int = 120, step_s: float = 0.25, t0_ns: int = 10 * S,
                  idle_s: float = 5.0, gap_steps: tuple[int, int] | None = (50, 54), seed: int = 0,
-                 device_uuid: str = "GPU-training") -> TrainingRun:
+                 device_uuid: str = "GPU-training", settings=None) -> TrainingRun:
     """Render one run: ``idle_s`` idle, then ``steps`` training steps of ``step_s`` each, 2 s idle.
 
     ``gap_steps`` (first, last): the trace loses every read during those steps (a poller
     stall), so they are not aligned. The report should find power coupled at lag >= 1.
+    ``settings``: the coupling analysis' settings (None: its defaults).
     """
     from agents.physics import render_trace
     from agents.profiles import load_profile
@@ -89,7 +94,8 @@ def training_run(profile_name: str = "rtx4080-laptop", steps: int = 120, step_s:
     markers = pa.table({"t_ns": pa.array([t0_ns], pa.int64()), "wall_ns": pa.array([None], pa.int64()),
                         "device_uuid": pa.array([None], pa.string()), "name": ["phase_start"],
                         "attrs_json": ['{"phase": "training_coupling"}']})
-    return TrainingRun(trace, markers, rows, training_report(rows, trace, profile), float(profile.power_limit_w),
+    report, tables = training_report(rows, trace, profile, settings)
+    return TrainingRun(trace, markers, rows, report, tables, float(profile.power_limit_w),
                        float(profile.slowdown_temp_c))
 
 

@@ -3,7 +3,8 @@
 A device dir is ``<out>/<run_id>/<host>/<device_uid>/`` holding run_metadata.json,
 fingerprint.json, the trace (``power_trace.parquet`` once the suite has compacted it, else
 the poller's ``power_trace/part-*.parquet``), markers.parquet, and optionally events.parquet,
-poller_stats.json and one ``<experiment>.json`` per experiment.
+poller_stats.json and one ``<experiment>.json`` per experiment, with the tables that
+experiment wrote (``<table>.parquet``, experiments.contracts.tables).
 
 Only regular files inside the device dir are read: a symbolic link (to a file or to the
 power_trace/ folder) is refused, so a link cannot bring a file from elsewhere into the
@@ -18,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from agents.errors import ValidationError, first_line
+from experiments.contracts.tables import tables_of
 
 from .connection import WRITER_LOCK_TIMEOUT_S
 from .file_checks import check_no_links, inside_dir, inside_file
@@ -114,10 +116,17 @@ def read_device_dir(device_dir: str | os.PathLike) -> DeviceBundle:
             continue  # not an experiment result (no "experiment" and no "figures")
         experiments[path.stem] = doc
         labels[f"experiment:{path.stem}"] = str(path)
+    tables = {}
+    for name in experiments:
+        for contract in tables_of(name):
+            path = d / contract.file_name
+            labels[f"table:{contract.name}"] = str(path)
+            if inside_file(d, contract.file_name):
+                tables[contract.name] = _read_parquet(path)
     stats = _read_json(d / "poller_stats.json", required=False)
     source = meta_doc.get("source", "artifact") if isinstance(meta_doc, dict) else "artifact"
     return prepare_bundle(meta_doc, fp_doc, trace_parts, markers, events, experiments, stats,
-                          source=source, labels=labels)
+                          source=source, labels=labels, tables=tables)
 
 
 KEEP_ROWS = 20_000_000  # keep validated bundles in memory up to this many trace rows

@@ -1,4 +1,4 @@
-"""The warehouse's `fleetphysics` subcommands: ingest, import, sql, export, analyze, compact.
+"""The warehouse's `fleetphysics` subcommands: ingest, import, sql, export, compact.
 
 Each takes ``--warehouse PATH`` (default: $FLEETPHYSICS_WAREHOUSE, else ./fleet.duckdb)
 and ``--json``. Handlers return an exit code and raise agents.errors exceptions, which
@@ -8,8 +8,6 @@ cluster/cli.py prints as one line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import json
 import sys
 import time
@@ -18,14 +16,10 @@ import pandas as pd
 
 from agents.cli_args import DeprecatedAlias, add_deprecated_alias, positive_float, positive_int
 from agents.errors import ConfigError, ValidationError
-from experiments.contracts.catalog import EXPERIMENTS
 
 from .connection import READER_LOCK_TIMEOUT_S, WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
 from .query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, Watchdog, fetch_arrow, query
 from .result_text import csv_chunks, json_chunks, table_chunks
-
-ANALYSES = tuple(e.name for e in EXPERIMENTS if e.analyzable)  # computed from a stored trace by `analyze`
-
 
 def _common(parser: argparse.ArgumentParser, lock_timeout_s: float) -> None:
     parser.add_argument("--warehouse", default=default_warehouse(), metavar="PATH",
@@ -35,13 +29,18 @@ def _common(parser: argparse.ArgumentParser, lock_timeout_s: float) -> None:
                         help=f"wait this long for another process's lock on the file (default {lock_timeout_s:g})")
 
 
+def common_arguments(parser: argparse.ArgumentParser, lock_timeout_s: float) -> None:
+    """--warehouse, --json and --lock-timeout-s, as every warehouse command takes them."""
+    _common(parser, lock_timeout_s)
+
+
 def _replace_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace", action="store_true",
                         help="replace a run x device already stored from another kind of source (an export "
                              "imported back, say); without it such an import is refused")
 
 
-def _run_argument(parser: argparse.ArgumentParser, help_text: str, required_positional_alias: bool = False) -> None:
+def run_argument(parser: argparse.ArgumentParser, help_text: str, required_positional_alias: bool = False) -> None:
     """--run RUN_ID (required); ``required_positional_alias`` also takes the old positional
     RUN_ID with a deprecation note (export took one)."""
     if not required_positional_alias:
@@ -63,7 +62,7 @@ def _given_run(args, command: str) -> str:
     return run
 
 
-def _device_uid_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+def device_uid_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
     """--device-uid DEVICE_UID (an identity in the warehouse, never a device spec); the old
     --device is accepted with a deprecation note."""
     new = parser.add_argument("--device-uid", metavar="DEVICE_UID", help=f"{help_text} (formerly --device)")
@@ -160,7 +159,7 @@ def _compact(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- analyze
+# ---------------------------------------------------------------- a run's frames (for analyze)
 
 
 def load_run_frames(warehouse, run_id: str, device_uid: str | None = None,
@@ -197,59 +196,12 @@ def load_run_frames(warehouse, run_id: str, device_uid: str | None = None,
         con.close()
 
 
-def _analysis_module(name: str):
-    module_name = f"experiments.analysis.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ConfigError(f"analyze: {module_name} is not available yet ({exc}); "
-                              "update fleetphysics to a version with experiments/analysis") from exc
-        raise
-    if not callable(getattr(module, "analyze", None)):
-        raise ConfigError(f"analyze: {module_name} has no analyze(trace_df, markers_df) function; "
-                          "update fleetphysics")
-    return module
-
-
-def _plain(value):
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        return value.to_dict()
-    return value
-
-
-def analysis_report(experiment: str, figures: dict) -> dict:
-    """An analysis result as an experiment report (the shape a suite run's ingest stores)."""
-    quality = {k: figures[k] for k in ("quality", "quality_reason", "equilibrium", "equilibrium_status")
-               if k in figures}
-    return {"experiment": experiment, "schema_version": 1, "figures": figures, "quality": quality,
-            "checks": {}, "source": "analyze"}
-
-
-def _analyze(args) -> int:
-    from .results import store_experiment
-
-    module = _analysis_module(args.experiment)
-    results = []
-    for device, trace, markers in load_run_frames(args.warehouse, args.run, args.device_uid, args.lock_timeout_s):
-        results.append({"run_id": args.run, "device_uid": device, "experiment": args.experiment,
-                        "result": _plain(module.analyze(trace, markers)), "stored": False})
-    if not args.no_store:  # after every device is computed: a failure stores nothing half-way
-        for res in results:
-            store_experiment(args.warehouse, res["run_id"], res["device_uid"],
-                             analysis_report(args.experiment, res["result"]), lock_timeout_s=args.lock_timeout_s)
-            res["stored"] = True
-    _print_json(results[0] if len(results) == 1 else results, pretty=not args.json)
-    return 0
-
 
 # ---------------------------------------------------------------- registration
 
 
 def register(subparsers) -> None:
-    """Add ingest, import (tr122, nvidia-smi), sql, export, analyze and compact to the CLI."""
+    """Add ingest, import (tr122, nvidia-smi), sql, export and compact to the CLI."""
     p = subparsers.add_parser("ingest", help="ingest artifact dirs (device, run or root dirs) into the warehouse")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="device dir, run dir or a root holding run dirs")
     _replace_flag(p)
@@ -288,22 +240,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=_sql)
 
     p = subparsers.add_parser("export", help="export one run x device as a TR122 pack")
-    _run_argument(p, "the run to export", required_positional_alias=True)
+    run_argument(p, "the run to export", required_positional_alias=True)
     p.add_argument("--format", choices=("tr122",), default="tr122", help="pack format (tr122)")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty folder to write the pack into")
-    _device_uid_argument(p, "the device, when the run has several")
+    device_uid_argument(p, "the device, when the run has several")
     _common(p, READER_LOCK_TIMEOUT_S)
     p.set_defaults(func=_export)
-
-    p = subparsers.add_parser("analyze", help="run an analysis on a run's trace and markers from the warehouse "
-                                              "and store its figures (the tables a suite run fills)")
-    _run_argument(p, "the run to analyze")
-    _device_uid_argument(p, "one device of the run (default: every device)")
-    p.add_argument("--experiment", choices=ANALYSES, default="instrument_response",
-                   help="analysis to run (default instrument_response)")
-    p.add_argument("--no-store", action="store_true", help="print the figures only; leave the warehouse as it is")
-    _common(p, WRITER_LOCK_TIMEOUT_S)
-    p.set_defaults(func=_analyze)
 
     p = subparsers.add_parser("compact", help="rewrite the warehouse into a fresh file: reclaims free space, "
                                               "and older DuckDB clients can open it")

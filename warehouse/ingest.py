@@ -106,11 +106,14 @@ def prepare_bundle(
     source: str,
     labels: dict[str, str] | None = None,
     require_all_trace_columns: bool = True,
+    tables: dict[str, pa.Table] | None = None,
 ) -> DeviceBundle:
     """Validate one run x device and return it ready to write (raises ValidationError).
 
-    ``labels`` names the origin of each input in messages (keys: run_metadata,
-    fingerprint, markers, events, poller_stats, and ``experiment:<name>``).
+    ``tables`` maps the name of a table an experiment wrote (experiments.contracts.tables)
+    to the table; an experiment's report needs its tables. ``labels`` names the origin of
+    each input in messages (keys: run_metadata, fingerprint, markers, events, poller_stats,
+    ``experiment:<name>`` and ``table:<name>``).
     """
     labels = labels or {}
     meta = check_run_metadata(labels.get("run_metadata", "run_metadata"), run_metadata)
@@ -133,7 +136,9 @@ def prepare_bundle(
     for name, doc in docs.items():
         for table, rows in _figures.typed_rows(name, doc).items():
             bundle.typed.setdefault(table, []).extend(rows)
-    bundle.typed_arrow.update(_training.training_tables(docs, trace.table, meta["simulated"], fp["fields"]))
+    table_labels = {k.removeprefix("table:"): v for k, v in labels.items() if k.startswith("table:")}
+    bundle.typed_arrow.update(_training.training_tables(docs, {k: _as_table(v) for k, v in (tables or {}).items()},
+                                                        table_labels, meta["simulated"]))
     bundle.throttle = throttle_stretches(trace.table)
     if any(_figures.EXPERIMENT_KINDS.get(n) == "heat_soak" for n in docs) and not bundle.typed.get("heat_soak_series"):
         bundle.series = downsample_series(trace.table)
@@ -514,6 +519,7 @@ def ingest_tables(
     source: str = "arrow",
     lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S,
     replace: bool = False,
+    tables: dict[str, pa.Table] | None = None,
 ) -> dict:
     """Ingest one run x device from memory; returns ``{"run_id", "device_uid", "rows"}``.
 
@@ -521,14 +527,16 @@ def ingest_tables(
     (opened for this ingest only, creating and migrating it if needed). ``trace`` and
     ``markers`` follow agents.trace_schema; ``events`` the events.parquet columns (Arrow
     tables, or pandas DataFrames, converted without their index);
-    ``experiments`` maps experiment name to its JSON document. Validation runs first; a
+    ``experiments`` maps experiment name to its JSON document, ``tables`` the name of each
+    table the experiments wrote (experiments.contracts.tables) to the table, as
+    :func:`prepare_bundle` takes them. Validation runs first; a
     ValidationError leaves the warehouse untouched, and so does any error while writing.
     A run x device stored from another kind of source is replaced only with ``replace``.
     """
     bundle = prepare_bundle(
         run_metadata, fingerprint, [("power_trace (in memory)", _as_table(trace))], _as_table(markers),
         _as_table(events),
-        experiments, poller_stats, source=source,
+        experiments, poller_stats, source=source, tables=tables,
         labels={"run_metadata": "run_metadata (in memory)", "fingerprint": "fingerprint (in memory)",
                 "markers": "markers (in memory)", "events": "events (in memory)",
                 "poller_stats": "poller_stats (in memory)"}

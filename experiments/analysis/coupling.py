@@ -370,6 +370,7 @@ def analyze_training_coupling(
     temp_slope_window_s: float = 5.0,
     rle_params: RLEParams = DEFAULT_PARAMS,
     seed: int = 0,
+    return_frames: bool = False,
 ) -> dict:
     """Coupling of gradient norm with power, temperature slope and RLE collapses.
 
@@ -383,6 +384,9 @@ def analyze_training_coupling(
     "target", "figures", "quality", "per_step"}``; ``figures`` repeats the headline keys and
     adds ``targets`` (per-target lag tables and p-values), ``spikes``, ``rle`` (collapse
     rate and events); ``per_step`` is one dict per step (:data:`STEP_COLUMNS`, ``spike``).
+    ``figures["signature"]`` is the workload's :func:`signature` over the training window.
+    With ``return_frames`` the result also holds ``frames``: the unrounded per-step
+    DataFrame and the RLE series (None without a trace), the tables the report comes with.
     """
     trace = trace_df.sort_values("t_ns", kind="stable") if len(trace_df) else trace_df
     series = rle_series(trace, power_limit_w, slowdown_temp_c, rle_params) if len(trace) else None
@@ -518,9 +522,36 @@ def analyze_training_coupling(
                 "rle_median": rnd(np.nanmedian(series["rle"]), 4) if series is not None and series["rle"].notna().any()
                 else None},
         "energy_per_step_j_median": rnd(np.nanmedian(per["energy_j"]), 4) if per["energy_j"].notna().any() else None,
+        "signature": signature(trace, per, quality["power_field"]),
         "quality": quality,
     }
-    return {**headline, "figures": figures, "quality": quality, "per_step": _records(per)}
+    out = {**headline, "figures": figures, "quality": quality, "per_step": _records(per)}
+    if return_frames:
+        out["frames"] = {"per_step": per, "rle_series": series}
+    return out
+
+
+SIGNATURE_FIELDS = (("power", "power_{}_w"), ("temp_c", "temp_{}_c"), ("util_gpu", "util_{}_pct"))
+
+
+def signature(trace: pd.DataFrame, per: pd.DataFrame, power_field: str | None) -> dict:
+    """The workload's signature over the training window (first step start to last step end,
+    on the trace's clock): 5th and 95th percentiles of the good reads of power (the per-step
+    power field), temperature and utilization; None where there is no read."""
+    out = {name.format(q): None for _, name in SIGNATURE_FIELDS for q in ("p05", "p95")}
+    if not len(per) or not len(trace):
+        return out
+    t0, t1 = int(per["t_start_ns"].min()), int(per["t_end_ns"].max())
+    for field, name in SIGNATURE_FIELDS:
+        field = (power_field or "power_w") if field == "power" else field
+        if field not in trace.columns:
+            continue
+        t, v = tables.good(trace, field)
+        v = v[(t >= t0) & (t <= t1)]
+        if v.size:
+            lo, hi = np.percentile(v, [5, 95])
+            out[name.format("p05")], out[name.format("p95")] = float(lo), float(hi)
+    return out
 
 
 def _records(per: pd.DataFrame) -> list[dict]:

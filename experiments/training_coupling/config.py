@@ -10,6 +10,26 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from experiments.presets import pick
 
 
+class CouplingAnalysisSettings(BaseModel):
+    """The coupling analysis' settings (experiments.analysis.coupling.analyze_training_coupling);
+    the report records the ones it used, and its tables are computed with them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_lag: int = Field(5, ge=1, description="lags -max_lag..+max_lag steps are tested")
+    n_boot: int = Field(999, ge=1, description="block-bootstrap draws (p cannot fall below 1 / (n_boot + 1))")
+    alpha: float = Field(0.01, gt=0, lt=1, description="p at or below this is 'coupled'")
+    spike_k: float = Field(6.0, gt=0, description="a spike: grad_norm above its rolling median by k MADs")
+    detrend_window_steps: int = Field(21, ge=0, description="rolling-median detrend window (< 2: none)")
+    min_steps: int = Field(40, ge=1, description="fewer aligned steps give 'insufficient data'")
+    require_collapses: bool = Field(False, description="'insufficient data' without an RLE collapse")
+    power_field: Literal["auto", "power_w", "power_instant_w"] = Field(
+        "auto", description="per-step power from this field (auto: power_instant_w when the trace has it)")
+    temp_slope_window_s: float = Field(5.0, gt=0, description="least-squares window of the temperature slope")
+    clock_offset_ns: int = Field(0, description="added to step times to put them on the trace's clock")
+    seed: int = Field(0, description="seed of the bootstrap")
+
+
 class TrainingCouplingConfig(BaseModel):
     """What to train and how; the ``sim_*`` fields only act on a simulated device."""
 
@@ -45,6 +65,8 @@ class TrainingCouplingConfig(BaseModel):
         description="TEST KNOB, simulated device only: when > 0 the declared level of step i is raised by this "
                     "times (grad_norm[i-1] / median of the earlier grad norms - 1), a known coupling that gives "
                     "the analysis a positive control. 0 (default) keeps the level constant: no physical claim.")
+    analysis: CouplingAnalysisSettings = Field(default_factory=CouplingAnalysisSettings,
+                                               description="settings of the coupling analysis of the run")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainingCouplingConfig":

@@ -3,8 +3,9 @@
 ``HostAgent`` owns one host's devices (NVML GPUs, or the simulated boards its node's
 FLEETPHYSICS_SIMULATE names), its poller (started once per run, before any experiment)
 and the suite's phases, in lockstep across the host's devices. ``DeviceWorker`` runs one
-GPU's workloads in its own process (num_gpus=1) on the same node. The experiment code is
-imported inside the methods: the device layer of agents/ never depends on experiments/.
+GPU's workloads in its own process (num_gpus=1) on the same node. Both live in cluster/,
+the orchestration layer, which may import every package; agents/ stays host-side sensing.
+The experiment code is imported inside the methods that use it.
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ def collect_device_artifacts(device_dir: str) -> dict:
         out["trace"] = None
     out["markers"] = pq.read_table(d / "markers.parquet") if (d / "markers.parquet").exists() else None
     out["events"] = pq.read_table(d / "events.parquet") if (d / "events.parquet").exists() else None
+    from experiments.contracts.tables import TABLES
+
+    out["tables"] = {t.name: pq.read_table(d / t.file_name) for t in TABLES.values() if (d / t.file_name).exists()}
     out["experiments"] = {}
     for p in d.glob("*.json"):
         data = json.loads(p.read_text())
