@@ -112,8 +112,8 @@ def _training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool) ->
     if not limit:
         return report("training_coupling", {"verdict": "insufficient data",
                                             "verdict_reason": "the device reports no power limit: RLE needs one"}, sim)
-    result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown))
-    result.pop("per_step", None)
+    result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown),
+                                       per_step=False)
     figures = {k: v for k, v in result.items() if k not in ("figures", "quality")} | result.get("figures", {})
     # The limits RLE was computed with: the warehouse repeats the per-step analysis with them.
     figures |= {"rle_power_limit_w": float(limit), "rle_slowdown_temp_c": float(slowdown)}
