@@ -15,6 +15,9 @@ def test_bench_analysis_prints_its_figures(capsys):
     assert set(out["per_analysis_s"]) == {"baseline", "instrument_response", "heat_soak", "joule_curve",
                                           "training_coupling"}
     assert out["seconds"] >= 0 and out["rows_per_s"] > 0
+    # the same-run baseline: the direct bootstrap on the same traces gives the same figures
+    assert out["baseline"]["same_figures"] is True and out["baseline"]["training_coupling_cpu_s"] > 0
+    assert out["ratios"]["training_coupling_cpu"] > 0 and out["target_s"] == 5.0
 
 
 def test_bench_analysis_runs_the_products_report_path():
