@@ -44,9 +44,10 @@ def test_reports_joule_events_equal_the_per_event_analysis():
 
     dev = ba.synth_device("rtx4080-laptop", 0.05 * 3600, 20.0, 2)
     res = dev["results"]["joule_curve"]
-    per = reports._joule_events(res, dev["trace"], None, None)
+    per, idle = reports._joule_events(res, dev["trace"], None, None)
     evs = res["events"]
-    p_idle = reports._idle_power_w(None, dev["trace"], min(e["t_start_ns"] for e in evs))
+    p_idle = idle["power_w"]
+    assert idle["source"] == "idle finder" and p_idle is not None  # the bench's trace opens on idle
     series = energy.EnergySeries(dev["trace"])
     bounds = [t for e in evs for t in (e["t_start_ns"], e["t_end_ns"])]
     for e, row in zip(evs, per.to_dict("records")):
