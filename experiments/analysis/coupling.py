@@ -257,10 +257,11 @@ def _lag_matrix(rx: np.ndarray, RY: np.ndarray, max_lag: int, min_pairs: int) ->
     S = np.hstack([_lag_shift(xm.astype(np.float64), max_lag), _lag_shift(x0, max_lag),
                    _lag_shift(x0 * x0, max_lag)])  # [mask | x | x^2], each (n, m)
     finite = np.isfinite(RY)
-    Y0 = np.where(finite, RY, 0.0)
     if finite.all():  # the usual case: the pair counts and x sums are the same for every row
+        Y0 = RY
         A = np.broadcast_to(S.sum(axis=0), (RY.shape[0], 3 * m))
     else:
+        Y0 = np.where(finite, RY, 0.0)
         A = finite.astype(np.float64) @ S
     npairs, sx, sxx = A[:, :m], A[:, m:2 * m], A[:, 2 * m:]
     B = Y0 @ S[:, :2 * m]
