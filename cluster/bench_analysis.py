@@ -10,9 +10,14 @@ per-event energy with the joule curve, and the training coupling with its block 
 as ``_finish`` calls it. Rendering is not timed; devices run one after another in this
 process. ``per_analysis_s`` (wall) and ``per_analysis_cpu_s`` time each experiment's report
 alone (summed over devices).
+Baseline, in the same run on the same traces: the training coupling again with the
+bootstrap's correlations computed the direct way (one masked Pearson pass per lag,
+``coupling.lag_matrix_reference``, what the product ran before the matrix-product form).
+``ratios`` divides the product's time by it; ``baseline.same_figures`` says whether both gave
+the same verdicts and p-values (they must: same draws, same estimator).
 Prints JSON: hours, hz, devices, rows, events, steps, seconds, cpu_s (the process's CPU time
 over the same calls: on a shared machine the honest figure), rows_per_s, per_analysis_s,
-render_s.
+per_analysis_cpu_s, baseline, ratios, target_s, render_s.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ PARTS = (("baseline", 0.10), ("instrument_response", 0.10), ("heat_soak", 0.40),
          ("training", 0.20))
 EXPERIMENTS = ("baseline", "instrument_response", "heat_soak", "joule_curve", "training_coupling")
 CHUNK_S = 60.0
+TARGET_S = 5.0  # 1 h x 100 Hz x 8 devices, the figure the README holds the product to
 
 
 def register(bench_sub) -> None:
@@ -145,15 +151,37 @@ def time_device(dev: dict, configs: dict) -> tuple[float, float, dict[str, float
 
     empty = pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "name": pd.Series(dtype="str")})
     t0, c0 = time.perf_counter(), time.process_time()
-    reports.analyse_all(dev["results"], configs, dev["trace"], empty, dev["info"])
+    out, _ = reports.analyse_all(dev["results"], configs, dev["trace"], empty, dev["info"])
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    each = {}
+    each = {"_coupling_report": out["training_coupling"]}
     for name in EXPERIMENTS:
         t0, c0 = time.perf_counter(), time.process_time()
         reports.analyse_all({name: dev["results"][name]}, configs, dev["trace"], empty, dev["info"])
         each[name] = time.perf_counter() - t0
         each[f"{name}_cpu"] = time.process_time() - c0
     return total, cpu, each
+
+
+def time_coupling_baseline(dev: dict, configs: dict, product: dict) -> tuple[float, float, bool]:
+    """Wall and CPU seconds of the training coupling report with the direct per-lag
+    correlations swapped in, and whether its figures equal the product's (``product``: the
+    product's report of the same device)."""
+    from experiments import reports
+    from experiments.analysis import coupling
+
+    empty = pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "name": pd.Series(dtype="str")})
+    fast = coupling._lag_matrix
+    coupling._lag_matrix = coupling.lag_matrix_reference
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out, _ = reports.analyse_all({"training_coupling": dev["results"]["training_coupling"]}, configs,
+                                     dev["trace"], empty, dev["info"])
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        coupling._lag_matrix = fast
+    keys = ("verdict", "p_value", "best_lag", "correlation", "target")
+    same = all(out["training_coupling"]["figures"].get(k) == product["figures"].get(k) for k in keys)
+    return wall, cpu, same
 
 
 def cmd_bench_analysis(args) -> int:
@@ -171,6 +199,8 @@ def cmd_bench_analysis(args) -> int:
     cpu_s = sum(t[1] for t in timings)
     totals = {k: sum(t[2][k] for t in timings) for k in EXPERIMENTS} if timings else {}
     cpu_totals = {k: sum(t[2][f"{k}_cpu"] for t in timings) for k in EXPERIMENTS} if timings else {}
+    base = [time_coupling_baseline(dev, configs, t[2]["_coupling_report"]) for dev, t in zip(devices, timings)]
+    base_wall, base_cpu = sum(b[0] for b in base), sum(b[1] for b in base)
     rows = int(sum(len(d["trace"]) for d in devices))
     print(json.dumps({
         "hours": args.hours, "hz": args.hz, "devices": args.devices, "rows": rows,
@@ -180,9 +210,21 @@ def cmd_bench_analysis(args) -> int:
         "rows_per_s": round(rows / elapsed) if elapsed > 0 else None,
         "per_analysis_s": {k: round(v, 3) for k, v in totals.items()},
         "per_analysis_cpu_s": {k: round(v, 3) for k, v in cpu_totals.items()},
+        "baseline": {"what": "training coupling with the direct per-lag bootstrap correlations "
+                             "(coupling.lag_matrix_reference)",
+                     "training_coupling_s": round(base_wall, 3), "training_coupling_cpu_s": round(base_cpu, 3),
+                     "same_figures": all(b[2] for b in base)},
+        "ratios": {"training_coupling_cpu": _ratio(cpu_totals.get("training_coupling"), base_cpu),
+                   "training_coupling_wall": _ratio(totals.get("training_coupling"), base_wall)},
+        "target_s": TARGET_S, "target_met_cpu": cpu_s < TARGET_S,
         "render_s": round(render_s, 2),
     }, indent=2))
     return 0
+
+
+def _ratio(product_s: float | None, baseline_s: float) -> float | None:
+    """product / baseline, rounded (None without a baseline)."""
+    return round(product_s / baseline_s, 3) if product_s is not None and baseline_s > 0 else None
 
 
 def _warm_up(configs: dict) -> None:

@@ -45,15 +45,6 @@ def report(name: str, figures: dict, simulated: bool, checks: dict | None = None
     return doc
 
 
-def _idle_power_w(baseline: dict | None, trace: pd.DataFrame, before_ns: int) -> float | None:
-    """Idle power for baseline subtraction: the run's baseline, else the 3 s before ``before_ns``."""
-    if baseline and baseline.get("figures", {}).get("mean_robust_w") is not None:
-        return float(baseline["figures"]["mean_robust_w"])
-    pre = window(trace, before_ns - 3_000_000_000, before_ns)
-    pre = pre[pre.read_ok & pre.power_w.notna()]
-    return float(pre.power_w.median()) if len(pre) else None
-
-
 @dataclass(frozen=True)
 class AnalysisInputs:
     """What an experiment's analysis reads: its runner's result, its config, the device's
@@ -142,9 +133,13 @@ def analyse_joule_curve(inputs: AnalysisInputs) -> Analysis:
     from experiments.analysis import energy as a_energy
 
     res = inputs.result
-    events = _joule_events(res, inputs.trace, inputs.reports.get("baseline"), inputs.reports.get("instrument_response"))
+    events, idle = _joule_events(res, inputs.trace, inputs.reports.get("baseline"),
+                                 inputs.reports.get("instrument_response"), inputs.markers)
     fig = a_energy.joule_curve(events) if len(events) else {}
     fig.update(_j_per_token_headline(fig.get("points") or []))
+    fig["idle"] = idle  # the idle reference every net figure above subtracts
+    if idle is not None and idle["power_w"] is None:
+        fig["quality"], fig["quality_reason"] = "insufficient", idle["reason"]
     if res.get("figures", {}).get("model"):
         fig["model"] = res["figures"]["model"]  # the model measured: its shape, dtype and memory figures
     fig["truth"] = (res.get("figures") or {}).get("truth")  # the compute model's law; None on hardware
@@ -193,7 +188,7 @@ def training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool, set
                      extra={"steps": res["steps"]})
         return doc, training_tables(res["steps"], None, None)
     result = analyze_training_coupling(trace, pd.DataFrame(res["steps"]), float(limit), float(slowdown),
-                                       **settings.model_dump(), return_frames=True)
+                                       **settings.model_dump(), return_frames=True, per_step=False)
     result.pop("per_step", None)
     frames = result.pop("frames")
     figures = {k: v for k, v in result.items() if k not in ("figures", "quality")} | result.get("figures", {})
@@ -217,14 +212,20 @@ def _j_per_token_headline(points: list[dict], phase: str = "decode") -> dict:
             "max_batch": last.get("batch_size")}
 
 
-def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dict | None) -> pd.DataFrame:
+def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dict | None,
+                  markers: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict | None]:
+    """The per-event energy table and the idle reference its net energies subtract
+    (:func:`experiments.analysis.idle.idle_reference`; None without events)."""
     from experiments.analysis import energy as a_energy
+    from experiments.analysis.idle import idle_reference
 
     evs = res.get("events", [])
     if not evs:
-        return pd.DataFrame()
-    p_idle = _idle_power_w(baseline, trace, min(e["t_start_ns"] for e in evs))
-    p_idle_sem = (baseline or {}).get("figures", {}).get("sem_eff_w")
+        return pd.DataFrame(), None
+    window = res.get("idle_window") or {}
+    idle = idle_reference(trace, min(e["t_start_ns"] for e in evs), baseline=(baseline or {}).get("figures"),
+                          idle_window=(window["t_start_ns"], window["t_end_ns"]) if window else None,
+                          markers=markers)
     update_ms = None
     if ir:
         field = ir["figures"].get("power_instant_w") or ir["figures"].get("power_w") or {}
@@ -235,10 +236,10 @@ def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dic
                                                    "passes", "t_start_ns", "t_end_ns", "tokens_per_second")}
                           | {"counter_start_j": e.get("energy_counter_start_j"),
                              "counter_end_j": e.get("energy_counter_end_j")} for e in evs])
-    per = a_energy.events_energy(trace, table, p_idle, update_period_ms=update_ms, p_idle_sem_w=p_idle_sem)
+    per = a_energy.events_energy(trace, table, idle["power_w"], update_period_ms=update_ms, p_idle_sem_w=idle["sem_w"])
     per.insert(0, "experiment", "joule_curve")
     per["energy_quality"] = per["quality"]
-    return per
+    return per, idle
 
 
 TR122_TRACE_COLUMNS = ["t_ns", "power_w", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "util_mem",

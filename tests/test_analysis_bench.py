@@ -15,6 +15,9 @@ def test_bench_analysis_prints_its_figures(capsys):
     assert set(out["per_analysis_s"]) == {"baseline", "instrument_response", "heat_soak", "joule_curve",
                                           "training_coupling"}
     assert out["seconds"] >= 0 and out["rows_per_s"] > 0
+    # the same-run baseline: the direct bootstrap on the same traces gives the same figures
+    assert out["baseline"]["same_figures"] is True and out["baseline"]["training_coupling_cpu_s"] > 0
+    assert out["ratios"]["training_coupling_cpu"] > 0 and out["target_s"] == 5.0
 
 
 def test_bench_analysis_runs_the_products_report_path():
@@ -41,9 +44,10 @@ def test_reports_joule_events_equal_the_per_event_analysis():
 
     dev = ba.synth_device("rtx4080-laptop", 0.05 * 3600, 20.0, 2)
     res = dev["results"]["joule_curve"]
-    per = reports._joule_events(res, dev["trace"], None, None)
+    per, idle = reports._joule_events(res, dev["trace"], None, None)
     evs = res["events"]
-    p_idle = reports._idle_power_w(None, dev["trace"], min(e["t_start_ns"] for e in evs))
+    p_idle = idle["power_w"]
+    assert idle["source"] == "idle finder" and p_idle is not None  # the bench's trace opens on idle
     series = energy.EnergySeries(dev["trace"])
     bounds = [t for e in evs for t in (e["t_start_ns"], e["t_end_ns"])]
     for e, row in zip(evs, per.to_dict("records")):

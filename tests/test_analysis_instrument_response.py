@@ -255,3 +255,34 @@ def test_every_power_field_present_is_analysed():
     res = analyze_step_response(df, [(e.t_ns, e.level) for e in edges])
     assert set(res) == {"power_w", "power_instant_w", "power_avg_1s_w"}
     assert res["power_avg_1s_w"]["window_ms"] == pytest.approx(prof.average_window_ms, rel=0.1)
+
+
+def test_window_likelihood_equals_the_direct_boxcar_formula():
+    """The plateau shortcut (the censored tail only where the boxcar is partway) gives the
+    direct formula's log-likelihood: every reading's term at every (W, onset), summed."""
+    import numpy as np
+    from scipy.special import ndtr
+
+    from experiments.analysis.sensor import ONSET_GRID_POINTS, window_log_likelihood
+
+    def direct(t, y, sigma, onset_hi, w, lo=0.1, hi=0.9):
+        low = np.flatnonzero((y <= lo) & (t < onset_hi))
+        t_low = t[low[-1]] if low.size else t[0] - 1.0
+        start = np.minimum(t_low - (lo + 4 * sigma) * w, onset_hi - 1e-6)
+        ts = (start[:, None] + (onset_hi - start)[:, None] * np.linspace(0, 1, ONSET_GRID_POINTS))[:, :, None]
+        model = np.clip((t[None, None, :] - ts) / w[:, None, None], 0.0, 1.0)
+        yy = y[None, None, :]
+        cens = np.where(yy <= lo, lo - model, model - hi) / sigma
+        terms = np.where((yy > lo) & (yy < hi), -0.5 * ((yy - model) / sigma) ** 2,
+                         np.log(np.maximum(ndtr(cens), 1e-300)))
+        ll = terms.sum(axis=2)
+        peak = ll.max(axis=1, keepdims=True)
+        return peak[:, 0] + np.log(np.mean(np.exp(ll - peak), axis=1)) + np.log(onset_hi - start)
+
+    rng = np.random.default_rng(4)
+    w = np.geomspace(2.0, 1600.0, 60)
+    for true_w in (5.0, 100.0, 1000.0):
+        t = np.arange(-300.0, 1500.0, 100.0) + rng.uniform(0, 100)
+        y = np.clip((t - 20.0) / true_w, 0, 1) + rng.normal(0, 0.02, t.size)
+        got, want = window_log_likelihood(t, y, 0.02, 60.0, w), direct(t, y, 0.02, 60.0, w)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)

@@ -35,7 +35,7 @@ def make_ctx(tmp_path, profile="rtx4080-laptop", **kw) -> RunContext:
 
 def fast_config(**kw) -> JouleCurveConfig:
     base = dict(shape="tiny", batch_sizes=BATCHES, repetitions=2, warmup_repetitions=2, input_tokens=8,
-                output_tokens=3, min_event_s=0.06)
+                output_tokens=3, min_event_s=0.06, idle_s=0.0)
     return JouleCurveConfig(**{**base, **kw})
 
 
@@ -227,6 +227,86 @@ def test_per_pass_fit_recovers_the_boards_energy_law(tmp_path, board):
     for fit in figures["fits"]:
         assert fit["quality"] == "good"
         assert fit["params"]["e_token_j"] == pytest.approx(truth[fit["phase"]]["e_token_j"], rel=0.05), fit
+
+
+def test_idle_window_is_marked_before_the_warmup_with_the_board_quiet(tmp_path):
+    """The idle window comes after the model is built and before any pass: phase markers
+    bracket it, no load is declared inside it, and the result records the same interval."""
+    result = run(make_ctx(tmp_path), fast_config(idle_s=0.3, batch_sizes=[1], repetitions=1))
+    markers = read_markers(tmp_path / "markers.jsonl")
+    win = result["idle_window"]
+    phase = [m["t_ns"] for m in markers if m["attrs"].get("phase") == "joule_curve.idle"]
+    assert len(phase) == 2 and phase[0] <= win["t_start_ns"] < win["t_end_ns"] <= phase[1]
+    assert win["seconds"] >= 0.3
+    busy = [m for m in markers if m["name"] == "load" and m["attrs"]["level"] > 0]
+    assert busy and min(m["t_ns"] for m in busy) > phase[1]  # the warmup's work starts after it
+    assert min(m["t_ns"] for m in markers if m["name"] == "event_start") > phase[1]
+
+
+def _analysed(tmp_path, board: str, cfg: JouleCurveConfig, pre_s: float):
+    """Run ``cfg`` on ``board``, render the trace its sensors give for the recorded load
+    markers from ``pre_s`` before the run's first marker, and run the product's analysis
+    (no baseline experiment). Returns (runner result, joule_curve report figures)."""
+    import pandas as pd
+
+    from experiments import reports
+
+    ctx = make_ctx(tmp_path, board)
+    result = run(ctx, cfg)
+    markers = read_markers(tmp_path / "markers.jsonl")
+    uuid = ctx.device.uuid
+    t0 = min(m["t_ns"] for m in markers) - int(pre_s * 1e9)
+    t1 = max(m["t_ns"] for m in markers) + 1_000_000_000
+    grid = np.arange(t0, t1, 20_000_000, dtype=np.int64)
+    tr = render_trace(load_profile(board), load_edges_from_markers(markers, uuid), grid, seed=0, t_start_ns=0)
+    trace = pd.DataFrame({k: tr[k] for k in ("power_w", "power_instant_w", "energy_j", "temp_c", "read_ok")})
+    trace["t_ns"] = grid
+    for k in ("power_w", "power_instant_w", "energy_j"):
+        trace.loc[~trace["read_ok"], k] = np.nan
+    reps, _ = reports.analyse_all({NAME: result}, {NAME: cfg}, trace,
+                                  markers_table(markers, device_uuid=uuid).to_pandas(), {"simulated": True})
+    return result, reps[NAME]["figures"]
+
+
+EIGHT_B = dict(model="llama-3.1-8b", dtype="bfloat16", batch_sizes=[1, 4], repetitions=2, warmup_repetitions=2,
+               input_tokens=512, output_tokens=32, min_event_s=1.0, gap_s=0.5)
+
+
+@pytest.mark.slow  # a simulated 8B run: about 20 s of real time
+def test_8b_j_per_token_without_a_baseline_is_net_of_a_real_idle(tmp_path):
+    """An 8B-class model with no baseline experiment and no idle before the run: its warmup
+    fills the seconds before the first event, so only the runner's idle window (model
+    built, board quiet) is idle. Every J/token point is within 5 % of the compute model's
+    truth, (E_fixed + E_token x tokens/pass) / (tokens/pass), and the report names the
+    idle source and its interval."""
+    cfg = JouleCurveConfig(**EIGHT_B, idle_s=4.0)
+    result, figures = _analysed(tmp_path, "h100-sxm", cfg, pre_s=0.0)
+    idle = figures["idle"]
+    window = result["idle_window"]
+    assert idle["source"] == "runner idle window" and idle["quality"] == "good"
+    assert window["t_start_ns"] <= idle["t_start_ns"] < idle["t_end_ns"] <= window["t_end_ns"]
+    assert idle["power_w"] == pytest.approx(load_profile("h100-sxm").idle_power_w, abs=2.0)
+    truth = figures["truth"]
+    points = figures["points"]
+    assert {(p["phase"], p["batch_size"]) for p in points} == {(ph, b) for ph in ("prefill", "decode") for b in (1, 4)}
+    for p in points:
+        per_pass = p["batch_size"] * (cfg.input_tokens if p["phase"] == "prefill" else cfg.output_tokens)
+        law = truth[p["phase"]]
+        want = law["e_fixed_j"] / per_pass + law["e_token_j"]
+        assert p["j_per_token"] == pytest.approx(want, rel=0.05), p
+
+
+@pytest.mark.slow  # a simulated 8B run: about 15 s of real time
+def test_no_idle_stretch_leaves_net_figures_unresolved(tmp_path):
+    """Without a baseline, an idle window or idle before the first load edge, there is no
+    idle reference: the net figures are left out and the report says insufficient, naming
+    why, instead of subtracting the warmup as idle."""
+    cfg = JouleCurveConfig(**{**EIGHT_B, "batch_sizes": [1], "repetitions": 1}, idle_s=0.0)
+    result, figures = _analysed(tmp_path, "h100-sxm", cfg, pre_s=0.0)
+    assert result["idle_window"] is None and result["events"]
+    assert figures["idle"]["source"] is None and figures["idle"]["power_w"] is None
+    assert figures["quality"] == "insufficient" and "no idle reference" in figures["quality_reason"]
+    assert figures["points"] == [] and figures.get("j_per_token") is None
 
 
 def test_should_stop_between_events(tmp_path):

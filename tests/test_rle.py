@@ -222,3 +222,24 @@ def test_bins_ignore_failed_power_reads():
     b = bin_trace(trace, 1.0)
     assert b["power_w"].tolist() == [100.0, 250.0]
     assert b["util_frac"].tolist() == [0.5, 0.8]
+
+
+@pytest.mark.parametrize("n", [1, 5, 21])
+def test_trailing_mean_and_std_are_those_of_the_finite_values_in_each_window(n):
+    """The vectorised trailing window equals np.mean / np.std over the finite values of the
+    n values ending at each index, NaN where the window holds none."""
+    from experiments.analysis.rle import _trailing
+
+    rng = np.random.default_rng(n)
+    v = rng.normal(size=300)
+    v[rng.random(300) < 0.3] = np.nan
+    v[100:100 + n + 3] = np.nan  # a window with no finite value
+    for stat, fn in (("mean", np.mean), ("std", np.std)):
+        want = np.full(v.size, np.nan)
+        for i in range(v.size):
+            w = v[max(0, i - n + 1): i + 1]
+            if np.isfinite(w).any():
+                want[i] = fn(w[np.isfinite(w)])
+        got = _trailing(v, n, stat)
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)

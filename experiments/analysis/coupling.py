@@ -227,6 +227,57 @@ def rank_transform(v) -> np.ndarray:
     return out
 
 
+def _lag_shift(v: np.ndarray, max_lag: int) -> np.ndarray:
+    """(n, 2 max_lag + 1): column j holds v moved by lag = j - max_lag, ``S[p, j] = v[p - lag]``
+    (0 where p - lag falls outside the series)."""
+    n = v.size
+    out = np.zeros((n, 2 * max_lag + 1))
+    for j, lag in enumerate(range(-max_lag, max_lag + 1)):
+        if abs(lag) >= n:
+            continue
+        if lag >= 0:
+            out[lag:, j] = v[: n - lag]
+        else:
+            out[: n + lag, j] = v[-lag:]
+    return out
+
+
+def _lag_matrix(rx: np.ndarray, RY: np.ndarray, max_lag: int, min_pairs: int) -> np.ndarray:
+    """r[k, j]: Pearson r of rx[i] against RY[k, i + lag], lag = j - max_lag, over the pairs
+    finite in both (NaN with fewer than ``min_pairs`` pairs or no variance).
+
+    Every lag's six pair sums (count, sum x, sum y, sum x^2, sum y^2, sum xy) of every row are
+    matrix products of the row's values and finite-mask with the lag-shifted x: three BLAS
+    calls over the (rows x n) matrix instead of eleven masked passes. Same estimator as
+    :func:`lag_matrix_reference` (equal to rounding; tests/test_coupling.py checks it).
+    """
+    n, m = rx.size, 2 * max_lag + 1
+    xm = np.isfinite(rx)
+    x0 = np.where(xm, rx, 0.0)
+    S = np.hstack([_lag_shift(xm.astype(np.float64), max_lag), _lag_shift(x0, max_lag),
+                   _lag_shift(x0 * x0, max_lag)])  # [mask | x | x^2], each (n, m)
+    finite = np.isfinite(RY)
+    if finite.all():  # the usual case: the pair counts and x sums are the same for every row
+        Y0 = RY
+        A = np.broadcast_to(S.sum(axis=0), (RY.shape[0], 3 * m))
+    else:
+        Y0 = np.where(finite, RY, 0.0)
+        A = finite.astype(np.float64) @ S
+    npairs, sx, sxx = A[:, :m], A[:, m:2 * m], A[:, 2 * m:]
+    B = Y0 @ S[:, :2 * m]
+    sy, sxy = B[:, :m], B[:, m:]
+    syy = (Y0 * Y0) @ S[:, :m]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = sxy - sx * sy / npairs
+        vx = sxx - sx * sx / npairs
+        vy = syy - sy * sy / npairs
+        r = cov / np.sqrt(vx * vy)
+    ok = (npairs >= min_pairs) & (vx > 1e-12) & (vy > 1e-12)
+    lags = np.arange(-max_lag, max_lag + 1)
+    ok &= (np.abs(lags) < n)[None, :]
+    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan)
+
+
 def _pearson_rows(x: np.ndarray, Y: np.ndarray, min_pairs: int) -> np.ndarray:
     """Pearson r of x (m,) against each row of Y (k, m) over the pairs finite in both."""
     valid = np.isfinite(x)[None, :] & np.isfinite(Y)
@@ -242,8 +293,12 @@ def _pearson_rows(x: np.ndarray, Y: np.ndarray, min_pairs: int) -> np.ndarray:
     return np.where((n >= min_pairs) & (vx > 1e-12) & (vy > 1e-12), np.clip(r, -1.0, 1.0), np.nan)
 
 
-def _lag_matrix(rx: np.ndarray, RY: np.ndarray, max_lag: int, min_pairs: int) -> np.ndarray:
-    """r[k, j] of rx[i] against RY[k, i + lag], lag = j - max_lag."""
+def lag_matrix_reference(rx: np.ndarray, RY: np.ndarray, max_lag: int, min_pairs: int) -> np.ndarray:
+    """The direct form of :func:`_lag_matrix`: one masked Pearson pass over the rows per lag.
+
+    Not on the product path: the reference the tests hold the fast form to, and the
+    same-run baseline ``bench analysis`` times it against.
+    """
     n = rx.size
     out = np.full((RY.shape[0], 2 * max_lag + 1), np.nan)
     for j, lag in enumerate(range(-max_lag, max_lag + 1)):
@@ -305,6 +360,11 @@ def bootstrap_test(x, targets: dict[str, np.ndarray], max_lag: int = 5, n_boot: 
     statistic is the max over targets of (stat - null mean) / null sd (single-step max-T).
     Returns ``{"n_boot", "block", "p_floor", "p_value" (combined), "best_target", "targets":
     {name: {"lags": [{"lag", "rho"}], "best_lag", "correlation", "stat", "z", "p_value"}}}``.
+
+    Seed: one ``numpy.random.default_rng(seed)`` draws all block starts at once
+    (:func:`block_bootstrap_indices`), so a seed gives the same surrogates whatever the
+    targets; all draws' correlations at every lag come from one set of matrix products
+    (:func:`_lag_matrix`), no loop over draws.
     """
     x = np.asarray(x, dtype=np.float64)
     n = x.size
@@ -321,7 +381,10 @@ def bootstrap_test(x, targets: dict[str, np.ndarray], max_lag: int = 5, n_boot: 
     zs, names = [], []
     for name, y in ys.items():
         ry = rank_transform(y)
-        rho = _lag_matrix(rx, np.vstack([ry[None, :], ry[idx]]), max_lag, min_pairs)
+        RY = np.empty((n_boot + 1, n))  # row 0 observed, then one row per draw
+        RY[0] = ry
+        np.take(ry, idx, out=RY[1:])
+        rho = _lag_matrix(rx, RY, max_lag, min_pairs)
         absr = np.where(np.isfinite(rho), np.abs(rho), -1.0)
         stat = absr.max(axis=1)
         stat = np.where(stat >= 0, stat, np.nan)
@@ -371,6 +434,7 @@ def analyze_training_coupling(
     rle_params: RLEParams = DEFAULT_PARAMS,
     seed: int = 0,
     return_frames: bool = False,
+    per_step: bool = True,
 ) -> dict:
     """Coupling of gradient norm with power, temperature slope and RLE collapses.
 
@@ -383,7 +447,8 @@ def analyze_training_coupling(
     "n_collapses", "verdict", "verdict_reason", "p_value", "best_lag", "correlation",
     "target", "figures", "quality", "per_step"}``; ``figures`` repeats the headline keys and
     adds ``targets`` (per-target lag tables and p-values), ``spikes``, ``rle`` (collapse
-    rate and events); ``per_step`` is one dict per step (:data:`STEP_COLUMNS`, ``spike``).
+    rate and events); ``per_step`` is one dict per step (:data:`STEP_COLUMNS`, ``spike``),
+    left out with ``per_step=False``.
     ``figures["signature"]`` is the workload's :func:`signature` over the training window.
     With ``return_frames`` the result also holds ``frames``: the unrounded per-step
     DataFrame and the RLE series (None without a trace), the tables the report comes with.
@@ -525,7 +590,9 @@ def analyze_training_coupling(
         "signature": signature(trace, per, quality["power_field"]),
         "quality": quality,
     }
-    out = {**headline, "figures": figures, "quality": quality, "per_step": _records(per)}
+    out = {**headline, "figures": figures, "quality": quality}
+    if per_step:
+        out["per_step"] = _records(per)
     if return_frames:
         out["frames"] = {"per_step": per, "rle_series": series}
     return out

@@ -537,38 +537,39 @@ def joule_curve(events: pd.DataFrame, min_quality: str = "GOOD") -> dict:
 def analyze(trace_df: pd.DataFrame, markers_df: pd.DataFrame | None, p_idle_w: float | None = None, **kw) -> dict:
     """Per-event energy for the ``event_start``/``event_end`` markers and the joule curve.
 
-    P_idle: ``p_idle_w`` if given, else the robust idle mean of the ``baseline`` phase, else
-    of the trace before the first event. Returns {"p_idle_w", "p_idle_sem_w",
-    "p_idle_source", "field", "update_period_ms", "events": [per event], "quality"} plus
+    P_idle: ``p_idle_w`` if given, else :func:`experiments.analysis.idle.idle_reference`
+    (the ``baseline`` phase, the Joule curve runner's ``joule_curve.idle`` window, the idle
+    finder before the first load edge; none: net figures NaN). Returns {"p_idle_w",
+    "p_idle_sem_w", "p_idle_source", "idle" (the reference, its window and reason), "field",
+    "update_period_ms", "events": [per event], "quality"} plus
     :func:`joule_curve`'s keys (points, fits, quality_counts, n_events, n_used) and "macro"
     (:func:`macro_energy`: TR122.B's whole-run and per-batch windows), per device
     when the trace holds several ({"devices": {uuid: ...}}). Keyword arguments go to
     :func:`events_energy`.
     """
-    from experiments.analysis.baseline import analyze_baseline
+    from experiments.analysis.idle import idle_reference
 
     def one(trace: pd.DataFrame, markers: pd.DataFrame | None) -> dict:
         events = tables.event_windows(markers)
         p_idle, p_sem, source = p_idle_w, kw.get("p_idle_sem_w"), "given"
+        idle = None
         if p_idle is None:
-            windows = tables.phase_windows(markers, "baseline")
-            if windows:
-                a, b = windows[0]
-                source = "baseline phase"
-            else:
-                a, b = None, (int(events["t_start_ns"].min()) - 1 if len(events) else None)
-                source = "before the first event"
-            base = analyze_baseline(trace, a, b, field=kw.get("field") or "power_w")
-            p_idle, p_sem = base.get("mean_robust_w"), base.get("sem_eff_w")
-            if p_idle is None:
-                source = None
+            base = tables.phase_windows(markers, "baseline")
+            quiet = [w for w in tables.phase_windows(markers, "joule_curve.idle") if w[1] is not None]
+            end = int(trace["t_ns"].max()) if len(trace) else None
+            idle = idle_reference(trace, int(events["t_start_ns"].min()) if len(events) else None,
+                                  baseline_window=(base[0][0], base[0][1] if base[0][1] is not None else end)
+                                  if base else None,
+                                  idle_window=quiet[0] if quiet else None, markers=markers,
+                                  field=kw.get("field") or "power_w")
+            p_idle, p_sem, source = idle["power_w"], idle["sem_w"], idle["source"]
         opts = {k: v for k, v in kw.items() if k != "p_idle_sem_w"}
         per = events_energy(trace, events, p_idle, p_idle_sem_w=p_sem, **opts) if len(events) else pd.DataFrame()
         curve = joule_curve(per) if len(per) else joule_curve(pd.DataFrame(columns=["quality"]))
         macro = macro_energy(trace, per, p_idle, p_sem) if len(per) else {}
         usable = curve["quality_counts"]["GOOD"] + curve["quality_counts"]["BILLABLE"]
         return {
-            "p_idle_w": p_idle, "p_idle_sem_w": p_sem, "p_idle_source": source,
+            "p_idle_w": p_idle, "p_idle_sem_w": p_sem, "p_idle_source": source, "idle": idle,
             "field": str(per["field"].iloc[0]) if len(per) else None,
             "update_period_ms": _plain(per["update_period_ms"].iloc[0]) if len(per) else None,
             "events": _records(per),

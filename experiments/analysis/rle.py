@@ -107,15 +107,21 @@ DEFAULT_PARAMS = RLEParams()
 
 
 # -- components -----------------------------------------------------------------------------
-def _trailing(values: np.ndarray, n: int, fn) -> np.ndarray:
-    """fn over the trailing window of n finite values ending at each index (NaN if none)."""
-    out = np.full(values.size, np.nan)
-    for i in range(values.size):
-        w = values[max(0, i - n + 1): i + 1]
-        w = w[np.isfinite(w)]
-        if w.size:
-            out[i] = fn(w)
-    return out
+def _trailing(values: np.ndarray, n: int, stat: str) -> np.ndarray:
+    """``stat`` ("mean" or "std", population) over the finite values among the trailing n
+    ending at each index (NaN if none); all windows at once, as np.mean / np.std compute it."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return np.full(0, np.nan)
+    win = np.lib.stride_tricks.sliding_window_view(np.concatenate((np.full(n - 1, np.nan), values)), n)
+    ok = np.isfinite(win)
+    count = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(ok, win, 0.0).sum(axis=1) / count
+        if stat == "std":
+            dev = np.where(ok, win - mean[:, None], 0.0)
+            mean = np.sqrt((dev * dev).sum(axis=1) / count)
+    return np.where(count > 0, mean, np.nan)
 
 
 def trailing_slope(t_s: np.ndarray, y: np.ndarray, window_s: float, min_points: int = 2) -> np.ndarray:
@@ -174,7 +180,7 @@ def rle_components(
     if np.nanmax(util, initial=0.0) > 1.0 + 1e-9:
         raise ValueError("util_frac must be a fraction 0..1; convert util_gpu percent with / 100")
 
-    stdev = _trailing(util, params.stability_window, lambda w: float(np.std(w)))
+    stdev = _trailing(util, params.stability_window, "std")
     stability = 1.0 / (1.0 + stdev)
     stability = np.where(np.isfinite(util), stability, np.nan)
     a_load = power / float(power_limit_w)
@@ -184,7 +190,7 @@ def rle_components(
     t_sustain = np.clip((float(slowdown_temp_c) - temp) / rate, params.t_sustain_min_s, params.t_sustain_max_s)
     denom = np.maximum(a_load, 1e-6) * (1.0 + 1.0 / t_sustain)
     rle_raw = util * stability / denom
-    rle = _trailing(rle_raw, params.smooth_n, lambda w: float(np.mean(w)))
+    rle = _trailing(rle_raw, params.smooth_n, "mean")
     rle = np.where(np.isfinite(rle_raw), rle, np.nan)
     return {"stability": stability, "a_load": a_load, "dtdt_c_per_s": dtdt, "t_sustain_s": t_sustain,
             "rle_raw": rle_raw, "rle": rle}

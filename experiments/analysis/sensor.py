@@ -162,12 +162,27 @@ def window_log_likelihood(t_ms: np.ndarray, y: np.ndarray, sigma: float, onset_h
     start = np.minimum(t_low - (lo + 4 * sigma) * w, onset_hi_ms - 1e-6)
     frac = np.linspace(0.0, 1.0, ONSET_GRID_POINTS)
     ts = (start[:, None] + (onset_hi_ms - start)[:, None] * frac[None, :])[:, :, None]  # (W, onset, 1)
-    model = np.clip((t_pts[None, None, :] - ts) / w[:, None, None], 0.0, 1.0)
-    yy = y_pts[None, None, :]
-    partial = (yy > lo) & (yy < hi)
-    censored = np.where(yy <= lo, lo - model, model - hi) / sigma
-    terms = np.where(partial, -0.5 * ((yy - model) / sigma) ** 2, np.log(np.maximum(ndtr(censored), 1e-300)))
-    ll = terms.sum(axis=2)  # (W, onset)
+    partial = (y_pts > lo) & (y_pts < hi)
+    wb = w[:, None, None]
+
+    def model(t):  # the boxcar's reading at times t, (W, onset, len(t)), before the clip
+        return (t[None, None, :] - ts) / wb
+
+    mp = np.clip(model(t_pts[partial]), 0.0, 1.0)
+    ll = (-0.5 * ((y_pts[partial] - mp) / sigma) ** 2).sum(axis=2)  # (W, onset)
+    # Censored readings: the normal tail, computed only where the model is strictly between
+    # 0 and 1; where the boxcar has not started (0) or is full (1) it is one number per point
+    # (ndtr is most of this function's cost, and most elements are such plateaus).
+    below = y_pts[~partial] <= lo
+
+    def tail(mv, b):
+        return np.log(np.maximum(ndtr(np.where(b, lo - mv, mv - hi) / sigma), 1e-300))
+
+    m = model(t_pts[~partial])
+    terms = np.where(m <= 0.0, tail(0.0, below), tail(1.0, below))
+    mid = (m > 0.0) & (m < 1.0)
+    terms[mid] = tail(m[mid], np.broadcast_to(below, m.shape)[mid])
+    ll = ll + terms.sum(axis=2)
     peak = ll.max(axis=1, keepdims=True)
     # uniform prior on the onset: the mean over each W's grid times that grid's length
     mean = peak[:, 0] + np.log(np.mean(np.exp(ll - peak), axis=1))

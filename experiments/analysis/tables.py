@@ -26,6 +26,8 @@ def read_ok(df: pd.DataFrame) -> np.ndarray:
     if "read_ok" not in df.columns:
         return np.ones(len(df), dtype=bool)
     col = df["read_ok"]
+    if col.dtype == bool:  # no nulls possible: skip the object round trip (a 1 h trace's columns are this)
+        return col.to_numpy(copy=True)
     return col.astype(object).where(col.notna(), True).to_numpy(dtype=bool)
 
 

@@ -33,6 +33,10 @@ class JouleCurveConfig(BaseModel):
     output_tokens: int = Field(64, ge=1, description="decode steps per sequence")
     min_event_s: float = Field(1.0, ge=0, description="minimum event duration, seconds (passes repeat until then)")
     gap_s: float = Field(0.0, ge=0, description="idle between events, seconds")
+    idle_s: float = Field(5.0, ge=0, description="a marked idle window after the model is built and before the "
+                          "warmup, seconds, the accelerator quiet: the idle reference of net energy when the run "
+                          "has no baseline experiment (its longest stable stretch counts: keep it a few sensor "
+                          "windows longer than the board takes to settle); 0: none")
     seed: int = 0
 
     @model_validator(mode="before")
@@ -57,4 +61,5 @@ class JouleCurveConfig(BaseModel):
             output_tokens=pick(profile, 16, 32, 128),
             min_event_s=pick(profile, 1.0, 1.0, 2.0),
             gap_s=pick(profile, 0.5, 0.5, 1.0),  # idle around events: each edge gets its correction
+            idle_s=pick(profile, 4.0, 5.0, 10.0),
         )

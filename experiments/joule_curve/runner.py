@@ -1,5 +1,11 @@
 """Joule curve runner: measured prefill and decode events across batch sizes.
 
+First, with the model built and the accelerator quiet, the runner marks an idle window
+(phase ``joule_curve.idle``, ``idle_s`` long; ``idle_window`` in the result): the idle
+reference of net energy when the run has no baseline experiment
+(:mod:`experiments.analysis.idle`). The seconds before the first event are no such
+reference: the warmup fills them.
+
 For each batch size (in increasing order) the warmup is really run first (TR122
 configured a warmup and never ran it), then ``repetitions`` x (one prefill event, one
 decode event from that prefill's KV cache). Every event is bracketed by ``event_start``
@@ -36,6 +42,7 @@ from experiments.joule_curve.config import JouleCurveConfig
 from experiments.memory import ActivationModel, MiB, translate_cuda_oom
 
 NAME = "joule_curve"
+IDLE_PHASE = f"{NAME}.idle"  # the phase markers of the idle window before the warmup
 SCHEMA_VERSION = 1
 
 
@@ -59,7 +66,9 @@ def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
     trips_before = len(ctx.thermal_trips)
     with ctx.phase(NAME):
         ctx.progress(NAME, 0.0)
-        for i, batch in enumerate(config.batch_sizes):
+        idle_window = _idle_window(ctx, config.idle_s)
+        stopped = idle_window is not None and not idle_window["completed"]
+        for i, batch in enumerate(config.batch_sizes if not stopped else []):
             if ctx.should_stop():
                 stopped = True
                 break
@@ -95,6 +104,7 @@ def run(ctx: RunContext, config: JouleCurveConfig) -> dict:
     report = _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, shape, act, truth)
     report["quality"]["thermal_stop"] = thermal_stop
     report["thermal_trips"] = ctx.thermal_trips[trips_before:]
+    report["idle_window"] = idle_window
     return report
 
 
@@ -116,6 +126,20 @@ def _model_shape(config: JouleCurveConfig):
 def predicted_vram_mb(act: ActivationModel, config: JouleCurveConfig, batch: int) -> float:
     """Weights plus the larger of the prefill's and the last decode step's peak, MiB."""
     return (act.weight_bytes() + act.serve_peak_bytes(batch, config.input_tokens, config.output_tokens)) / MiB
+
+
+def _idle_window(ctx: RunContext, seconds: float) -> dict | None:
+    """The marked idle window before the warmup: launched work finished and the board
+    declared idle first, so the window holds the loaded model at rest (None for 0 s)."""
+    if seconds <= 0:
+        return None
+    ctx.accelerator.synchronize()
+    ctx.accelerator.idle()
+    with ctx.phase(IDLE_PHASE):
+        t0 = time.monotonic_ns()
+        completed = ctx.sleep(seconds)  # False: asked to stop
+        t1 = time.monotonic_ns()
+    return {"t_start_ns": t0, "t_end_ns": t1, "seconds": (t1 - t0) / 1e9, "phase": IDLE_PHASE, "completed": completed}
 
 
 def _gap(ctx: RunContext, seconds: float) -> None:
