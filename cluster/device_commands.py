@@ -63,11 +63,11 @@ def cmd_devices(args) -> int:
 
 # Left out by priority when the terminal is narrow (cluster/term_table.py): the identity and
 # the simulated label stay.
-DEVICE_COLUMNS = (Column("device_uid"), Column("name"), Column("VRAM MB", 1, "right"), Column("limit W", 1, "right"),
+DEVICE_COLUMNS = (Column("device_uid"), Column("name"), Column("VRAM MiB", 1, "right"), Column("limit W", 1, "right"),
                   Column("slowdown C", 3, "right"), Column("instant", 3), Column("energy", 3), Column("fingerprint", 2))
 POLL_COLUMNS = (Column("device"), Column("power W", 0, "right"), Column("instant W", 2, "right"),
                 Column("temp C", 1, "right"), Column("SM MHz", 3, "right"), Column("util %", 3, "right"),
-                Column("VRAM MB", 3, "right"), Column("read", 1, "right"))
+                Column("VRAM MiB", 3, "right"), Column("read", 1, "right"))
 
 
 def devices_table(console, devices: list[dict]):
@@ -76,7 +76,7 @@ def devices_table(console, devices: list[dict]):
     for d in devices:
         i, c = d["info"], d["capabilities"]
         name = i["name"] + (" [yellow](simulated)[/]" if i["simulated"] and "simulated" not in i["name"] else "")
-        rows.append((i["uuid"], name, f"{i['vram_total_mb']:.0f}", f"{i['power_limit_w'] or float('nan'):.0f}",
+        rows.append((i["uuid"], name, f"{i['vram_total_mib']:.0f}", f"{i['power_limit_w'] or float('nan'):.0f}",
                      f"{i['slowdown_temp_c'] or float('nan'):.0f}", "yes" if c["power_instant_w"] else "no",
                      "yes" if c["energy_j"] else "no", d["fingerprint"]["fingerprint"][:12]))
     return fit_table(console, "fleetphysics devices", DEVICE_COLUMNS, rows)
@@ -93,7 +93,7 @@ def _live_table(console, rows: dict, info: dict, elapsed: float, seconds: float)
             return "-" if v is None else fmt.format(v)
 
         table_rows.append((uuid + (" (sim)" if sim else ""), f("power_w"), f("power_instant_w"), f("temp_c", "{:.0f}"),
-                           f("sm_clock_mhz", "{:.0f}"), f("util_gpu", "{:.0f}"), f("vram_used_mb", "{:.0f}"),
+                           f("sm_clock_mhz", "{:.0f}"), f("util_gpu", "{:.0f}"), f("vram_used_mib", "{:.0f}"),
                            "ok" if r.get("read_ok", True) else "[red]fail[/]"))
     return fit_table(console, f"fleetphysics poll  {elapsed:5.1f} s / {seconds:g} s", POLL_COLUMNS, table_rows,
                      hint="widen the terminal")
