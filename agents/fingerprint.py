@@ -19,7 +19,7 @@ from agents.device import Device
 FINGERPRINT_VERSION = 1
 FINGERPRINT_FIELDS = (
     "gpu_name",  # NVML name or simulated profile name
-    "vram_total_mb",
+    "vram_total_mib",
     "vbios",
     "driver_version",
     "cuda_driver_version",
@@ -34,7 +34,7 @@ FINGERPRINT_FIELDS = (
     "simulated",
     "profile_sha256",  # simulated only: the physics of the profile
 )
-COMPARABILITY_FIELDS = ("gpu_name", "vram_total_mb", "power_limit_w", "mig_mode", "simulated", "profile_sha256")
+COMPARABILITY_FIELDS = ("gpu_name", "vram_total_mib", "power_limit_w", "mig_mode", "simulated", "profile_sha256")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def fingerprint_fields(device: Device, host: dict | None = None) -> dict:
     extra = info.extra or {}
     fields = {
         "gpu_name": extra.get("profile", info.name) if info.simulated else info.name,
-        "vram_total_mb": round(float(info.vram_total_mb)),
+        "vram_total_mib": round(float(info.vram_total_mib)),
         "vbios": extra.get("vbios"),
         "driver_version": extra.get("driver_version"),
         "cuda_driver_version": extra.get("cuda_driver_version"),
@@ -101,13 +101,30 @@ def fingerprint_fields(device: Device, host: dict | None = None) -> dict:
     return {k: fields.get(k) for k in FINGERPRINT_FIELDS}
 
 
+# Fields renamed since version 1 of the field list. The hashes are taken over the version-1
+# names, so a renamed field (a unit written into its name) keeps every fingerprint and
+# comparability key, and with them the history and the peer groups of every device.
+HASHED_AS = {"vram_total_mib": "vram_total_mb"}  # schema before 012
+
+
+def upgrade_fields(fields: dict) -> dict:
+    """Fields as written before a rename (fingerprint.json of older artifacts) under today's names."""
+    old_names = {old: new for new, old in HASHED_AS.items()}
+    return {old_names.get(k, k) if old_names.get(k) not in fields else k: v for k, v in fields.items()}
+
+
+def _hash_input(fields: dict, names: tuple[str, ...]) -> dict:
+    return {HASHED_AS.get(k, k): fields[k] for k in names}
+
+
 def fingerprint_from_fields(device_uid: str, fields: dict) -> Fingerprint:
     """Compute the fingerprint and comparability key from documented fields."""
+    fields = upgrade_fields(fields)
     full = {k: fields.get(k) for k in FINGERPRINT_FIELDS}
     return Fingerprint(
         device_uid=device_uid,
-        fingerprint=_sha256_json({"version": FINGERPRINT_VERSION, **full}),
-        comparability_key=_sha256_json({k: full[k] for k in COMPARABILITY_FIELDS}),
+        fingerprint=_sha256_json({"version": FINGERPRINT_VERSION, **_hash_input(full, FINGERPRINT_FIELDS)}),
+        comparability_key=_sha256_json(_hash_input(full, COMPARABILITY_FIELDS)),
         simulated=bool(full.get("simulated")),
         fields=full,
     )

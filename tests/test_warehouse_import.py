@@ -85,7 +85,7 @@ def test_nvidia_smi_units_failed_reads_and_edges(tmp_path):
     assert first["t_ns"] == 1688840856000000000  # 19:27:36 at UTC+01:00
     assert first["power_w"] == 60.0 and first["power_avg_1s_w"] == 60.0  # from .average [W] and power.draw [mW]
     assert first["power_instant_w"] == 61.0  # "61.00 W": a unit in the cell is accepted
-    assert first["vram_used_mb"] == pytest.approx(1024)  # MiB stays MiB, the trace's memory unit
+    assert first["vram_used_mib"] == pytest.approx(1024)  # MiB stays MiB, the trace's memory unit
     assert first["util_gpu"] == 0.0 and first["sm_clock_mhz"] == 210.0 and first["pstate"] == 8
     assert first["device_uuid"] == "GPU-1234-abcd"
     failed = trace[~trace["read_ok"]]
@@ -129,7 +129,7 @@ def test_tr122_export_round_trip(tmp_path):
     assert result["rows"] == 700 and sorted(p.name for p in out.iterdir()) == sorted(result["files"])
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # the staging folder was renamed
     header = (out / "power_trace.csv").read_text().splitlines()[0]
-    assert header == "t_ns,power_w,temp_c,sm_clock_mhz,mem_clock_mhz,util_gpu,util_mem,vram_used_mb,read_ok,dt_s"
+    assert header == "t_ns,power_w,temp_c,sm_clock_mhz,mem_clock_mhz,util_gpu,util_mem,vram_used_mib,read_ok,dt_s"
     assert json.loads((out / "baseline.json").read_text())["idle_w"] == 62.0
     assert len((out / "generation_events.jsonl").read_text().splitlines()) == 4
 
@@ -191,3 +191,26 @@ def test_attach_parquet_runs_exposes_a_folder_of_runs(tmp_path):
     finally:
         con.close()
     assert ingest_paths(wh, [root])  # the same folder can still be ingested whole
+
+
+def test_an_artifact_written_before_the_mib_rename_is_read_under_the_new_names(tmp_path):
+    """Trace parts with `vram_used_mb` and a fingerprint.json with `vram_total_mb` (schema before 012)."""
+    import pyarrow.parquet as pq
+
+    d = fx.write_device_dir(tmp_path / "art")
+    for part in sorted((d / "power_trace").glob("part-*.parquet")):
+        table = pq.read_table(part)
+        pq.write_table(table.rename_columns([("vram_used_mb" if n == "vram_used_mib" else n)  # schema before 012
+                                             for n in table.column_names]), part)
+    fp = json.loads((d / "fingerprint.json").read_text())
+    fp["fields"]["vram_total_mb"] = fp["fields"].pop("vram_total_mib")  # schema before 012
+    (d / "fingerprint.json").write_text(json.dumps(fp))
+    wh = tmp_path / "w.duckdb"
+    ingest_paths(wh, [tmp_path / "art"])
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        assert con.execute("SELECT vram_total_mib FROM devices").fetchall() == [(40960.0,)]
+        rows, with_memory = con.execute("SELECT count(*), count(vram_used_mib) FROM power_trace").fetchall()[0]
+        assert rows > 0 and with_memory == rows
+    finally:
+        con.close()
