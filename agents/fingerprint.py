@@ -101,13 +101,30 @@ def fingerprint_fields(device: Device, host: dict | None = None) -> dict:
     return {k: fields.get(k) for k in FINGERPRINT_FIELDS}
 
 
+# Fields renamed since version 1 of the field list. The hashes are taken over the version-1
+# names, so a renamed field (a unit written into its name) keeps every fingerprint and
+# comparability key, and with them the history and the peer groups of every device.
+HASHED_AS = {"vram_total_mib": "vram_total_mb"}  # schema before 012
+
+
+def upgrade_fields(fields: dict) -> dict:
+    """Fields as written before a rename (fingerprint.json of older artifacts) under today's names."""
+    old_names = {old: new for new, old in HASHED_AS.items()}
+    return {old_names.get(k, k) if old_names.get(k) not in fields else k: v for k, v in fields.items()}
+
+
+def _hash_input(fields: dict, names: tuple[str, ...]) -> dict:
+    return {HASHED_AS.get(k, k): fields[k] for k in names}
+
+
 def fingerprint_from_fields(device_uid: str, fields: dict) -> Fingerprint:
     """Compute the fingerprint and comparability key from documented fields."""
+    fields = upgrade_fields(fields)
     full = {k: fields.get(k) for k in FINGERPRINT_FIELDS}
     return Fingerprint(
         device_uid=device_uid,
-        fingerprint=_sha256_json({"version": FINGERPRINT_VERSION, **full}),
-        comparability_key=_sha256_json({k: full[k] for k in COMPARABILITY_FIELDS}),
+        fingerprint=_sha256_json({"version": FINGERPRINT_VERSION, **_hash_input(full, FINGERPRINT_FIELDS)}),
+        comparability_key=_sha256_json(_hash_input(full, COMPARABILITY_FIELDS)),
         simulated=bool(full.get("simulated")),
         fields=full,
     )

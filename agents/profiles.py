@@ -133,6 +133,10 @@ def load_profile(name_or_path: str) -> Profile:
         raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a board file is a YAML mapping of field: value; see agents/profiles/h100-sxm.yaml")
+    old_names = [key for key in data if isinstance(key, str) and key.endswith("_mb")]  # schema before 012
+    renamed = [key for key in old_names if key[:-3] + "_mib" in Profile.model_fields]
+    if renamed:
+        raise ConfigError(f"{path}: field {renamed[0]} is now {renamed[0][:-3]}_mib (the same MiB value): rename it")
     try:
         return Profile(**data)
     except ValidationError as exc:

@@ -36,7 +36,9 @@ def test_power_cap_changes_the_comparability_key():
 def test_fingerprint_is_sha256_of_sorted_key_json_of_documented_fields():
     fields = _fields()
     fp = fingerprint_from_fields("GPU-1", fields)
-    expected = hashlib.sha256(json.dumps({"version": 1, **fields}, sort_keys=True).encode()).hexdigest()
+    # hashed under the field list's version-1 names, so the _mib rename kept every fingerprint
+    hashed = {("vram_total_mb" if k == "vram_total_mib" else k): v for k, v in fields.items()}  # schema before 012
+    expected = hashlib.sha256(json.dumps({"version": 1, **hashed}, sort_keys=True).encode()).hexdigest()
     assert fp.fingerprint == expected
     assert set(fp.fields) == set(FINGERPRINT_FIELDS)
     assert fp.from_dict(fp.to_dict()) == fp
@@ -51,3 +53,14 @@ def test_simulated_devices_fingerprint_their_profile():
     assert a.fields["profile_sha256"] == prof.content_sha256()
     assert a.device_uid != b.device_uid and a.fingerprint == b.fingerprint  # two hosts, same physics
     assert a.device_uid == c.device_uid and a.fingerprint != c.fingerprint  # same slot, new physics
+
+
+def test_fields_written_before_the_mib_rename_give_the_same_fingerprint():
+    today = fingerprint_from_fields("GPU-1", _fields())
+    old = _fields()
+    old["vram_total_mb"] = old.pop("vram_total_mib")  # schema before 012: fingerprint.json of older artifacts
+    before = fingerprint_from_fields("GPU-1", old)
+    assert before.fingerprint == today.fingerprint and before.comparability_key == today.comparability_key
+    assert before.fields["vram_total_mib"] == 81559
+    changed = fingerprint_from_fields("GPU-1", _fields(vram_total_mib=40960))
+    assert changed.fingerprint != today.fingerprint and changed.comparability_key != today.comparability_key

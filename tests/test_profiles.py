@@ -90,3 +90,13 @@ def test_content_hash_tracks_physics_only():
     b = a.model_copy(update={"description": "other words"})
     c = a.model_copy(update={"idle_power_w": 71.0})
     assert a.content_sha256() == b.content_sha256() != c.content_sha256()
+
+
+def test_a_profile_written_with_the_old_mb_names_is_told_the_new_name(tmp_path):  # schema before 012
+    data = _base()
+    data["vram_total_mb"] = data.pop("vram_total_mib")  # schema before 012
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as exc:
+        load_profile(str(path))
+    msg = str(exc.value)
+    assert str(path) in msg and "vram_total_mb" in msg and "vram_total_mib" in msg and "\n" not in msg  # schema before 012

@@ -191,3 +191,26 @@ def test_attach_parquet_runs_exposes_a_folder_of_runs(tmp_path):
     finally:
         con.close()
     assert ingest_paths(wh, [root])  # the same folder can still be ingested whole
+
+
+def test_an_artifact_written_before_the_mib_rename_is_read_under_the_new_names(tmp_path):
+    """Trace parts with `vram_used_mb` and a fingerprint.json with `vram_total_mb` (schema before 012)."""
+    import pyarrow.parquet as pq
+
+    d = fx.write_device_dir(tmp_path / "art")
+    for part in sorted((d / "power_trace").glob("part-*.parquet")):
+        table = pq.read_table(part)
+        pq.write_table(table.rename_columns([("vram_used_mb" if n == "vram_used_mib" else n)  # schema before 012
+                                             for n in table.column_names]), part)
+    fp = json.loads((d / "fingerprint.json").read_text())
+    fp["fields"]["vram_total_mb"] = fp["fields"].pop("vram_total_mib")  # schema before 012
+    (d / "fingerprint.json").write_text(json.dumps(fp))
+    wh = tmp_path / "w.duckdb"
+    ingest_paths(wh, [tmp_path / "art"])
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        assert con.execute("SELECT vram_total_mib FROM devices").fetchall() == [(40960.0,)]
+        rows, with_memory = con.execute("SELECT count(*), count(vram_used_mib) FROM power_trace").fetchall()[0]
+        assert rows > 0 and with_memory == rows
+    finally:
+        con.close()

@@ -182,13 +182,13 @@ def test_vram_mib_migration_converts_the_decimal_mib_rows_of_a_warehouse_written
                        end_reason, trace_rows, metadata_json, ingested_at, source)
                        VALUES (?, ?, ?, 'h', ?, ?, 'completed', 'completed', 1, '{}', now(), ?)""",
                     [run_id, uid, key, f"fp-{uid}", sim, source])
-        con.execute("INSERT INTO devices (device_uid, host, vram_total_mib, simulated) VALUES (?, 'h', 85520.0, ?)",
+        con.execute("INSERT INTO devices (device_uid, host, vram_total_mb, simulated) VALUES (?, 'h', 85520.0, ?)",  # schema before 012
                     [uid, sim])
-        con.execute("""INSERT INTO fingerprints (fingerprint, device_uid, simulated, vram_total_mib, fields_json)
+        con.execute("""INSERT INTO fingerprints (fingerprint, device_uid, simulated, vram_total_mb, fields_json)  -- schema before 012
                        VALUES (?, ?, ?, 85520.0, '{}')""", [f"fp-{uid}", uid, sim])
-        con.execute("INSERT INTO power_trace (trace_key, t_ns, vram_used_mib, read_ok) VALUES (?, 1, 1048.576, true)",
+        con.execute("INSERT INTO power_trace (trace_key, t_ns, vram_used_mb, read_ok) VALUES (?, 1, 1048.576, true)",  # schema before 012
                     [key])
-        con.execute("""INSERT INTO vram_cliff_probes (run_id, device_uid, probe_idx, nvml_used_mib, reserved_mib)
+        con.execute("""INSERT INTO vram_cliff_probes (run_id, device_uid, probe_idx, nvml_used_mb, reserved_mb)  -- schema before 012
                        VALUES (?, ?, 0, 1048.576, 500.0)""", [run_id, uid])
     con.close()
 
@@ -206,5 +206,48 @@ def test_vram_mib_migration_converts_the_decimal_mib_rows_of_a_warehouse_written
         assert totals["GPU-1"] == pytest.approx(81558.2, abs=0.1) and totals["SIM-1"] == 85520.0
         fps = dict(con.execute("SELECT device_uid, vram_total_mib FROM fingerprints").fetchall())
         assert fps["GPU-1"] == pytest.approx(81558.2, abs=0.1) and fps["smi-1"] == 85520.0
+    finally:
+        con.close()
+
+
+def test_mib_names_migration_renames_every_memory_column_of_a_warehouse_written_by_the_schema_before(tmp_path):
+    """012 renames the `_mb` columns to `_mib` (values kept) and re-creates every view under the new names."""
+    names_version = next(m.version for m in migrations.available_migrations() if m.name == "mib_names")
+    path = tmp_path / "before.duckdb"
+    con = duckdb.connect(str(path))
+    migrations.migrate(con, label=str(path), target=names_version - 1)
+    old_columns = con.execute("""SELECT table_name, column_name FROM information_schema.columns c
+                                 JOIN duckdb_tables() t USING (table_name)
+                                 WHERE regexp_matches(column_name, '_mb(_|$)')""").fetchall()
+    assert len(old_columns) >= 10  # every memory column of the schema before
+    con.execute("""INSERT INTO run_devices (run_id, device_uid, trace_key, host, fingerprint, simulated, run_state,
+                   end_reason, trace_rows, metadata_json, ingested_at, source)
+                   VALUES ('r1', 'SIM-1', 1, 'h', 'fp-1', true, 'completed', 'completed', 1, '{}', now(), 'artifact')""")
+    con.execute("INSERT INTO devices (device_uid, host, vram_total_mb, simulated) VALUES ('SIM-1', 'h', 81559.0, true)")  # schema before 012
+    con.execute("INSERT INTO power_trace (trace_key, t_ns, vram_used_mb, read_ok) VALUES (1, 1, 1234.5, true)")  # schema before 012
+    con.execute("""INSERT INTO vram_cliff (run_id, device_uid, capacity_mb, weights_mb, largest_allocatable_mb)  -- schema before 012
+                   VALUES ('r1', 'SIM-1', 81559.0, 15316.5, 60000.0)""")
+    con.execute("""INSERT INTO vram_cliff_points (run_id, device_uid, batch_size, max_context, peak_allocated_mb)  -- schema before 012
+                   VALUES ('r1', 'SIM-1', 1, 65536, 70000.0)""")
+    con.close()
+
+    con = connect_writer(path)
+    try:
+        assert migrations.current_version(con) == migrations.latest_version()
+        left = con.execute("""SELECT table_name, column_name FROM information_schema.columns
+                              WHERE regexp_matches(column_name, '_mb(_|$)')""").fetchall()
+        assert left == []  # no table and no view keeps a `_mb` name
+        assert con.execute("SELECT vram_total_mib FROM devices").fetchall() == [(81559.0,)]
+        assert con.execute("SELECT vram_used_mib FROM power_trace").fetchall() == [(1234.5,)]
+        assert con.execute("SELECT capacity_mib, weights_mib, largest_allocatable_mib FROM vram_cliff").fetchall() == [
+            (81559.0, 15316.5, 60000.0)]
+        row = con.execute("""SELECT vram_capacity_mib, vram_cliff_peak_mib_batch1 FROM v_run_constants
+                             WHERE run_id = 'r1'""").fetchall()
+        assert row == [(81559.0, 70000.0)]
+        views = [name for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+        for view in views:  # every view binds against the renamed columns
+            con.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
+        with pytest.raises(duckdb.ConstraintException):  # the CHECK constraints followed the rename
+            con.execute("INSERT INTO devices (device_uid, host, vram_total_mib, simulated) VALUES ('x', 'h', -1, false)")
     finally:
         con.close()

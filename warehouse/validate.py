@@ -346,7 +346,22 @@ class TraceData:
         return self.table.num_rows
 
 
+# Columns renamed since the first trace schema (the unit written into the name); a part
+# written before the rename is read under today's name, values unchanged (already MiB).
+RENAMED_TRACE_COLUMNS = {"vram_used_mb": "vram_used_mib"}  # schema before 012
+
+
+def upgrade_trace_part(table: pa.Table) -> pa.Table:
+    """A trace part written before a column rename, with today's column names."""
+    names = table.column_names
+    if not any(old in names and new not in names for old, new in RENAMED_TRACE_COLUMNS.items()):
+        return table
+    return table.rename_columns([RENAMED_TRACE_COLUMNS.get(n, n) if RENAMED_TRACE_COLUMNS.get(n) not in names else n
+                                 for n in names])
+
+
 def _normalize_trace_part(label: str, table: pa.Table, require_all: bool) -> tuple[pa.Table, str | None]:
+    table = upgrade_trace_part(table)
     names = set(table.column_names)
     wanted = dict(TRACE_FIELDS) | dict(TRACE_EXTRA_FIELDS)
     columns = {}
@@ -624,6 +639,8 @@ def check_fingerprint(label: str, doc, run_meta: dict) -> dict:
     fields = doc.get("fields", {})
     if not isinstance(fields, dict):
         raise fail(label, "field fields", f"is a {type(fields).__name__}, not an object", "write fields as a JSON object")
+    if "vram_total_mb" in fields and "vram_total_mib" not in fields:  # schema before 012
+        fields = {("vram_total_mib" if k == "vram_total_mb" else k): v for k, v in fields.items()}  # schema before 012
     simulated = doc.get("simulated", run_meta["simulated"])
     if not isinstance(simulated, bool):
         raise fail(label, "field simulated", f"is {_show(simulated)}, not true/false", "write simulated as a JSON boolean")
