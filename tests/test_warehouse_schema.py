@@ -168,7 +168,7 @@ def test_pyproject_asks_for_the_duckdb_the_warehouse_needs():
     assert re.findall(r'"(duckdb[^"]*)"', pyproject) == ["duckdb>=" + ".".join(map(str, MIN_DUCKDB))]
 
 
-def test_vram_mib_migration_converts_the_decimal_mib_rows_of_a_warehouse_written_by_the_schema_before(tmp_path):
+def test_vram_mib_migration_converts_the_decimal_mb_rows_of_a_warehouse_written_by_the_schema_before(tmp_path):  # schema before 012
     """NVML-read memory of real devices and nvidia-smi imports were decimal MB; the simulated
     boards', the TR122 packs' and the allocator's figures were MiB already and stay."""
     mib_version = next(m.version for m in migrations.available_migrations() if m.name == "vram_mib")
@@ -211,14 +211,14 @@ def test_vram_mib_migration_converts_the_decimal_mib_rows_of_a_warehouse_written
 
 
 def test_mib_names_migration_renames_every_memory_column_of_a_warehouse_written_by_the_schema_before(tmp_path):
-    """012 renames the `_mb` columns to `_mib` (values kept) and re-creates every view under the new names."""
+    """012 renames the memory columns to `_mib` (values kept) and re-creates every view under the new names."""
     names_version = next(m.version for m in migrations.available_migrations() if m.name == "mib_names")
     path = tmp_path / "before.duckdb"
     con = duckdb.connect(str(path))
     migrations.migrate(con, label=str(path), target=names_version - 1)
     old_columns = con.execute("""SELECT table_name, column_name FROM information_schema.columns c
                                  JOIN duckdb_tables() t USING (table_name)
-                                 WHERE regexp_matches(column_name, '_mb(_|$)')""").fetchall()
+                                 WHERE regexp_matches(column_name, '_mb(_|$)')""").fetchall()  # schema before 012
     assert len(old_columns) >= 10  # every memory column of the schema before
     con.execute("""INSERT INTO run_devices (run_id, device_uid, trace_key, host, fingerprint, simulated, run_state,
                    end_reason, trace_rows, metadata_json, ingested_at, source)
@@ -235,8 +235,8 @@ def test_mib_names_migration_renames_every_memory_column_of_a_warehouse_written_
     try:
         assert migrations.current_version(con) == migrations.latest_version()
         left = con.execute("""SELECT table_name, column_name FROM information_schema.columns
-                              WHERE regexp_matches(column_name, '_mb(_|$)')""").fetchall()
-        assert left == []  # no table and no view keeps a `_mb` name
+                              WHERE regexp_matches(column_name, '_mb(_|$)')""").fetchall()  # schema before 012
+        assert left == []  # no table and no view keeps a memory name of the schema before 012
         assert con.execute("SELECT vram_total_mib FROM devices").fetchall() == [(81559.0,)]
         assert con.execute("SELECT vram_used_mib FROM power_trace").fetchall() == [(1234.5,)]
         assert con.execute("SELECT capacity_mib, weights_mib, largest_allocatable_mib FROM vram_cliff").fetchall() == [
