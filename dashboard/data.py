@@ -391,7 +391,8 @@ def fleet(f: Filters) -> pd.DataFrame:
     SELECT sel.*,
            hs.t_start_c AS heat_t_start_c, hs.t_end_c AS heat_t_end_c, hs.duration_s AS heat_duration_s,
            hs.fit_r2 AS heat_fit_r2, hs.power_mean_w AS heat_power_mean_w,
-           b.peers AS idle_peers, b.peer_median_idle_w, b.delta_w AS idle_delta_w, b.delta_sem AS idle_delta_sem
+           b.peers AS idle_peers, b.peer_median_idle_w, b.delta_w AS idle_delta_w, b.delta_sem AS idle_delta_sem,
+           b.idle_overlaps_peer_median
     FROM sel
     LEFT JOIN heat_soak hs ON hs.run_id = sel.run_id AND hs.device_uid = sel.device_uid
     LEFT JOIN v_baseline_compare b
@@ -467,7 +468,10 @@ def heat_soak(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     SELECT sel.run_id, sel.device_uid, sel.fingerprint, sel.host, sel.gpu_name, sel.simulated,
            hs.tau_s, hs.t_inf_c, hs.t_start_c, hs.t_end_c, hs.equilibrium, hs.equilibrium_kind,
            hs.time_to_equilibrium_s, hs.throttled, hs.throttle_s, hs.power_mean_w, hs.fit_r2, hs.duration_s,
-           hs.quality, sel.run_quality, sel.thermal_throttled
+           hs.quality, sel.run_quality, sel.thermal_throttled,
+           sel.tau_ci_low_s, sel.tau_ci_high_s, sel.tau_resolved, sel.t_inf_ci_low_c, sel.t_inf_ci_high_c,
+           sel.t_inf_resolved, sel.time_to_equilibrium_ci_low_s, sel.time_to_equilibrium_ci_high_s,
+           sel.time_to_equilibrium_resolved
     FROM sel JOIN heat_soak hs ON hs.run_id = sel.run_id AND hs.device_uid = sel.device_uid
     ORDER BY sel.simulated, sel.gpu_name, sel.host
     """, params)
@@ -496,7 +500,10 @@ def vram_cliff(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
            sel.vram_capacity_mb, sel.vram_fragmentation, sel.vram_max_context_batch1, sel.vram_cliff_peak_mb_batch1,
            sel.vram_max_batch_size, sel.vram_max_context_max_batch, sel.vram_cliff_cause_batch1,
            sel.vram_cliff_quality, sel.run_quality,
-           c.peers, c.peer_median_max_context_batch1, c.delta_max_context_batch1
+           sel.vram_max_context_batch1_ci_low, sel.vram_max_context_batch1_ci_high, sel.vram_max_context_batch1_resolved,
+           sel.vram_max_context_max_batch_ci_low, sel.vram_max_context_max_batch_ci_high,
+           sel.vram_max_context_max_batch_resolved,
+           c.peers, c.peer_median_max_context_batch1, c.delta_max_context_batch1, c.max_context_batch1_overlaps_peer_median
     FROM sel
     LEFT JOIN v_vram_cliff_compare c
            ON c.run_id = sel.run_id AND c.device_uid = sel.device_uid AND c.fingerprint = sel.fingerprint
@@ -507,21 +514,23 @@ def vram_cliff(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     points = frame(f"""
     WITH {cte}
     SELECT p.run_id, p.device_uid, p.batch_size, p.max_context, p.first_failing_context, p.cause,
-           p.model_max_context, p.n_probes, p.peak_allocated_mb, p.reserved_mb, p.nvml_used_mb, p.peak_component
-    FROM vram_cliff_points p JOIN sel ON sel.run_id = p.run_id AND sel.device_uid = p.device_uid
+           p.model_max_context, p.n_probes, p.peak_allocated_mb, p.reserved_mb, p.nvml_used_mb, p.peak_component,
+           p.max_context_ci_low, p.max_context_ci_high, p.max_context_resolved
+    FROM v_vram_cliff_points p JOIN sel ON sel.run_id = p.run_id AND sel.device_uid = p.device_uid
     ORDER BY p.run_id, p.device_uid, p.batch_size
     """, params)
     return summary, points
 
 
 def joule(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(points per phase x batch size with quality, fits per phase)."""
+    """(points per phase x batch size with quality and 95 % interval, fits per phase)."""
     cte, params = _selection(f)
     points = frame(f"""
     WITH {cte}
     SELECT c.run_id, c.device_uid, c.phase, c.batch_size, c.j_per_token, c.j_per_token_sem, c.tokens_per_s,
-           c.power_w, c.n_events, c.energy_quality, sel.run_quality
-    FROM joule_curve c JOIN sel ON sel.run_id = c.run_id AND sel.device_uid = c.device_uid
+           c.power_w, c.n_events, c.energy_quality, sel.run_quality,
+           c.j_per_token_ci_low, c.j_per_token_ci_high, c.j_per_token_resolved
+    FROM v_joule_points c JOIN sel ON sel.run_id = c.run_id AND sel.device_uid = c.device_uid
     ORDER BY c.run_id, c.device_uid, c.phase, c.batch_size
     """, params)
     fits = frame(f"""
@@ -577,22 +586,33 @@ def rle_timeline(run_id: str, device_uid: str) -> pd.DataFrame:
     """, {"run": run_id, "dev": device_uid})
 
 
+RESPONSE_TIMINGS = ("update_period", "rise", "delay", "window")
+
+
+def _interval_pivot(figures: tuple[str, ...], unit: str) -> str:
+    """Select-list items turning v_figure_intervals' rows into <figure>_ci_low_<unit>,
+    <figure>_ci_high_<unit> and <figure>_resolved columns (the reports' names)."""
+    return ", ".join(f"max(ci_low) FILTER (WHERE figure = '{g}') AS {g}_ci_low_{unit}, "
+                     f"max(ci_high) FILTER (WHERE figure = '{g}') AS {g}_ci_high_{unit}, "
+                     f"bool_or(resolved) FILTER (WHERE figure = '{g}') AS {g}_resolved" for g in figures)
+
+
 def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(instrument_response figures per field, step responses averaged over up to
+    """(instrument_response figures per field with each timing's 95 % interval and resolved
+    flag, step responses averaged over up to
     MAX_STEP_EDGES rising load edges of the instrument_response phase, in time buckets
     relative to the edge)."""
     cte, params = _selection(f)
     figures = frame(f"""
     WITH {cte}
     SELECT ir.run_id, ir.device_uid, ir.field, ir.update_period_ms, ir.rise_ms, ir.delay_ms, ir.window_ms,
-           ir.idle_w, ir.load_w, ir.n_steps, ir.quality,
-           rise.ci_low AS rise_ci_low_ms, rise.ci_high AS rise_ci_high_ms,
-           win.ci_low AS window_ci_low_ms, win.ci_high AS window_ci_high_ms, win.resolved AS window_resolved
+           ir.idle_w, ir.load_w, ir.n_steps, ir.quality, iv.* EXCLUDE (run_id, device_uid, field)
     FROM instrument_response ir JOIN sel ON sel.run_id = ir.run_id AND sel.device_uid = ir.device_uid
-    LEFT JOIN v_figure_intervals rise ON rise.run_id = ir.run_id AND rise.device_uid = ir.device_uid
-          AND rise.field = ir.field AND rise.figure = 'rise'
-    LEFT JOIN v_figure_intervals win ON win.run_id = ir.run_id AND win.device_uid = ir.device_uid
-          AND win.field = ir.field AND win.figure = 'window'
+    LEFT JOIN (
+        SELECT run_id, device_uid, field, {_interval_pivot(RESPONSE_TIMINGS, 'ms')}
+        FROM v_figure_intervals WHERE experiment = 'instrument_response'
+        GROUP BY run_id, device_uid, field
+    ) iv ON iv.run_id = ir.run_id AND iv.device_uid = ir.device_uid AND iv.field = ir.field
     ORDER BY ir.run_id, ir.device_uid, ir.field
     """, params)
     edges = frame(f"""
@@ -699,15 +719,25 @@ def drift_devices(f: Filters) -> pd.DataFrame:
     """, params))
 
 
+DRIFT_INTERVALS = tuple(f"{name}_{part}" for name, parts in (
+    ("idle_robust", ("ci_low_w", "ci_high_w", "resolved")),
+    ("power_instant_w_rise", ("ci_low_ms", "ci_high_ms", "resolved")),
+    ("vram_max_context_batch1", ("ci_low", "ci_high", "resolved")),
+    ("j_per_token_batch1", ("ci_low", "ci_high", "resolved")),
+    ("t_inf", ("ci_low_c", "ci_high_c", "resolved")),
+    ("time_to_equilibrium", ("ci_low_s", "ci_high_s", "resolved"))) for part in parts)
+_DRIFT_INTERVAL_COLUMNS = ", ".join(f"rc.{c}" for c in DRIFT_INTERVALS)
+
+
 def drift(f: Filters, device_uid: str) -> pd.DataFrame:
     """v_device_drift for one device (date, GPU, host and fingerprint filters applied),
-    oldest first, with the SEM and equilibrium columns the view leaves out."""
+    oldest first, with the SEM, equilibrium and 95 % interval columns the view leaves out."""
     where, params = f.where(include_runs=False, prefix="d.")
     params = dict(params, device=device_uid)
     cond = where.replace("WHERE ", "AND ", 1) if where else ""
     return frame(f"""
     SELECT d.*, rc.idle_sem_w, rc.time_to_equilibrium_s, rc.equilibrium_kind, rc.heat_soak_quality,
-           rc.vram_cliff_quality, rc.j_per_token_batch1_quality
+           rc.vram_cliff_quality, rc.j_per_token_batch1_quality, {_DRIFT_INTERVAL_COLUMNS}
     FROM v_device_drift d
     JOIN v_run_constants rc ON rc.run_id = d.run_id AND rc.device_uid = d.device_uid
     WHERE d.device_uid = $device {cond}

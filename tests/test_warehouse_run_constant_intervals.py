@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -168,3 +169,86 @@ def test_view_intervals_equal_the_reports_own_for_a_real_recording(tmp_path, cap
     iv = query(wh, "SELECT * FROM v_figure_intervals WHERE device_uid = ? AND figure = 'window'", [device])
     for r in iv.itertuples():
         assert (row[f"{r.field}_window_ci_low_ms"], row[f"{r.field}_window_ci_high_ms"]) == (r.ci_low, r.ci_high)
+
+
+# ---------------------------------------------------------------- the dashboard
+
+
+@pytest.fixture(scope="module")
+def analysed_3090(tmp_path_factory) -> tuple[str, str]:
+    """A warehouse holding the real RTX 3090 recording, imported and analysed (baseline,
+    sensor response, heat soak): (warehouse path, device_uid)."""
+    if not (RTX_3090 / "gpudata.csv").is_file():
+        pytest.skip(f"real recordings not found at {fx.REALDATA}")
+    import argparse
+    import contextlib
+    import io
+
+    from warehouse import cli
+
+    wh = str(tmp_path_factory.mktemp("analysed") / "w.duckdb")
+
+    def call(argv: list[str]) -> dict:
+        parser = argparse.ArgumentParser(prog="fleetphysics")
+        cli.register(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(argv)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert args.func(args) == 0
+        return json.loads(out.getvalue())
+
+    imported = call(["import", "nvidia-smi", str(RTX_3090 / "gpudata.csv"), "--edges", str(RTX_3090 / "timestamps.csv"),
+                     "--tz", "+01:00", "--gpu-name", "RTX 3090", "--warehouse", wh, "--json"])
+    for experiment in ("baseline", "instrument_response", "heat_soak"):
+        call(["analyze", "--run", imported["run_id"], "--experiment", experiment, "--warehouse", wh, "--json"])
+    return wh, imported["devices"][0]
+
+
+def test_dashboard_data_functions_return_the_views_intervals(analysed_3090):
+    from dashboard import data
+
+    wh, device = analysed_3090
+    view = query(wh, "SELECT * FROM v_fleet_latest WHERE device_uid = ?", [device]).iloc[0]
+    with data.reading(wh):
+        f = data.Filters()
+        fleet = data.fleet(f).iloc[0]
+        figures, _ = data.sensor_response(f)
+        summary, _ = data.heat_soak(f)
+        drift = data.drift(f, device).iloc[0]
+    for column in ("idle_robust_ci_low_w", "idle_robust_ci_high_w", "power_instant_w_rise_ci_low_ms",
+                   "power_avg_1s_w_window_ci_high_ms", "tau_ci_low_s", "t_inf_ci_high_c"):
+        assert fleet[column] == view[column], column
+    for field in FIELDS:
+        row = figures[figures["field"] == field].iloc[0]
+        for t in TIMINGS:
+            assert row[f"{t}_ci_low_ms"] == view[f"{field}_{t}_ci_low_ms"], (field, t)
+            assert row[f"{t}_ci_high_ms"] == view[f"{field}_{t}_ci_high_ms"], (field, t)
+            assert row[f"{t}_resolved"] == view[f"{field}_{t}_resolved"], (field, t)
+    heat = summary.iloc[0]
+    assert heat["tau_resolved"] == view["tau_resolved"] == False  # noqa: E712 - numpy bool
+    assert (heat["tau_ci_low_s"], heat["tau_ci_high_s"]) == (view["tau_ci_low_s"], view["tau_ci_high_s"])
+    assert drift["idle_robust_ci_low_w"] == view["idle_robust_ci_low_w"]
+
+
+def test_an_unresolved_figure_reads_unresolved_never_zero_or_blank(analysed_3090, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import charts
+
+    assert charts.interval_text(0.17, -1.4, 1.8, False, ".2g", "s") == "unresolved: 0.17 [-1.4, 1.8] s"
+    assert charts.interval_text(None, None, None, False) == "unresolved"
+    assert charts.interval_text(None, None, None, None) == "n/a"
+    assert charts.interval_text(120.0, 110.2, 129.8, True, ".0f", "s") == "120 [110, 130] s"
+    wh, _ = analysed_3090
+    monkeypatch.setenv("FLEETPHYSICS_WAREHOUSE", wh)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=60).run()
+    at = at.switch_page("app_pages/heat_soak.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table["tau (s) [95 %]"].iloc[0].startswith("unresolved: ")  # the 16 s recording bounds no tau
+    bars = json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]
+    assert bars["text"][0].startswith("unresolved")
+    at = at.switch_page("app_pages/fleet.py").run()
+    assert not at.exception
+    cell = at.dataframe[0].value["equilibrium (time · temperature)"].iloc[0]
+    assert "unresolved" in cell and not cell.startswith("0 ")

@@ -13,7 +13,7 @@
 --    at this window end and not at the one before), resolved when the report gives step_s.
 --  * J/token (v_joule_points, one row per phase x batch size): mean +- Student's t (n_events - 1
 --    degrees of freedom) x SEM over the events, resolved when the interval excludes 0.
---  * VRAM max context: the search's bracket: the largest context that fit and the smallest
+--  * VRAM max context (v_vram_cliff_points, per batch size): the search's bracket: the largest context that fit and the smallest
 --    that failed, less one (the model's own limit: the context itself); resolved when the
 --    search ended (cause known). A bracket, not a statistical interval: the probes are exact.
 -- Existing columns keep their names, order and values; the new ones follow them. The compare
@@ -42,6 +42,18 @@ SELECT * EXCLUDE (t_quantile),
        j_per_token + t_quantile * j_per_token_sem AS j_per_token_ci_high,
        coalesce(j_per_token - t_quantile * j_per_token_sem > 0, FALSE) AS j_per_token_resolved
 FROM q;
+
+-- The VRAM cliff per batch size with the search's bracket.
+CREATE OR REPLACE VIEW v_vram_cliff_points AS
+WITH b AS (
+    SELECT *,
+           CASE WHEN max_context > 0 THEN max_context END AS max_context_ci_low,
+           CASE WHEN max_context > 0 AND cause = 'memory' THEN first_failing_context - 1
+                WHEN max_context > 0 AND cause IS NOT NULL AND first_failing_context IS NULL THEN max_context
+           END AS max_context_ci_high
+    FROM vram_cliff_points
+)
+SELECT *, CASE WHEN max_context > 0 THEN max_context_ci_high IS NOT NULL END AS max_context_resolved FROM b;
 
 CREATE OR REPLACE VIEW v_run_constants AS
 WITH
@@ -203,21 +215,15 @@ joule_ci AS (
     JOIN joule_phase p USING (run_id, device_uid, phase)
     GROUP BY c.run_id, c.device_uid
 ),
-vram_points AS (
-    SELECT *,
-           CASE WHEN cause = 'memory' THEN first_failing_context - 1
-                WHEN cause IS NOT NULL AND first_failing_context IS NULL THEN max_context END AS ci_high
-    FROM vram_cliff_points
-    WHERE max_context > 0
-),
 vram_ci AS (
     SELECT
         run_id, device_uid,
-        max(max_context) FILTER (WHERE batch_size = 1)         AS vram_max_context_batch1_ci_low,
-        max(ci_high)     FILTER (WHERE batch_size = 1)         AS vram_max_context_batch1_ci_high,
-        bool_or(ci_high IS NOT NULL) FILTER (WHERE batch_size = 1) AS vram_max_context_batch1_resolved,
-        arg_max({'lo': max_context, 'hi': ci_high}, batch_size) AS top
-    FROM vram_points
+        max(max_context_ci_low)  FILTER (WHERE batch_size = 1)       AS vram_max_context_batch1_ci_low,
+        max(max_context_ci_high) FILTER (WHERE batch_size = 1)       AS vram_max_context_batch1_ci_high,
+        bool_or(max_context_resolved) FILTER (WHERE batch_size = 1)  AS vram_max_context_batch1_resolved,
+        arg_max({'lo': max_context_ci_low, 'hi': max_context_ci_high, 'ok': max_context_resolved}, batch_size) AS top
+    FROM v_vram_cliff_points
+    WHERE max_context > 0
     GROUP BY run_id, device_uid
 ),
 constants AS (
@@ -277,7 +283,7 @@ SELECT
     vram_ci.vram_max_context_batch1_ci_low, vram_ci.vram_max_context_batch1_ci_high,
     vram_ci.vram_max_context_batch1_resolved,
     vram_ci.top.lo AS vram_max_context_max_batch_ci_low, vram_ci.top.hi AS vram_max_context_max_batch_ci_high,
-    vram_ci.top.hi IS NOT NULL AS vram_max_context_max_batch_resolved
+    vram_ci.top.ok AS vram_max_context_max_batch_resolved
 FROM constants c
 LEFT JOIN base ON base.run_id = c.run_id AND base.device_uid = c.device_uid
 LEFT JOIN heat_soak hs ON hs.run_id = c.run_id AND hs.device_uid = c.device_uid
