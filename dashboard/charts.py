@@ -164,9 +164,11 @@ def error_bars(value, low, high, log: bool = False, **style) -> dict:
     lo = pd.to_numeric(pd.Series(list(low)), errors="coerce").astype(float)
     hi = pd.to_numeric(pd.Series(list(high)), errors="coerce").astype(float)
     if log:
-        lo = lo.where(lo > 0, v * 1e-3)
+        lo = lo.mask(lo <= 0, v * 1e-3)  # NaN (no interval) stays NaN
     plus = (hi - v).clip(lower=0).fillna(0)
     minus = (v - lo).clip(lower=0).fillna(0)
+    # grey and thin: an unresolved interval can cross the whole plot, over the printed values
+    style = dict(color="rgba(40,40,40,0.55)", thickness=1.5) | style
     return dict(type="data", symmetric=False, array=list(plus), arrayminus=list(minus), visible=True, **style)
 
 
@@ -220,11 +222,14 @@ def fleet_overview(df: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(showticklabels=False, col=4)
     fig.update_yaxes(autorange="reversed")
     fig.update_traces(textposition="outside", cliponaxis=False, textfont_size=12, selector=dict(type="bar"))
-    for col, column in enumerate(("idle_robust_w", "time_to_equilibrium_s", "vram_max_context_batch1",
-                                  "j_per_token_batch1"), start=1):
+    for col, name in enumerate(("idle_robust", "time_to_equilibrium", "vram_max_context_batch1",
+                                "j_per_token_batch1"), start=1):
+        column = {"idle_robust": "idle_robust_w", "time_to_equilibrium": "time_to_equilibrium_s"}.get(name, name)
         top = pd.to_numeric(df[column], errors="coerce").max()
+        # room for the value printed after the bar, longer when it starts with "unresolved"
+        room = 2.3 if any(is_unresolved(r) for r in _col(df, f"{name}_resolved")) else 1.6
         if pd.notna(top) and top > 0:
-            fig.update_xaxes(range=[0, top * 1.6], col=col)  # room for the value printed after the bar
+            fig.update_xaxes(range=[0, top * room], col=col)
     return _layout(fig, height=max(260, (70 if len(df) <= 6 else 34) * len(df) + 120))
 
 
@@ -652,16 +657,17 @@ def rle_timeline(series: pd.DataFrame, label: str, t0_ns: int | None = None, t1_
 # ---------------------------------------------------------------- drift
 
 
-DRIFT_METRICS = (  # (column, title, its 95 % interval's low and high columns)
-    ("idle_robust_w", "idle baseline (W)", "idle_robust_ci_low_w", "idle_robust_ci_high_w"),
+DRIFT_METRICS = (  # (column, title, its 95 % interval's low and high columns, its resolved flag)
+    ("idle_robust_w", "idle baseline (W)", "idle_robust_ci_low_w", "idle_robust_ci_high_w", "idle_robust_resolved"),
     ("power_instant_w_rise_ms", "rise, power_instant_w (ms)", "power_instant_w_rise_ci_low_ms",
-     "power_instant_w_rise_ci_high_ms"),
+     "power_instant_w_rise_ci_high_ms", "power_instant_w_rise_resolved"),
     ("vram_max_context_batch1", "VRAM cliff @ batch 1 (tokens)", "vram_max_context_batch1_ci_low",
-     "vram_max_context_batch1_ci_high"),
-    ("j_per_token_batch1", "J/token @ batch 1", "j_per_token_batch1_ci_low", "j_per_token_batch1_ci_high"),
-    ("t_inf_c", "T_inf (°C)", "t_inf_ci_low_c", "t_inf_ci_high_c"),
+     "vram_max_context_batch1_ci_high", "vram_max_context_batch1_resolved"),
+    ("j_per_token_batch1", "J/token @ batch 1", "j_per_token_batch1_ci_low", "j_per_token_batch1_ci_high",
+     "j_per_token_batch1_resolved"),
+    ("t_inf_c", "T_inf (°C)", "t_inf_ci_low_c", "t_inf_ci_high_c", "t_inf_resolved"),
     ("time_to_equilibrium_s", "time to equilibrium (s)", "time_to_equilibrium_ci_low_s",
-     "time_to_equilibrium_ci_high_s"),
+     "time_to_equilibrium_ci_high_s", "time_to_equilibrium_resolved"),
 )
 
 
@@ -672,17 +678,30 @@ def drift(df: pd.DataFrame, label: str) -> go.Figure:
         return empty("no runs of this device in the selection")
     x = pd.to_datetime(df["started_wall_ns"], unit="ns", utc=True)
     fig = make_subplots(rows=2, cols=3, subplot_titles=[m[1] for m in DRIFT_METRICS], vertical_spacing=0.16)
-    for i, (column, _title, low, high) in enumerate(DRIFT_METRICS):
+    for i, (column, _title, low, high, resolved) in enumerate(DRIFT_METRICS):
         r, c = divmod(i, 3)
         if column not in df:
             continue
+        ok = _col(df, resolved)
+        unresolved = [is_unresolved(v) for v in ok]
         fig.add_trace(go.Scatter(
             x=x, y=df[column], mode="lines+markers", name=column, showlegend=False, line=dict(color="#1f77b4"),
-            marker=dict(size=9, color=["#d62728" if ch else "#1f77b4" for ch in df["fingerprint_changed"].fillna(False)]),
-            error_y=error_bars(df[column], df[low], df[high]) if low in df and high in df else None,
-            customdata=np.stack([df["run_id"], df["fingerprint"].astype(str).str[:12], df["run_quality"].fillna("n/a")], axis=1),
-            hovertemplate="%{y:.4g}<br>run %{customdata[0]}<br>fp %{customdata[1]} · %{customdata[2]}<extra></extra>"),
+            marker=dict(size=9, color=["#d62728" if ch else "#1f77b4" for ch in df["fingerprint_changed"].fillna(False)],
+                        symbol=["circle-open" if u else "circle" for u in unresolved]),
+            error_y=error_bars(df[column], _col(df, low), _col(df, high)),
+            customdata=np.stack([df["run_id"], df["fingerprint"].astype(str).str[:12], df["run_quality"].fillna("n/a"),
+                                 [interval_text(v, lo, hi, u) for v, lo, hi, u in
+                                  zip(df[column], _col(df, low), _col(df, high), ok)]], axis=1),
+            hovertemplate="%{customdata[3]}<br>run %{customdata[0]}<br>fp %{customdata[1]} · %{customdata[2]}"
+                          "<extra></extra>"),
             r + 1, c + 1)
+        # the axis spans the values and the resolved intervals: an unresolved interval (open
+        # marker) runs off it rather than flatten every value to one line
+        shown = [_num(df[column])] + [_num(_col(df, b))[[not u for u in unresolved]] for b in (low, high)]
+        span = pd.concat(shown).dropna()
+        if not span.empty:
+            pad = max(float(span.max() - span.min()) * 0.15, abs(float(span.max())) * 0.05, 1e-9)
+            fig.update_yaxes(range=[float(span.min()) - pad, float(span.max()) + pad], row=r + 1, col=c + 1)
     for when in x[df["fingerprint_changed"].fillna(False).astype(bool)]:
         fig.add_vline(x=when.timestamp() * 1000, line=dict(color="#d62728", dash="dash", width=1))
     fig.update_yaxes(tickformat=".6~g")

@@ -29,6 +29,7 @@ import pandas as pd
 import streamlit as st
 
 from agents.errors import WarehouseError
+from dashboard.charts import DRIFT_METRICS
 from warehouse import migrations, writer_waiting
 from warehouse.connection import READER_LOCK_TIMEOUT_S, WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
 from warehouse.query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly, to_frame
@@ -719,13 +720,8 @@ def drift_devices(f: Filters) -> pd.DataFrame:
     """, params))
 
 
-DRIFT_INTERVALS = tuple(f"{name}_{part}" for name, parts in (
-    ("idle_robust", ("ci_low_w", "ci_high_w", "resolved")),
-    ("power_instant_w_rise", ("ci_low_ms", "ci_high_ms", "resolved")),
-    ("vram_max_context_batch1", ("ci_low", "ci_high", "resolved")),
-    ("j_per_token_batch1", ("ci_low", "ci_high", "resolved")),
-    ("t_inf", ("ci_low_c", "ci_high_c", "resolved")),
-    ("time_to_equilibrium", ("ci_low_s", "ci_high_s", "resolved"))) for part in parts)
+# the interval columns of the Drift chart's figures (charts.DRIFT_METRICS)
+DRIFT_INTERVALS = tuple(c for metric in DRIFT_METRICS for c in metric[2:])
 _DRIFT_INTERVAL_COLUMNS = ", ".join(f"rc.{c}" for c in DRIFT_INTERVALS)
 
 

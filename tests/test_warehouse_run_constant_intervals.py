@@ -252,3 +252,12 @@ def test_an_unresolved_figure_reads_unresolved_never_zero_or_blank(analysed_3090
     assert not at.exception
     cell = at.dataframe[0].value["equilibrium (time · temperature)"].iloc[0]
     assert "unresolved" in cell and not cell.startswith("0 ")
+
+
+def test_error_bars_follow_the_interval_and_draw_nothing_without_one():
+    from dashboard import charts
+
+    bars = charts.error_bars([2.0, 0.2, 5.0], [1.5, None, -1.0], [3.0, None, 6.0], log=True)
+    assert bars["array"] == pytest.approx([1.0, 0.0, 1.0])
+    # no interval: no arm (not one reaching the axis); a low end at or under 0 on a log axis stops short of it
+    assert bars["arrayminus"] == pytest.approx([0.5, 0.0, 5.0 - 5e-3])
