@@ -802,7 +802,11 @@ def run_spans(run_id: str, device_uid: str) -> tuple[pd.DataFrame, pd.DataFrame,
 
 VIEWS_HELP = (
     ("v_fleet_latest", "latest run per device and fingerprint: every key constant and its quality"),
-    ("v_run_constants", "the same for every run x device"),
+    ("v_run_constants", "the same for every run x device, each timing and fitted figure with its 95 % interval "
+                        "(<name>_ci_low_<unit>, <name>_ci_high_<unit>) and <name>_resolved"),
+    ("v_figure_intervals", "run x device x figure: value, SE, 95 % interval, resolved, quality"),
+    ("v_joule_points", "J/token per phase and batch size with its 95 % interval"),
+    ("v_vram_cliff_points", "the VRAM cliff per batch size with the search's bracket"),
     ("v_baseline_compare", "idle baseline against the peer median (delta in W, fraction and SEMs)"),
     ("v_equilibrium_compare", "tau and T_inf against the peer median"),
     ("v_vram_cliff_compare", "max context at batch 1 against the peer median"),

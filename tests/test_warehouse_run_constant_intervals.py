@@ -261,3 +261,17 @@ def test_error_bars_follow_the_interval_and_draw_nothing_without_one():
     assert bars["array"] == pytest.approx([1.0, 0.0, 1.0])
     # no interval: no arm (not one reaching the axis); a low end at or under 0 on a log axis stops short of it
     assert bars["arrayminus"] == pytest.approx([0.5, 0.0, 5.0 - 5e-3])
+
+
+def test_fleet_health_strips_whisker_each_device_by_its_se_and_keep_an_unbounded_one_off_the_axis():
+    import pandas as pd
+
+    from dashboard.verdict_charts import figure_strips
+
+    rows = pd.DataFrame({"device_uid": ["a", "b"], "gpu_name": ["g", "g"], "simulated": [True, True],
+                         "tau_s": [100.0, 240.0], "tau_se_s": [5.0, 600.0]})
+    fig = figure_strips(rows, [], {"a": "host-a · g", "b": "host-b · g"})
+    whiskers = {t.name: t.error_x.array[0] for t in fig.data if t.error_x and t.error_x.array}
+    assert whiskers == pytest.approx({"host-a · g": 1.96 * 5.0, "host-b · g": 1.96 * 600.0}, rel=1e-3)
+    low, high = fig.layout.xaxis.range
+    assert low < 100 - 1.96 * 5 and 240 < high < 400  # b's interval reaches 0: it runs off the strip
