@@ -6,7 +6,9 @@
 -- the data cannot bound it; NULL when the figure is absent). Figures without a unit in their
 -- name (J/token, VRAM contexts) take no unit suffix: j_per_token_batch1_ci_low. Sources:
 --  * sensor response (update period, rise, delay, window per power field), tau, T_inf: the
---    report's own interval, through v_figure_intervals (migration 008).
+--    report's own interval, read from experiment_results as v_figure_intervals (migration 008)
+--    reads it, but with one parse per document (v_figure_intervals' ~20 parses of a report
+--    took seconds over a thousand runs, on every page of the dashboard).
 --  * idle: robust mean +- 1.96 SEM_eff, resolved when both are known (as v_figure_intervals).
 --  * time to equilibrium: predicted, the report's equilibrium_predicted interval; measured on
 --    the data, the window step it was found at: [time - step_s, time] (the margin rule held
@@ -118,86 +120,90 @@ throttle AS (
     FROM throttle_events
     GROUP BY run_id, device_uid
 ),
--- the intervals (see the header)
-iv AS (
-    SELECT run_id, device_uid, experiment, field, figure, se, ci_low, ci_high, resolved,
-           field || '.' || figure AS k
-    FROM v_figure_intervals WHERE experiment IN ('instrument_response', 'heat_soak')
+-- the intervals (see the header), read from the stored reports with one parse per document
+-- (json_transform), the keys v_figure_intervals reads
+ir_docs AS (
+    SELECT run_id, device_uid, json_transform(payload_json, '{"figures": {' ||
+               '"fields": {"power_w": "JSON", "power_instant_w": "JSON", "power_avg_1s_w": "JSON"}, ' ||
+               '"power_w": "JSON", "power_instant_w": "JSON", "power_avg_1s_w": "JSON"}}').figures AS f
+    FROM experiment_results WHERE experiment = 'instrument_response'
+),
+ir_fields AS (  -- an analyze result keys the power fields under "fields", a suite run's report at the top
+    SELECT run_id, device_uid, 'power_w' AS field, coalesce(f.fields.power_w, f.power_w) AS doc FROM ir_docs
+    UNION ALL
+    SELECT run_id, device_uid, 'power_instant_w', coalesce(f.fields.power_instant_w, f.power_instant_w) FROM ir_docs
+    UNION ALL
+    SELECT run_id, device_uid, 'power_avg_1s_w', coalesce(f.fields.power_avg_1s_w, f.power_avg_1s_w) FROM ir_docs
+),
+ir_values AS (
+    SELECT run_id, device_uid, field, json_transform(doc,
+        '{"update_period_se_ms": "DOUBLE", "update_period_ci_low_ms": "DOUBLE", "update_period_ci_high_ms": "DOUBLE", "update_period_resolved": "BOOLEAN", ' ||
+        '"rise_se_ms": "DOUBLE", "rise_ci_low_ms": "DOUBLE", "rise_ci_high_ms": "DOUBLE", "rise_resolved": "BOOLEAN", ' ||
+        '"delay_se_ms": "DOUBLE", "delay_ci_low_ms": "DOUBLE", "delay_ci_high_ms": "DOUBLE", "delay_resolved": "BOOLEAN", ' ||
+        '"window_se_ms": "DOUBLE", "window_ci_low_ms": "DOUBLE", "window_ci_high_ms": "DOUBLE", "window_resolved": "BOOLEAN"}') AS v
+    FROM ir_fields WHERE doc IS NOT NULL
 ),
 ir_ci AS (
     SELECT
         run_id, device_uid,
-        max(se)           FILTER (WHERE k = 'power_w.update_period') AS power_w_update_period_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_w.update_period') AS power_w_update_period_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_w.update_period') AS power_w_update_period_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_w.update_period') AS power_w_update_period_resolved,
-        max(se)           FILTER (WHERE k = 'power_w.rise') AS power_w_rise_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_w.rise') AS power_w_rise_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_w.rise') AS power_w_rise_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_w.rise') AS power_w_rise_resolved,
-        max(se)           FILTER (WHERE k = 'power_w.delay') AS power_w_delay_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_w.delay') AS power_w_delay_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_w.delay') AS power_w_delay_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_w.delay') AS power_w_delay_resolved,
-        max(se)           FILTER (WHERE k = 'power_w.window') AS power_w_window_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_w.window') AS power_w_window_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_w.window') AS power_w_window_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_w.window') AS power_w_window_resolved,
-        max(se)           FILTER (WHERE k = 'power_instant_w.update_period') AS power_instant_w_update_period_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_instant_w.update_period') AS power_instant_w_update_period_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_instant_w.update_period') AS power_instant_w_update_period_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_instant_w.update_period') AS power_instant_w_update_period_resolved,
-        max(se)           FILTER (WHERE k = 'power_instant_w.rise') AS power_instant_w_rise_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_instant_w.rise') AS power_instant_w_rise_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_instant_w.rise') AS power_instant_w_rise_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_instant_w.rise') AS power_instant_w_rise_resolved,
-        max(se)           FILTER (WHERE k = 'power_instant_w.delay') AS power_instant_w_delay_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_instant_w.delay') AS power_instant_w_delay_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_instant_w.delay') AS power_instant_w_delay_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_instant_w.delay') AS power_instant_w_delay_resolved,
-        max(se)           FILTER (WHERE k = 'power_instant_w.window') AS power_instant_w_window_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_instant_w.window') AS power_instant_w_window_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_instant_w.window') AS power_instant_w_window_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_instant_w.window') AS power_instant_w_window_resolved,
-        max(se)           FILTER (WHERE k = 'power_avg_1s_w.update_period') AS power_avg_1s_w_update_period_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_avg_1s_w.update_period') AS power_avg_1s_w_update_period_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_avg_1s_w.update_period') AS power_avg_1s_w_update_period_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_avg_1s_w.update_period') AS power_avg_1s_w_update_period_resolved,
-        max(se)           FILTER (WHERE k = 'power_avg_1s_w.rise') AS power_avg_1s_w_rise_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_avg_1s_w.rise') AS power_avg_1s_w_rise_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_avg_1s_w.rise') AS power_avg_1s_w_rise_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_avg_1s_w.rise') AS power_avg_1s_w_rise_resolved,
-        max(se)           FILTER (WHERE k = 'power_avg_1s_w.delay') AS power_avg_1s_w_delay_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_avg_1s_w.delay') AS power_avg_1s_w_delay_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_avg_1s_w.delay') AS power_avg_1s_w_delay_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_avg_1s_w.delay') AS power_avg_1s_w_delay_resolved,
-        max(se)           FILTER (WHERE k = 'power_avg_1s_w.window') AS power_avg_1s_w_window_se_ms,
-        max(ci_low)       FILTER (WHERE k = 'power_avg_1s_w.window') AS power_avg_1s_w_window_ci_low_ms,
-        max(ci_high)      FILTER (WHERE k = 'power_avg_1s_w.window') AS power_avg_1s_w_window_ci_high_ms,
-        bool_or(resolved) FILTER (WHERE k = 'power_avg_1s_w.window') AS power_avg_1s_w_window_resolved
-    FROM iv WHERE experiment = 'instrument_response'
+        max(v.update_period_se_ms) FILTER (WHERE field = 'power_w') AS power_w_update_period_se_ms,
+        max(v.update_period_ci_low_ms) FILTER (WHERE field = 'power_w') AS power_w_update_period_ci_low_ms,
+        max(v.update_period_ci_high_ms) FILTER (WHERE field = 'power_w') AS power_w_update_period_ci_high_ms,
+        bool_or(v.update_period_resolved) FILTER (WHERE field = 'power_w') AS power_w_update_period_resolved,
+        max(v.rise_se_ms) FILTER (WHERE field = 'power_w') AS power_w_rise_se_ms,
+        max(v.rise_ci_low_ms) FILTER (WHERE field = 'power_w') AS power_w_rise_ci_low_ms,
+        max(v.rise_ci_high_ms) FILTER (WHERE field = 'power_w') AS power_w_rise_ci_high_ms,
+        bool_or(v.rise_resolved) FILTER (WHERE field = 'power_w') AS power_w_rise_resolved,
+        max(v.delay_se_ms) FILTER (WHERE field = 'power_w') AS power_w_delay_se_ms,
+        max(v.delay_ci_low_ms) FILTER (WHERE field = 'power_w') AS power_w_delay_ci_low_ms,
+        max(v.delay_ci_high_ms) FILTER (WHERE field = 'power_w') AS power_w_delay_ci_high_ms,
+        bool_or(v.delay_resolved) FILTER (WHERE field = 'power_w') AS power_w_delay_resolved,
+        max(v.window_se_ms) FILTER (WHERE field = 'power_w') AS power_w_window_se_ms,
+        max(v.window_ci_low_ms) FILTER (WHERE field = 'power_w') AS power_w_window_ci_low_ms,
+        max(v.window_ci_high_ms) FILTER (WHERE field = 'power_w') AS power_w_window_ci_high_ms,
+        bool_or(v.window_resolved) FILTER (WHERE field = 'power_w') AS power_w_window_resolved,
+        max(v.update_period_se_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_update_period_se_ms,
+        max(v.update_period_ci_low_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_update_period_ci_low_ms,
+        max(v.update_period_ci_high_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_update_period_ci_high_ms,
+        bool_or(v.update_period_resolved) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_update_period_resolved,
+        max(v.rise_se_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_rise_se_ms,
+        max(v.rise_ci_low_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_rise_ci_low_ms,
+        max(v.rise_ci_high_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_rise_ci_high_ms,
+        bool_or(v.rise_resolved) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_rise_resolved,
+        max(v.delay_se_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_delay_se_ms,
+        max(v.delay_ci_low_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_delay_ci_low_ms,
+        max(v.delay_ci_high_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_delay_ci_high_ms,
+        bool_or(v.delay_resolved) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_delay_resolved,
+        max(v.window_se_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_window_se_ms,
+        max(v.window_ci_low_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_window_ci_low_ms,
+        max(v.window_ci_high_ms) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_window_ci_high_ms,
+        bool_or(v.window_resolved) FILTER (WHERE field = 'power_instant_w') AS power_instant_w_window_resolved,
+        max(v.update_period_se_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_update_period_se_ms,
+        max(v.update_period_ci_low_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_update_period_ci_low_ms,
+        max(v.update_period_ci_high_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_update_period_ci_high_ms,
+        bool_or(v.update_period_resolved) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_update_period_resolved,
+        max(v.rise_se_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_rise_se_ms,
+        max(v.rise_ci_low_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_rise_ci_low_ms,
+        max(v.rise_ci_high_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_rise_ci_high_ms,
+        bool_or(v.rise_resolved) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_rise_resolved,
+        max(v.delay_se_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_delay_se_ms,
+        max(v.delay_ci_low_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_delay_ci_low_ms,
+        max(v.delay_ci_high_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_delay_ci_high_ms,
+        bool_or(v.delay_resolved) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_delay_resolved,
+        max(v.window_se_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_window_se_ms,
+        max(v.window_ci_low_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_window_ci_low_ms,
+        max(v.window_ci_high_ms) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_window_ci_high_ms,
+        bool_or(v.window_resolved) FILTER (WHERE field = 'power_avg_1s_w') AS power_avg_1s_w_window_resolved
+    FROM ir_values
     GROUP BY run_id, device_uid
 ),
 heat_ci AS (
-    SELECT
-        run_id, device_uid,
-        max(se)           FILTER (WHERE figure = 'tau')                   AS tau_se_s,
-        max(ci_low)       FILTER (WHERE figure = 'tau')                   AS tau_ci_low_s,
-        max(ci_high)      FILTER (WHERE figure = 'tau')                   AS tau_ci_high_s,
-        bool_or(resolved) FILTER (WHERE figure = 'tau')                   AS tau_resolved,
-        max(se)           FILTER (WHERE figure = 't_inf')                 AS t_inf_se_c,
-        max(ci_low)       FILTER (WHERE figure = 't_inf')                 AS t_inf_ci_low_c,
-        max(ci_high)      FILTER (WHERE figure = 't_inf')                 AS t_inf_ci_high_c,
-        bool_or(resolved) FILTER (WHERE figure = 't_inf')                 AS t_inf_resolved,
-        max(se)           FILTER (WHERE figure = 'equilibrium_predicted') AS predicted_se_s,
-        max(ci_low)       FILTER (WHERE figure = 'equilibrium_predicted') AS predicted_ci_low_s,
-        max(ci_high)      FILTER (WHERE figure = 'equilibrium_predicted') AS predicted_ci_high_s,
-        bool_or(resolved) FILTER (WHERE figure = 'equilibrium_predicted') AS predicted_resolved
-    FROM iv WHERE experiment = 'heat_soak'
-    GROUP BY run_id, device_uid
-),
-heat_step AS (
-    SELECT run_id, device_uid, TRY_CAST(json_extract_string(payload_json, '$.figures.step_s') AS DOUBLE) AS step_s
+    SELECT run_id, device_uid,
+           json_transform(payload_json,
+               '{"figures": {"tau_se_s": "DOUBLE", "tau_ci_low_s": "DOUBLE", "tau_ci_high_s": "DOUBLE", "tau_resolved": "BOOLEAN", ' ||
+               '"t_inf_se_c": "DOUBLE", "t_inf_ci_low_c": "DOUBLE", "t_inf_ci_high_c": "DOUBLE", "t_inf_resolved": "BOOLEAN", ' ||
+               '"equilibrium_predicted_se_s": "DOUBLE", "equilibrium_predicted_ci_low_s": "DOUBLE", "equilibrium_predicted_ci_high_s": "DOUBLE", "equilibrium_predicted_resolved": "BOOLEAN", ' ||
+               '"step_s": "DOUBLE"}}').figures AS h
     FROM experiment_results WHERE experiment = 'heat_soak'
 ),
 joule_ci AS (
@@ -263,17 +269,18 @@ SELECT
     CASE WHEN base.run_id IS NOT NULL THEN c.idle_robust_w IS NOT NULL AND c.idle_sem_w IS NOT NULL END
         AS idle_robust_resolved,
     ir_ci.* EXCLUDE (run_id, device_uid),
-    heat_ci.tau_se_s, heat_ci.tau_ci_low_s, heat_ci.tau_ci_high_s, heat_ci.tau_resolved,
-    heat_ci.t_inf_se_c, heat_ci.t_inf_ci_low_c, heat_ci.t_inf_ci_high_c, heat_ci.t_inf_resolved,
-    CASE WHEN c.equilibrium_kind = 'predicted' THEN heat_ci.predicted_se_s END AS time_to_equilibrium_se_s,
-    CASE WHEN c.equilibrium_kind = 'predicted' THEN heat_ci.predicted_ci_low_s
-         WHEN c.time_to_equilibrium_s IS NOT NULL THEN greatest(c.time_to_equilibrium_s - heat_step.step_s, 0)
+    heat_ci.h.tau_se_s, heat_ci.h.tau_ci_low_s, heat_ci.h.tau_ci_high_s, heat_ci.h.tau_resolved,
+    heat_ci.h.t_inf_se_c, heat_ci.h.t_inf_ci_low_c, heat_ci.h.t_inf_ci_high_c, heat_ci.h.t_inf_resolved,
+    CASE WHEN c.equilibrium_kind = 'predicted' THEN heat_ci.h.equilibrium_predicted_se_s END
+        AS time_to_equilibrium_se_s,
+    CASE WHEN c.equilibrium_kind = 'predicted' THEN heat_ci.h.equilibrium_predicted_ci_low_s
+         WHEN c.time_to_equilibrium_s IS NOT NULL THEN greatest(c.time_to_equilibrium_s - heat_ci.h.step_s, 0)
     END AS time_to_equilibrium_ci_low_s,
-    CASE WHEN c.equilibrium_kind = 'predicted' THEN heat_ci.predicted_ci_high_s
-         WHEN heat_step.step_s IS NOT NULL THEN c.time_to_equilibrium_s
+    CASE WHEN c.equilibrium_kind = 'predicted' THEN heat_ci.h.equilibrium_predicted_ci_high_s
+         WHEN heat_ci.h.step_s IS NOT NULL THEN c.time_to_equilibrium_s
     END AS time_to_equilibrium_ci_high_s,
-    CASE WHEN c.equilibrium_kind = 'predicted' THEN coalesce(heat_ci.predicted_resolved, FALSE)
-         WHEN c.time_to_equilibrium_s IS NOT NULL THEN heat_step.step_s IS NOT NULL
+    CASE WHEN c.equilibrium_kind = 'predicted' THEN coalesce(heat_ci.h.equilibrium_predicted_resolved, FALSE)
+         WHEN c.time_to_equilibrium_s IS NOT NULL THEN heat_ci.h.step_s IS NOT NULL
          WHEN hs.run_id IS NOT NULL THEN FALSE
     END AS time_to_equilibrium_resolved,
     joule_ci.j_per_token_batch1_se, joule_ci.j_per_token_batch1_ci_low, joule_ci.j_per_token_batch1_ci_high,
@@ -289,7 +296,6 @@ LEFT JOIN base ON base.run_id = c.run_id AND base.device_uid = c.device_uid
 LEFT JOIN heat_soak hs ON hs.run_id = c.run_id AND hs.device_uid = c.device_uid
 LEFT JOIN ir_ci ON ir_ci.run_id = c.run_id AND ir_ci.device_uid = c.device_uid
 LEFT JOIN heat_ci ON heat_ci.run_id = c.run_id AND heat_ci.device_uid = c.device_uid
-LEFT JOIN heat_step ON heat_step.run_id = c.run_id AND heat_step.device_uid = c.device_uid
 LEFT JOIN joule_ci ON joule_ci.run_id = c.run_id AND joule_ci.device_uid = c.device_uid
 LEFT JOIN vram_ci ON vram_ci.run_id = c.run_id AND vram_ci.device_uid = c.device_uid;
 
