@@ -588,14 +588,16 @@ def rle_timeline(run_id: str, device_uid: str) -> pd.DataFrame:
 
 
 RESPONSE_TIMINGS = ("update_period", "rise", "delay", "window")
+POWER_FIELDS = ("power_w", "power_instant_w", "power_avg_1s_w")
 
 
-def _interval_pivot(figures: tuple[str, ...], unit: str) -> str:
-    """Select-list items turning v_figure_intervals' rows into <figure>_ci_low_<unit>,
-    <figure>_ci_high_<unit> and <figure>_resolved columns (the reports' names)."""
-    return ", ".join(f"max(ci_low) FILTER (WHERE figure = '{g}') AS {g}_ci_low_{unit}, "
-                     f"max(ci_high) FILTER (WHERE figure = '{g}') AS {g}_ci_high_{unit}, "
-                     f"bool_or(resolved) FILTER (WHERE figure = '{g}') AS {g}_resolved" for g in figures)
+def _field_intervals() -> str:
+    """Select-list items giving each instrument_response row (alias ``ir``) its timings'
+    <timing>_ci_low_ms, <timing>_ci_high_ms and <timing>_resolved from v_run_constants' per-field
+    columns (alias ``sel``)."""
+    return ",\n           ".join(
+        f"CASE ir.field {' '.join(f'WHEN {sql_literal(fld)} THEN sel.{fld}_{t}_{part}' for fld in POWER_FIELDS)} "
+        f"END AS {t}_{part}" for t in RESPONSE_TIMINGS for part in ("ci_low_ms", "ci_high_ms", "resolved"))
 
 
 def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -607,13 +609,9 @@ def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     figures = frame(f"""
     WITH {cte}
     SELECT ir.run_id, ir.device_uid, ir.field, ir.update_period_ms, ir.rise_ms, ir.delay_ms, ir.window_ms,
-           ir.idle_w, ir.load_w, ir.n_steps, ir.quality, iv.* EXCLUDE (run_id, device_uid, field)
+           ir.idle_w, ir.load_w, ir.n_steps, ir.quality,
+           {_field_intervals()}
     FROM instrument_response ir JOIN sel ON sel.run_id = ir.run_id AND sel.device_uid = ir.device_uid
-    LEFT JOIN (
-        SELECT run_id, device_uid, field, {_interval_pivot(RESPONSE_TIMINGS, 'ms')}
-        FROM v_figure_intervals WHERE experiment = 'instrument_response'
-        GROUP BY run_id, device_uid, field
-    ) iv ON iv.run_id = ir.run_id AND iv.device_uid = ir.device_uid AND iv.field = ir.field
     ORDER BY ir.run_id, ir.device_uid, ir.field
     """, params)
     edges = frame(f"""
