@@ -127,12 +127,26 @@ def _missing(value) -> bool:
         pd.isna(value))
 
 
+def figure_spec(value, spec: str) -> str:
+    """``spec``, or one with enough decimals for two significant digits when ``spec`` would
+    print a non-zero value as 0 (a 0.17 s tau is never shown as "0")."""
+    try:
+        v = float(value)
+        shown = float(f"{v:{spec}}".replace(",", ""))
+    except (TypeError, ValueError):
+        return spec
+    if shown != 0 or v == 0 or not math.isfinite(v):
+        return spec
+    return f".{max(0, 1 - math.floor(math.log10(abs(v))))}f"
+
+
 def interval_text(value, low=None, high=None, resolved=None, spec: str = ".3g", unit: str = "") -> str:
     """A figure with its 95 % interval in one cell: ``120 [110, 130] s``.
 
     ``resolved`` False (the data cannot bound the figure) gives ``unresolved``, followed by
     the value and interval when there are any (never a bare 0); no value and no flag: n/a."""
     unit = f" {unit}" if unit and not unit.startswith(" ") else unit
+    spec = figure_spec(value, spec)
     shown = "" if _missing(value) else f"{value:{spec}}"
     if shown and not (_missing(low) or _missing(high)):
         shown += f" [{low:{spec}}, {high:{spec}}]"
@@ -187,10 +201,12 @@ def _interval_bar(df: pd.DataFrame, name: str, unit: str, spec: str, shown_unit:
     value, ok = df[f"{name}{unit}"], _col(df, f"{name}_resolved")
     low, high = _col(df, f"{name}_ci_low{unit}"), _col(df, f"{name}_ci_high{unit}")
     text = [("unresolved" if is_unresolved(r) else "n/a") if _missing(v) else
-            ("unresolved " if is_unresolved(r) else "") + f"{v:{spec}} {shown_unit}" for v, r in zip(value, ok)]
+            ("unresolved " if is_unresolved(r) else "") + f"{v:{figure_spec(v, spec)}} {shown_unit}"
+            for v, r in zip(value, ok)]
     hover = [f"{interval_text(v, lo, hi, r, spec, shown_unit)}{e} · {q or 'n/a'}" for v, lo, hi, r, e, q in
              zip(value, low, high, ok, extra or [""] * len(df), df[quality])]
-    return dict(x=value, error_x=error_bars(value, low, high), text=text, hovertext=hover)
+    # a missing value draws a bar of 0 so that its text (unresolved, n/a) is on the chart, not a blank
+    return dict(x=list(_num(value).fillna(0)), error_x=error_bars(value, low, high), text=text, hovertext=hover)
 
 
 def fleet_overview(df: pd.DataFrame) -> go.Figure:
@@ -408,7 +424,8 @@ def heat_soak_bars(summary: pd.DataFrame) -> go.Figure:
         for v, p, q, r in zip(summary[column], predicted, summary["quality"], _col(summary, f"{name}_resolved")):
             flag = "unresolved · " if is_unresolved(r) else ""
             text.append(flag + "n/a (" + (q or "no fit") + ")" if pd.isna(v) else
-                        flag + f"{v:{spec}}" + (" predicted" if p and column != "tau_s" else "") + f" · {q or 'n/a'}")
+                        flag + f"{v:{figure_spec(v, spec)}}" + (" predicted" if p and column != "tau_s" else "")
+                        + f" · {q or 'n/a'}")
         fig.add_trace(go.Bar(x=summary["label"], y=summary[column].fillna(0),
                              error_y=error_bars(summary[column], _col(summary, low), _col(summary, high)),
                              hovertext=[interval_text(v, lo, hi, r, spec) for v, lo, hi, r in

@@ -239,17 +239,22 @@ def test_an_unresolved_figure_reads_unresolved_never_zero_or_blank(analysed_3090
     assert charts.interval_text(None, None, None, False) == "unresolved"
     assert charts.interval_text(None, None, None, None) == "n/a"
     assert charts.interval_text(120.0, 110.2, 129.8, True, ".0f", "s") == "120 [110, 130] s"
+    # a non-zero figure keeps two significant digits where the column's format would print 0
+    assert charts.interval_text(0.17, -0.82, 1.16, False, ".0f", "s") == "unresolved: 0.17 [-0.82, 1.16] s"
     wh, _ = analysed_3090
     monkeypatch.setenv("FLEETPHYSICS_WAREHOUSE", wh)
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"), default_timeout=60).run()
     at = at.switch_page("app_pages/heat_soak.py").run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert table["tau (s) [95 %]"].iloc[0].startswith("unresolved: ")  # the 16 s recording bounds no tau
+    tau = table["tau (s) [95 %]"].iloc[0]
+    assert tau.startswith("unresolved: ") and not tau.startswith("unresolved: 0 ")  # 16 s bound no tau
     bars = json.loads(at.get("plotly_chart")[1].proto.spec)["data"][0]
-    assert bars["text"][0].startswith("unresolved")
+    assert bars["text"][0].startswith("unresolved") and " 0 " not in bars["text"][0]
     at = at.switch_page("app_pages/fleet.py").run()
     assert not at.exception
+    overview = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][1]  # time to equilibrium
+    assert overview["text"] == ["unresolved"] and overview["x"] == [0.0]  # its text is drawn, not a blank
     cell = at.dataframe[0].value["equilibrium (time · temperature)"].iloc[0]
     assert "unresolved" in cell and not cell.startswith("0 ")
 
