@@ -244,8 +244,7 @@ def fleet_overview(df: pd.DataFrame) -> go.Figure:
         top = pd.to_numeric(df[column], errors="coerce").max()
         # room for the value printed after the bar, longer when it starts with "unresolved"
         room = 2.3 if any(is_unresolved(r) for r in _col(df, f"{name}_resolved")) else 1.6
-        if pd.notna(top) and top > 0:
-            fig.update_xaxes(range=[0, top * room], col=col)
+        fig.update_xaxes(range=[0, top * room if pd.notna(top) and top > 0 else room], col=col)
     return _layout(fig, height=max(260, (70 if len(df) <= 6 else 34) * len(df) + 120))
 
 
