@@ -8,7 +8,6 @@ import streamlit as st
 from dashboard import charts, data, ui
 
 
-
 def _ci(df: pd.DataFrame, name: str, unit: str, spec: str) -> list[str]:
     """Each row's ``name`` with its 95 % interval, or "unresolved"."""
     return [charts.interval_text(v, lo, hi, r, spec) for v, lo, hi, r in

@@ -3,7 +3,7 @@
 -- Every timing and fitted figure of v_run_constants gains, beside its existing column
 -- <name>_<unit>, the columns the reports write: <name>_se_<unit> (where the figure has a
 -- standard error), <name>_ci_low_<unit>, <name>_ci_high_<unit> and <name>_resolved (false when
--- the data cannot bound it; NULL when the figure is absent). Figures without a unit in their
+-- the data cannot bound it; NULL when the run has no such experiment). Figures without a unit in their
 -- name (J/token, VRAM contexts) take no unit suffix: j_per_token_batch1_ci_low. Sources:
 --  * sensor response (update period, rise, delay, window per power field), tau, T_inf: the
 --    report's own interval, read from experiment_results as v_figure_intervals (migration 008)
@@ -15,9 +15,10 @@
 --    at this window end and not at the one before), resolved when the report gives step_s.
 --  * J/token (v_joule_points, one row per phase x batch size): mean +- Student's t (n_events - 1
 --    degrees of freedom) x SEM over the events, resolved when the interval excludes 0.
---  * VRAM max context (v_vram_cliff_points, per batch size): the search's bracket: the largest context that fit and the smallest
---    that failed, less one (the model's own limit: the context itself); resolved when the
---    search ended (cause known). A bracket, not a statistical interval: the probes are exact.
+--  * VRAM max context (v_vram_cliff_points, per batch size): the search's bracket, from the
+--    largest context that fit to the smallest that failed, less one (the model's own limit:
+--    the context itself); resolved when the search ended (cause known). A bracket, not a
+--    statistical interval: the probes are exact.
 -- Existing columns keep their names, order and values; the new ones follow them. The compare
 -- views gain the device's interval and <figure>_overlaps_peer_median: whether the interval
 -- contains the peer median (NULL without an interval or with no other peer).
