@@ -107,7 +107,7 @@ vram AS (
     SELECT
         run_id, device_uid,
         max(max_context)       FILTER (WHERE batch_size = 1) AS vram_max_context_batch1,
-        max(peak_allocated_mb) FILTER (WHERE batch_size = 1) AS vram_cliff_peak_mb_batch1,
+        max(peak_allocated_mib) FILTER (WHERE batch_size = 1) AS vram_cliff_peak_mib_batch1,
         max(batch_size)                                      AS vram_max_batch_size,
         arg_max(max_context, batch_size)                     AS vram_max_context_max_batch,
         max(cause)             FILTER (WHERE batch_size = 1) AS vram_cliff_cause_batch1
@@ -242,7 +242,7 @@ constants AS (
         base.field AS idle_field, base.idle_robust_w, base.idle_sem_w, base.floor_fraction,
         base.fake_idle, base.quality AS idle_quality,
         ir.* EXCLUDE (run_id, device_uid),
-        vc.capacity_mb AS vram_capacity_mb, vc.fragmentation AS vram_fragmentation,
+        vc.capacity_mib AS vram_capacity_mib, vc.fragmentation AS vram_fragmentation,
         vram.* EXCLUDE (run_id, device_uid), vc.quality AS vram_cliff_quality,
         joule.* EXCLUDE (run_id, device_uid),
         hs.tau_s, hs.t_inf_c, hs.equilibrium, hs.equilibrium_kind, hs.time_to_equilibrium_s,
@@ -350,13 +350,13 @@ WINDOW peers AS (PARTITION BY peer_group, simulated);
 CREATE OR REPLACE VIEW v_vram_cliff_compare AS
 SELECT
     peer_group, gpu_name, simulated, device_uid, fingerprint, host, run_id,
-    vram_capacity_mb, vram_fragmentation, vram_max_context_batch1, vram_cliff_peak_mb_batch1,
+    vram_capacity_mib, vram_fragmentation, vram_max_context_batch1, vram_cliff_peak_mib_batch1,
     vram_max_batch_size, vram_max_context_max_batch, vram_cliff_quality, run_quality,
     count(*) OVER peers AS peers,
     quantile_cont(vram_max_context_batch1, 0.5) OVER peers AS peer_median_max_context_batch1,
     vram_max_context_batch1 - quantile_cont(vram_max_context_batch1, 0.5) OVER peers AS delta_max_context_batch1,
-    quantile_cont(vram_cliff_peak_mb_batch1, 0.5) OVER peers AS peer_median_cliff_peak_mb_batch1,
-    vram_cliff_peak_mb_batch1 - quantile_cont(vram_cliff_peak_mb_batch1, 0.5) OVER peers AS delta_cliff_peak_mb_batch1,
+    quantile_cont(vram_cliff_peak_mib_batch1, 0.5) OVER peers AS peer_median_cliff_peak_mib_batch1,
+    vram_cliff_peak_mib_batch1 - quantile_cont(vram_cliff_peak_mib_batch1, 0.5) OVER peers AS delta_cliff_peak_mib_batch1,
     vram_max_context_batch1_ci_low, vram_max_context_batch1_ci_high, vram_max_context_batch1_resolved,
     CASE WHEN count(*) OVER peers > 1 THEN quantile_cont(vram_max_context_batch1, 0.5) OVER peers
          BETWEEN vram_max_context_batch1_ci_low AND vram_max_context_batch1_ci_high END
