@@ -122,6 +122,70 @@ def _fmt(value, spec: str = ".3g", unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)) or bool(
+        pd.isna(value))
+
+
+def figure_spec(value, spec: str) -> str:
+    """``spec``, or one with enough decimals for two significant digits when ``spec`` would
+    print a non-zero value as 0 (a 0.17 s tau is never shown as "0")."""
+    try:
+        v = float(value)
+        shown = float(f"{v:{spec}}".replace(",", ""))
+    except (TypeError, ValueError):
+        return spec
+    if shown != 0 or v == 0 or not math.isfinite(v):
+        return spec
+    return f".{max(0, 1 - math.floor(math.log10(abs(v))))}f"
+
+
+def interval_text(value, low=None, high=None, resolved=None, spec: str = ".3g", unit: str = "") -> str:
+    """A figure with its 95 % interval in one cell: ``120 [110, 130] s``.
+
+    ``resolved`` False (the data cannot bound the figure) gives ``unresolved``, followed by
+    the value and interval when there are any (never a bare 0); no value and no flag: n/a."""
+    unit = f" {unit}" if unit and not unit.startswith(" ") else unit
+    spec = figure_spec(value, spec)
+    shown = "" if _missing(value) else f"{value:{spec}}"
+    if shown and not (_missing(low) or _missing(high)):
+        shown += f" [{low:{spec}}, {high:{spec}}]"
+    if shown:
+        shown += unit
+    if resolved is not None and not _missing(resolved) and not bool(resolved):
+        return f"unresolved: {shown}" if shown else "unresolved"
+    return shown or "n/a"
+
+
+def is_unresolved(resolved) -> bool:
+    """Whether a figure's resolved flag says the data cannot bound it (NULL: no figure)."""
+    return not _missing(resolved) and not bool(resolved)
+
+
+def _num(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values, errors="coerce").astype(float)
+
+
+def _col(df: pd.DataFrame, column: str) -> pd.Series:
+    """``df[column]``, or no values when the frame lacks the column (no interval to draw)."""
+    return df[column] if column in df else pd.Series([None] * len(df), index=df.index, dtype=object)
+
+
+def error_bars(value, low, high, log: bool = False, **style) -> dict:
+    """Plotly error bars from a 95 % interval (asymmetric; none where there is no interval).
+    On a log axis the lower arm stops short of zero."""
+    v = pd.to_numeric(pd.Series(list(value)), errors="coerce").astype(float)
+    lo = pd.to_numeric(pd.Series(list(low)), errors="coerce").astype(float)
+    hi = pd.to_numeric(pd.Series(list(high)), errors="coerce").astype(float)
+    if log:
+        lo = lo.mask(lo <= 0, v * 1e-3)  # NaN (no interval) stays NaN
+    plus = (hi - v).clip(lower=0).fillna(0)
+    minus = (v - lo).clip(lower=0).fillna(0)
+    # grey and thin: an unresolved interval can cross the whole plot, over the printed values
+    style = dict(color="rgba(40,40,40,0.55)", thickness=1.5) | style
+    return dict(type="data", symmetric=False, array=list(plus), arrayminus=list(minus), visible=True, **style)
+
+
 def _patterns(df: pd.DataFrame) -> list[str]:
     return [SIM_PATTERN if s else "" for s in df["simulated"].fillna(False).astype(bool)]
 
@@ -129,51 +193,58 @@ def _patterns(df: pd.DataFrame) -> list[str]:
 # ---------------------------------------------------------------- fleet
 
 
+def _interval_bar(df: pd.DataFrame, name: str, unit: str, spec: str, shown_unit: str, quality: str,
+                  extra: list[str] | None = None) -> dict:
+    """x, error bars, text and hover text of a bar of v_run_constants' figure ``name`` (unit
+    suffix ``unit``): the value on the bar (``unresolved`` first when the data cannot bound
+    it), the 95 % interval as the error bar and in the hover text with the quality."""
+    value, ok = df[f"{name}{unit}"], _col(df, f"{name}_resolved")
+    low, high = _col(df, f"{name}_ci_low{unit}"), _col(df, f"{name}_ci_high{unit}")
+    text = [("unresolved" if is_unresolved(r) else "n/a") if _missing(v) else
+            ("unresolved " if is_unresolved(r) else "") + f"{v:{figure_spec(v, spec)}} {shown_unit}"
+            for v, r in zip(value, ok)]
+    hover = [f"{interval_text(v, lo, hi, r, spec, shown_unit)}{e} · {q or 'n/a'}" for v, lo, hi, r, e, q in
+             zip(value, low, high, ok, extra or [""] * len(df), df[quality])]
+    # a missing value draws a bar of 0 so that its text (unresolved, n/a) is on the chart, not a blank
+    return dict(x=list(_num(value).fillna(0)), error_x=error_bars(value, low, high), text=text, hovertext=hover)
+
+
 def fleet_overview(df: pd.DataFrame) -> go.Figure:
-    """Four key constants side by side per device: idle baseline (+- SEM_eff), equilibrium
-    time (predicted hatched lighter), VRAM cliff at batch 1 and J/token at batch 1."""
+    """Four key constants side by side per device, each with its 95 % interval as an error
+    bar: idle baseline, equilibrium time (predicted hatched lighter), VRAM cliff at batch 1
+    (the search's bracket) and J/token at batch 1; an unresolved figure says so on its bar."""
     if df.empty:
         return empty("no devices match the filters")
     colors = color_map(df["label"])
     fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.05, subplot_titles=(
-        "idle (W ± SEM_eff)", "time to equilibrium (s)", "VRAM cliff @ batch 1 (tokens)", "J/token @ batch 1"))
-    bar = dict(marker_color=[colors[lab] for lab in df["label"]], showlegend=False)
-    y = df["label"]
-    fig.add_trace(go.Bar(x=df["idle_robust_w"], y=y, orientation="h",
-                         error_x=dict(type="data", array=df["idle_sem_w"].fillna(0)),
-                         marker_pattern_shape=_patterns(df),
-                         text=[f"{_fmt(v, '.1f')} W" for v in df["idle_robust_w"]],
-                         hovertext=[f"{_fmt(v, '.3f')} ± {_fmt(s, '.2g')} W · {q or 'n/a'}" for v, s, q in
-                                    zip(df["idle_robust_w"], df["idle_sem_w"], df["idle_quality"])],
-                         name="idle", **bar), 1, 1)
+        "idle (W, 95 % interval)", "time to equilibrium (s)", "VRAM cliff @ batch 1 (tokens)", "J/token @ batch 1"))
+    bar = dict(y=df["label"], orientation="h", marker_color=[colors[lab] for lab in df["label"]], showlegend=False)
+    fig.add_trace(go.Bar(**_interval_bar(df, "idle_robust", "_w", ".1f", "W", "idle_quality",
+                                         extra=[f" · SEM_eff {_fmt(s, '.2g')} W" for s in df["idle_sem_w"]]),
+                         marker_pattern_shape=_patterns(df), name="idle", **bar), 1, 1)
     predicted = pd.Series([is_predicted(k, r) for k, r in zip(df["equilibrium_kind"], df["equilibrium"])], index=df.index)
-    fig.add_trace(go.Bar(x=df["time_to_equilibrium_s"], y=y, orientation="h",
-                         marker_pattern_shape=["x" if p else ("/" if s else "") for p, s in
-                                               zip(predicted, df["simulated"].fillna(False))],
-                         marker_opacity=[0.55 if p else 1.0 for p in predicted],
-                         text=[f"{_fmt(t, '.0f')} s {'predicted' if p else 'measured'}" if pd.notna(t) else "n/a"
-                               for t, p in zip(df["time_to_equilibrium_s"], predicted)],
-                         name="equilibrium", **bar), 1, 2)
-    fig.add_trace(go.Bar(x=df["vram_max_context_batch1"], y=y, orientation="h", marker_pattern_shape=_patterns(df),
-                         text=[f"{_fmt(v, ',.0f')}" for v in df["vram_max_context_batch1"]],
-                         hovertext=[f"{_fmt(v, ',.0f')} tokens · {q or 'n/a'}" for v, q in
-                                    zip(df["vram_max_context_batch1"], df["vram_cliff_quality"])],
-                         name="vram", **bar), 1, 3)
-    fig.add_trace(go.Bar(x=df["j_per_token_batch1"], y=y, orientation="h", marker_pattern_shape=_patterns(df),
-                         text=[f"{_fmt(v, '.3g')} J" for v in df["j_per_token_batch1"]],
-                         hovertext=[f"{_fmt(v, '.4g')} J/token · {q or 'n/a'}" for v, q in
-                                    zip(df["j_per_token_batch1"], df["j_per_token_batch1_quality"])],
-                         name="joule", **bar), 1, 4)
+    eq = _interval_bar(df, "time_to_equilibrium", "_s", ".0f", "s", "heat_soak_quality")
+    eq["text"] = [t if pd.isna(v) else f"{t} {'predicted' if p else 'measured'}"
+                  for t, v, p in zip(eq["text"], df["time_to_equilibrium_s"], predicted)]
+    fig.add_trace(go.Bar(**eq, marker_pattern_shape=["x" if p else ("/" if s else "") for p, s in
+                                                     zip(predicted, df["simulated"].fillna(False))],
+                         marker_opacity=[0.55 if p else 1.0 for p in predicted], name="equilibrium", **bar), 1, 2)
+    fig.add_trace(go.Bar(**_interval_bar(df, "vram_max_context_batch1", "", ",.0f", "tokens", "vram_cliff_quality"),
+                         marker_pattern_shape=_patterns(df), name="vram", **bar), 1, 3)
+    fig.add_trace(go.Bar(**_interval_bar(df, "j_per_token_batch1", "", ".3g", "J", "j_per_token_batch1_quality"),
+                         marker_pattern_shape=_patterns(df), name="joule", **bar), 1, 4)
     fig.update_yaxes(showticklabels=False, col=2)
     fig.update_yaxes(showticklabels=False, col=3)
     fig.update_yaxes(showticklabels=False, col=4)
     fig.update_yaxes(autorange="reversed")
     fig.update_traces(textposition="outside", cliponaxis=False, textfont_size=12, selector=dict(type="bar"))
-    for col, column in enumerate(("idle_robust_w", "time_to_equilibrium_s", "vram_max_context_batch1",
-                                  "j_per_token_batch1"), start=1):
+    for col, name in enumerate(("idle_robust", "time_to_equilibrium", "vram_max_context_batch1",
+                                "j_per_token_batch1"), start=1):
+        column = {"idle_robust": "idle_robust_w", "time_to_equilibrium": "time_to_equilibrium_s"}.get(name, name)
         top = pd.to_numeric(df[column], errors="coerce").max()
-        if pd.notna(top) and top > 0:
-            fig.update_xaxes(range=[0, top * 1.6], col=col)  # room for the value printed after the bar
+        # room for the value printed after the bar, longer when it starts with "unresolved"
+        room = 2.3 if any(is_unresolved(r) for r in _col(df, f"{name}_resolved")) else 1.6
+        fig.update_xaxes(range=[0, top * room if pd.notna(top) and top > 0 else room], col=col)
     return _layout(fig, height=max(260, (70 if len(df) <= 6 else 34) * len(df) + 120))
 
 
@@ -181,7 +252,7 @@ def fleet_overview(df: pd.DataFrame) -> go.Figure:
 
 
 def baseline_distribution(dist: pd.DataFrame, fleet: pd.DataFrame) -> go.Figure:
-    """Left: each device's robust mean with its ± SEM_eff error bar on one axis from 0.
+    """Left: each device's robust mean with its 95 % interval (± 1.96 SEM_eff) on one axis from 0.
     Right: its idle samples in the baseline window around that mean (box = quartiles,
     whiskers = 5th and 95th percentiles), so spreads compare across power levels."""
     if fleet.empty:
@@ -189,16 +260,18 @@ def baseline_distribution(dist: pd.DataFrame, fleet: pd.DataFrame) -> go.Figure:
     colors = color_map(fleet["label"])
     merged = fleet.merge(dist, on=["run_id", "device_uid"], how="left") if not dist.empty else fleet.assign(q50=np.nan)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.08, subplot_titles=(
-        "robust mean ± SEM_eff (W)", "spread: samples − robust mean (W)<br><sup>quartiles, 5th–95th pct, floor readings left out</sup>"))
+        "robust mean, 95 % interval (W)", "spread: samples − robust mean (W)<br><sup>quartiles, 5th–95th pct, floor readings left out</sup>"))
     for row in merged.itertuples():
         color = colors[row.label]
         if pd.notna(row.idle_robust_w):
-            note = f"{row.idle_robust_w:.2f} ± {row.idle_sem_w or 0:.2g} W · {row.idle_quality or 'n/a'}"
+            low, high = getattr(row, "idle_robust_ci_low_w", None), getattr(row, "idle_robust_ci_high_w", None)
+            note = (f"{interval_text(row.idle_robust_w, low, high, getattr(row, 'idle_robust_resolved', None), '.2f', 'W')}"
+                    f" · {row.idle_quality or 'n/a'}")
             note += " · FAKE IDLE" if row.fake_idle else ""
             fig.add_trace(go.Bar(
                 y=[row.label], x=[row.idle_robust_w], orientation="h", marker_color=color,
                 marker_pattern_shape=SIM_PATTERN if row.simulated else "",
-                error_x=dict(type="data", array=[row.idle_sem_w or 0], thickness=2, width=8),
+                error_x=error_bars([row.idle_robust_w], [low], [high], thickness=2, width=8),
                 text=[note], textposition="outside", cliponaxis=False, showlegend=False, name=row.label,
                 hovertemplate=f"{note}<extra>{row.label}</extra>"), 1, 1)
         if pd.notna(getattr(row, "q50", np.nan)) and pd.notna(row.idle_robust_w):
@@ -219,16 +292,21 @@ def baseline_distribution(dist: pd.DataFrame, fleet: pd.DataFrame) -> go.Figure:
 
 
 def baseline_delta(fleet: pd.DataFrame) -> go.Figure:
-    """Each device's idle baseline minus its peer median, in SEM_eff units."""
+    """Each device's idle baseline minus its peer median, with its 95 % interval; the text
+    says whether the interval holds the median."""
     df = fleet.dropna(subset=["idle_delta_w"])
     if df.empty:
         return empty("no peer comparison (v_baseline_compare) for the selection")
     colors = color_map(fleet["label"])
+    median = _num(df["peer_median_idle_w"])
     fig = go.Figure(go.Bar(x=df["label"], y=df["idle_delta_w"], marker_color=[colors[lab] for lab in df["label"]],
                            marker_pattern_shape=_patterns(df),
-                           error_y=dict(type="data", array=df["idle_sem_w"].fillna(0)),
-                           text=[f"{d:+.2f} W ({'n/a' if pd.isna(s) else f'{s:+.1f} SEM'}; {int(p)} peer(s))"
-                                 for d, s, p in zip(df["idle_delta_w"], df["idle_delta_sem"], df["idle_peers"])],
+                           error_y=error_bars(df["idle_delta_w"], _num(_col(df, "idle_robust_ci_low_w")) - median,
+                                              _num(_col(df, "idle_robust_ci_high_w")) - median),
+                           text=[f"{d:+.2f} W ({'n/a' if pd.isna(s) else f'{s:+.1f} SEM'}; {int(p)} peer(s)"
+                                 f"{'' if _missing(o) else ('; holds the median' if o else '; median outside')})"
+                                 for d, s, p, o in zip(df["idle_delta_w"], df["idle_delta_sem"], df["idle_peers"],
+                                                       _col(df, "idle_overlaps_peer_median"))],
                            textposition="outside"))
     fig.update_yaxes(title="idle − peer median (W)")
     return _layout(fig, "Against peers (same comparability key, simulated never mixed with real)", height=340)
@@ -330,24 +408,32 @@ def _temp_at(series: pd.DataFrame, t_s: float, fallback) -> float:
 
 
 def heat_soak_bars(summary: pd.DataFrame) -> go.Figure:
-    """tau and T_inf per device; predicted equilibria hatched with x and lighter."""
+    """tau, T_inf and the time to equilibrium per device with their 95 % intervals as error
+    bars; predicted equilibria hatched with x and lighter; an unresolved figure says so."""
     if summary.empty:
         return empty("no heat-soak results in the selection")
     colors = color_map(summary["label"])
     fig = make_subplots(rows=1, cols=3, subplot_titles=("tau (s)", "T_inf (°C)", "time to equilibrium (s)"))
     predicted = pd.Series([is_predicted(k, r) for k, r in zip(summary["equilibrium_kind"], summary["equilibrium"])],
                           index=summary.index)
-    for col, column, spec in ((1, "tau_s", ".0f"), (2, "t_inf_c", ".1f"), (3, "time_to_equilibrium_s", ".0f")):
+    for col, name, unit, spec in ((1, "tau", "s", ".0f"), (2, "t_inf", "c", ".1f"),
+                                  (3, "time_to_equilibrium", "s", ".0f")):
+        column, low, high = f"{name}_{unit}", f"{name}_ci_low_{unit}", f"{name}_ci_high_{unit}"
         text = []
-        for v, p, q in zip(summary[column], predicted, summary["quality"]):
-            text.append("n/a (" + (q or "no fit") + ")" if pd.isna(v) else
-                        f"{v:{spec}}" + (" predicted" if p and column != "tau_s" else "") + f" · {q or 'n/a'}")
+        for v, p, q, r in zip(summary[column], predicted, summary["quality"], _col(summary, f"{name}_resolved")):
+            flag = "unresolved · " if is_unresolved(r) else ""
+            text.append(flag + "n/a (" + (q or "no fit") + ")" if pd.isna(v) else
+                        flag + f"{v:{figure_spec(v, spec)}}" + (" predicted" if p and column != "tau_s" else "")
+                        + f" · {q or 'n/a'}")
         fig.add_trace(go.Bar(x=summary["label"], y=summary[column].fillna(0),
+                             error_y=error_bars(summary[column], _col(summary, low), _col(summary, high)),
+                             hovertext=[interval_text(v, lo, hi, r, spec) for v, lo, hi, r in
+                                        zip(summary[column], _col(summary, low), _col(summary, high), _col(summary, f"{name}_resolved"))],
                              marker_color=[colors[lab] for lab in summary["label"]],
                              marker_pattern_shape=["x" if p else ("/" if s else "") for p, s in
                                                    zip(predicted, summary["simulated"].fillna(False))],
                              marker_opacity=[0.55 if p else 1.0 for p in predicted],
-                             text=text, textposition="auto", showlegend=False), 1, col)
+                             text=text, textposition="outside", cliponaxis=False, showlegend=False), 1, col)
         top = pd.to_numeric(summary[column], errors="coerce").max()
         if pd.notna(top) and top > 0:
             fig.update_yaxes(range=[0, top * 1.25], row=1, col=col)  # room for the text above the bar
@@ -359,7 +445,8 @@ def heat_soak_bars(summary: pd.DataFrame) -> go.Figure:
 
 
 def vram_cliff(points: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
-    """Largest context that fits against batch size, one line per device (log-log)."""
+    """Largest context that fits against batch size, one line per device (log-log), with
+    the search's bracket (the smallest failing context, less one) as an error bar."""
     if points.empty:
         return empty("no VRAM cliff points in the selection")
     colors = color_map(summary["label"] if not summary.empty else points["label"])
@@ -370,6 +457,7 @@ def vram_cliff(points: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
             x=g["batch_size"], y=g["max_context"], mode="lines+markers+text" if points["label"].nunique() <= MAX_MARK_TEXT else "lines+markers", name=label,
             line=dict(color=colors.get(label), width=2), marker=dict(size=9),
             text=[f"{c:,}" for c in g["max_context"]], textposition="top right",
+            error_y=error_bars(g["max_context"], _col(g, "max_context_ci_low"), _col(g, "max_context_ci_high"), log=True),
             customdata=np.stack([g["cause"].fillna("n/a"), g["peak_allocated_mib"].fillna(np.nan),
                                  g["first_failing_context"].fillna(np.nan)], axis=1),
             hovertemplate="batch %{x}: %{y:,} tokens fit; next %{customdata[2]:,} failed (%{customdata[0]}); "
@@ -401,7 +489,8 @@ def vram_capacity(summary: pd.DataFrame) -> go.Figure:
 
 
 def joule_curve(points: pd.DataFrame, labels: pd.Series) -> go.Figure:
-    """J/token against batch size, prefill dashed and decode solid, SEM error bars, the
+    """J/token against batch size, prefill dashed and decode solid, 95 % interval error bars
+    (Student t over the events; a point of one event is unresolved and says so on hover), the
     marker shape giving the energy quality (◆ billable, ● good, ▲ gappy, × no data)."""
     if points.empty:
         return empty("no Joule-curve points in the selection")
@@ -415,9 +504,12 @@ def joule_curve(points: pd.DataFrame, labels: pd.Series) -> go.Figure:
             line=dict(color=colors.get(label), dash=PHASE_DASH.get(phase, "dot"), width=2),
             marker=dict(size=11, symbol=[QUALITY_SYMBOLS.get(q, "circle-open") for q in quality],
                         line=dict(color="black", width=1)),
-            error_y=dict(type="data", array=g["j_per_token_sem"].fillna(0), visible=True),
-            customdata=np.stack([quality, g["tokens_per_s"].fillna(np.nan), g["n_events"].fillna(0)], axis=1),
-            hovertemplate="batch %{x}: %{y:.4g} J/token · %{customdata[0]} · %{customdata[1]:.1f} tok/s · "
+            error_y=error_bars(g["j_per_token"], _col(g, "j_per_token_ci_low"), _col(g, "j_per_token_ci_high"), log=True),
+            customdata=np.stack([quality, g["tokens_per_s"].fillna(np.nan), g["n_events"].fillna(0),
+                                 [interval_text(v, lo, hi, r, ".4g", "J/token") for v, lo, hi, r in
+                                  zip(g["j_per_token"], _col(g, "j_per_token_ci_low"), _col(g, "j_per_token_ci_high"),
+                                      _col(g, "j_per_token_resolved"))]], axis=1),
+            hovertemplate="batch %{x}: %{customdata[3]} · %{customdata[0]} · %{customdata[1]:.1f} tok/s · "
                           "%{customdata[2]} event(s)<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(type="log", title="batch size", dtick=math.log10(2))
     fig.update_yaxes(type="log", title="energy per token (J, baseline subtracted), lower is better",
@@ -450,8 +542,8 @@ def sensor_steps(steps: pd.DataFrame, labels: pd.Series) -> go.Figure:
 
 
 def sensor_rise(figures: pd.DataFrame, labels: pd.Series) -> go.Figure:
-    """Update period and 10–90 % rise per device, one color per power field; the
-    quality word on each bar."""
+    """Update period and 10–90 % rise per device, one color per power field, with their
+    95 % intervals as error bars; the quality word (and "unresolved") on each bar."""
     df = figures.dropna(subset=["update_period_ms", "rise_ms"], how="all")
     if df.empty:
         return empty("no instrument_response figures in the selection")
@@ -460,11 +552,16 @@ def sensor_rise(figures: pd.DataFrame, labels: pd.Series) -> go.Figure:
     order = sorted(df["label"].unique())
     for fld, g in df.groupby("field", sort=True):
         g = g.set_index("label").reindex(order)
-        for col, column in ((1, "update_period_ms"), (2, "rise_ms")):
+        for col, name in ((1, "update_period"), (2, "rise")):
+            column, low, high, ok = f"{name}_ms", f"{name}_ci_low_ms", f"{name}_ci_high_ms", f"{name}_resolved"
             fig.add_trace(go.Bar(x=order, y=g[column], name=fld, legendgroup=fld, showlegend=col == 1,
                                  marker_color=field_colors.get(fld, "#7f7f7f"),
-                                 text=[f"{_fmt(v, '.0f')} · {q}" if isinstance(q, str) else _fmt(v, ".0f")
-                                       for v, q in zip(g[column], g["quality"])],
+                                 error_y=error_bars(g[column], _col(g, low), _col(g, high)),
+                                 text=[("unresolved · " if is_unresolved(r) else "")
+                                       + (f"{_fmt(v, '.0f')} · {q}" if isinstance(q, str) else _fmt(v, ".0f"))
+                                       for v, q, r in zip(g[column], g["quality"], _col(g, ok))],
+                                 hovertext=[interval_text(v, lo, hi, r, ".4g", "ms") for v, lo, hi, r in
+                                            zip(g[column], _col(g, low), _col(g, high), _col(g, ok))],
                                  textposition="auto"), 1, col)
     fig.update_layout(barmode="group")
     fig.update_xaxes(showticklabels=len(order) <= MAX_MARK_TEXT, tickangle=-20)
@@ -576,34 +673,51 @@ def rle_timeline(series: pd.DataFrame, label: str, t0_ns: int | None = None, t1_
 # ---------------------------------------------------------------- drift
 
 
-DRIFT_METRICS = (
-    ("idle_robust_w", "idle baseline (W)", "idle_sem_w"),
-    ("power_instant_w_rise_ms", "rise, power_instant_w (ms)", None),
-    ("vram_max_context_batch1", "VRAM cliff @ batch 1 (tokens)", None),
-    ("j_per_token_batch1", "J/token @ batch 1", None),
-    ("t_inf_c", "T_inf (°C)", None),
-    ("time_to_equilibrium_s", "time to equilibrium (s)", None),
+DRIFT_METRICS = (  # (column, title, its 95 % interval's low and high columns, its resolved flag)
+    ("idle_robust_w", "idle baseline (W)", "idle_robust_ci_low_w", "idle_robust_ci_high_w", "idle_robust_resolved"),
+    ("power_instant_w_rise_ms", "rise, power_instant_w (ms)", "power_instant_w_rise_ci_low_ms",
+     "power_instant_w_rise_ci_high_ms", "power_instant_w_rise_resolved"),
+    ("vram_max_context_batch1", "VRAM cliff @ batch 1 (tokens)", "vram_max_context_batch1_ci_low",
+     "vram_max_context_batch1_ci_high", "vram_max_context_batch1_resolved"),
+    ("j_per_token_batch1", "J/token @ batch 1", "j_per_token_batch1_ci_low", "j_per_token_batch1_ci_high",
+     "j_per_token_batch1_resolved"),
+    ("t_inf_c", "T_inf (°C)", "t_inf_ci_low_c", "t_inf_ci_high_c", "t_inf_resolved"),
+    ("time_to_equilibrium_s", "time to equilibrium (s)", "time_to_equilibrium_ci_low_s",
+     "time_to_equilibrium_ci_high_s", "time_to_equilibrium_resolved"),
 )
 
 
 def drift(df: pd.DataFrame, label: str) -> go.Figure:
-    """One device's key constants across its runs (x: run start), a dashed line where its
-    fingerprint changed (driver, VBIOS, ...)."""
+    """One device's key constants across its runs (x: run start) with their 95 % intervals,
+    a dashed line where its fingerprint changed (driver, VBIOS, ...)."""
     if df.empty:
         return empty("no runs of this device in the selection")
     x = pd.to_datetime(df["started_wall_ns"], unit="ns", utc=True)
     fig = make_subplots(rows=2, cols=3, subplot_titles=[m[1] for m in DRIFT_METRICS], vertical_spacing=0.16)
-    for i, (column, _title, err) in enumerate(DRIFT_METRICS):
+    for i, (column, _title, low, high, resolved) in enumerate(DRIFT_METRICS):
         r, c = divmod(i, 3)
         if column not in df:
             continue
+        ok = _col(df, resolved)
+        unresolved = [is_unresolved(v) for v in ok]
         fig.add_trace(go.Scatter(
             x=x, y=df[column], mode="lines+markers", name=column, showlegend=False, line=dict(color="#1f77b4"),
-            marker=dict(size=9, color=["#d62728" if ch else "#1f77b4" for ch in df["fingerprint_changed"].fillna(False)]),
-            error_y=dict(type="data", array=df[err].fillna(0)) if err else None,
-            customdata=np.stack([df["run_id"], df["fingerprint"].astype(str).str[:12], df["run_quality"].fillna("n/a")], axis=1),
-            hovertemplate="%{y:.4g}<br>run %{customdata[0]}<br>fp %{customdata[1]} · %{customdata[2]}<extra></extra>"),
+            marker=dict(size=9, color=["#d62728" if ch else "#1f77b4" for ch in df["fingerprint_changed"].fillna(False)],
+                        symbol=["circle-open" if u else "circle" for u in unresolved]),
+            error_y=error_bars(df[column], _col(df, low), _col(df, high)),
+            customdata=np.stack([df["run_id"], df["fingerprint"].astype(str).str[:12], df["run_quality"].fillna("n/a"),
+                                 [interval_text(v, lo, hi, u) for v, lo, hi, u in
+                                  zip(df[column], _col(df, low), _col(df, high), ok)]], axis=1),
+            hovertemplate="%{customdata[3]}<br>run %{customdata[0]}<br>fp %{customdata[1]} · %{customdata[2]}"
+                          "<extra></extra>"),
             r + 1, c + 1)
+        # the axis spans the values and the resolved intervals: an unresolved interval (open
+        # marker) runs off it rather than flatten every value to one line
+        shown = [_num(df[column])] + [_num(_col(df, b))[[not u for u in unresolved]] for b in (low, high)]
+        span = pd.concat(shown).dropna()
+        if not span.empty:
+            pad = max(float(span.max() - span.min()) * 0.15, abs(float(span.max())) * 0.05, 1e-9)
+            fig.update_yaxes(range=[float(span.min()) - pad, float(span.max()) + pad], row=r + 1, col=c + 1)
     for when in x[df["fingerprint_changed"].fillna(False).astype(bool)]:
         fig.add_vline(x=when.timestamp() * 1000, line=dict(color="#d62728", dash="dash", width=1))
     fig.update_yaxes(tickformat=".6~g")

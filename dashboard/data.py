@@ -29,6 +29,7 @@ import pandas as pd
 import streamlit as st
 
 from agents.errors import WarehouseError
+from dashboard.charts import DRIFT_METRICS
 from warehouse import migrations, writer_waiting
 from warehouse.connection import READER_LOCK_TIMEOUT_S, WRITER_LOCK_TIMEOUT_S, connect_readonly, default_warehouse
 from warehouse.query import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_readonly, to_frame
@@ -391,7 +392,8 @@ def fleet(f: Filters) -> pd.DataFrame:
     SELECT sel.*,
            hs.t_start_c AS heat_t_start_c, hs.t_end_c AS heat_t_end_c, hs.duration_s AS heat_duration_s,
            hs.fit_r2 AS heat_fit_r2, hs.power_mean_w AS heat_power_mean_w,
-           b.peers AS idle_peers, b.peer_median_idle_w, b.delta_w AS idle_delta_w, b.delta_sem AS idle_delta_sem
+           b.peers AS idle_peers, b.peer_median_idle_w, b.delta_w AS idle_delta_w, b.delta_sem AS idle_delta_sem,
+           b.idle_overlaps_peer_median
     FROM sel
     LEFT JOIN heat_soak hs ON hs.run_id = sel.run_id AND hs.device_uid = sel.device_uid
     LEFT JOIN v_baseline_compare b
@@ -467,7 +469,10 @@ def heat_soak(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     SELECT sel.run_id, sel.device_uid, sel.fingerprint, sel.host, sel.gpu_name, sel.simulated,
            hs.tau_s, hs.t_inf_c, hs.t_start_c, hs.t_end_c, hs.equilibrium, hs.equilibrium_kind,
            hs.time_to_equilibrium_s, hs.throttled, hs.throttle_s, hs.power_mean_w, hs.fit_r2, hs.duration_s,
-           hs.quality, sel.run_quality, sel.thermal_throttled
+           hs.quality, sel.run_quality, sel.thermal_throttled,
+           sel.tau_ci_low_s, sel.tau_ci_high_s, sel.tau_resolved, sel.t_inf_ci_low_c, sel.t_inf_ci_high_c,
+           sel.t_inf_resolved, sel.time_to_equilibrium_ci_low_s, sel.time_to_equilibrium_ci_high_s,
+           sel.time_to_equilibrium_resolved
     FROM sel JOIN heat_soak hs ON hs.run_id = sel.run_id AND hs.device_uid = sel.device_uid
     ORDER BY sel.simulated, sel.gpu_name, sel.host
     """, params)
@@ -496,7 +501,10 @@ def vram_cliff(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
            sel.vram_capacity_mib, sel.vram_fragmentation, sel.vram_max_context_batch1, sel.vram_cliff_peak_mib_batch1,
            sel.vram_max_batch_size, sel.vram_max_context_max_batch, sel.vram_cliff_cause_batch1,
            sel.vram_cliff_quality, sel.run_quality,
-           c.peers, c.peer_median_max_context_batch1, c.delta_max_context_batch1
+           sel.vram_max_context_batch1_ci_low, sel.vram_max_context_batch1_ci_high, sel.vram_max_context_batch1_resolved,
+           sel.vram_max_context_max_batch_ci_low, sel.vram_max_context_max_batch_ci_high,
+           sel.vram_max_context_max_batch_resolved,
+           c.peers, c.peer_median_max_context_batch1, c.delta_max_context_batch1, c.max_context_batch1_overlaps_peer_median
     FROM sel
     LEFT JOIN v_vram_cliff_compare c
            ON c.run_id = sel.run_id AND c.device_uid = sel.device_uid AND c.fingerprint = sel.fingerprint
@@ -507,21 +515,23 @@ def vram_cliff(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     points = frame(f"""
     WITH {cte}
     SELECT p.run_id, p.device_uid, p.batch_size, p.max_context, p.first_failing_context, p.cause,
-           p.model_max_context, p.n_probes, p.peak_allocated_mib, p.reserved_mib, p.nvml_used_mib, p.peak_component
-    FROM vram_cliff_points p JOIN sel ON sel.run_id = p.run_id AND sel.device_uid = p.device_uid
+           p.model_max_context, p.n_probes, p.peak_allocated_mib, p.reserved_mib, p.nvml_used_mib, p.peak_component,
+           p.max_context_ci_low, p.max_context_ci_high, p.max_context_resolved
+    FROM v_vram_cliff_points p JOIN sel ON sel.run_id = p.run_id AND sel.device_uid = p.device_uid
     ORDER BY p.run_id, p.device_uid, p.batch_size
     """, params)
     return summary, points
 
 
 def joule(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(points per phase x batch size with quality, fits per phase)."""
+    """(points per phase x batch size with quality and 95 % interval, fits per phase)."""
     cte, params = _selection(f)
     points = frame(f"""
     WITH {cte}
     SELECT c.run_id, c.device_uid, c.phase, c.batch_size, c.j_per_token, c.j_per_token_sem, c.tokens_per_s,
-           c.power_w, c.n_events, c.energy_quality, sel.run_quality
-    FROM joule_curve c JOIN sel ON sel.run_id = c.run_id AND sel.device_uid = c.device_uid
+           c.power_w, c.n_events, c.energy_quality, sel.run_quality,
+           c.j_per_token_ci_low, c.j_per_token_ci_high, c.j_per_token_resolved
+    FROM v_joule_points c JOIN sel ON sel.run_id = c.run_id AND sel.device_uid = c.device_uid
     ORDER BY c.run_id, c.device_uid, c.phase, c.batch_size
     """, params)
     fits = frame(f"""
@@ -577,8 +587,22 @@ def rle_timeline(run_id: str, device_uid: str) -> pd.DataFrame:
     """, {"run": run_id, "dev": device_uid})
 
 
+RESPONSE_TIMINGS = ("update_period", "rise", "delay", "window")
+POWER_FIELDS = ("power_w", "power_instant_w", "power_avg_1s_w")
+
+
+def _field_intervals() -> str:
+    """Select-list items giving each instrument_response row (alias ``ir``) its timings'
+    <timing>_ci_low_ms, <timing>_ci_high_ms and <timing>_resolved from v_run_constants' per-field
+    columns (alias ``sel``)."""
+    return ",\n           ".join(
+        f"CASE ir.field {' '.join(f'WHEN {sql_literal(fld)} THEN sel.{fld}_{t}_{part}' for fld in POWER_FIELDS)} "
+        f"END AS {t}_{part}" for t in RESPONSE_TIMINGS for part in ("ci_low_ms", "ci_high_ms", "resolved"))
+
+
 def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(instrument_response figures per field, step responses averaged over up to
+    """(instrument_response figures per field with each timing's 95 % interval and resolved
+    flag, step responses averaged over up to
     MAX_STEP_EDGES rising load edges of the instrument_response phase, in time buckets
     relative to the edge)."""
     cte, params = _selection(f)
@@ -586,13 +610,8 @@ def sensor_response(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     WITH {cte}
     SELECT ir.run_id, ir.device_uid, ir.field, ir.update_period_ms, ir.rise_ms, ir.delay_ms, ir.window_ms,
            ir.idle_w, ir.load_w, ir.n_steps, ir.quality,
-           rise.ci_low AS rise_ci_low_ms, rise.ci_high AS rise_ci_high_ms,
-           win.ci_low AS window_ci_low_ms, win.ci_high AS window_ci_high_ms, win.resolved AS window_resolved
+           {_field_intervals()}
     FROM instrument_response ir JOIN sel ON sel.run_id = ir.run_id AND sel.device_uid = ir.device_uid
-    LEFT JOIN v_figure_intervals rise ON rise.run_id = ir.run_id AND rise.device_uid = ir.device_uid
-          AND rise.field = ir.field AND rise.figure = 'rise'
-    LEFT JOIN v_figure_intervals win ON win.run_id = ir.run_id AND win.device_uid = ir.device_uid
-          AND win.field = ir.field AND win.figure = 'window'
     ORDER BY ir.run_id, ir.device_uid, ir.field
     """, params)
     edges = frame(f"""
@@ -699,15 +718,20 @@ def drift_devices(f: Filters) -> pd.DataFrame:
     """, params))
 
 
+# the interval columns of the Drift chart's figures (charts.DRIFT_METRICS)
+DRIFT_INTERVALS = tuple(c for metric in DRIFT_METRICS for c in metric[2:])
+_DRIFT_INTERVAL_COLUMNS = ", ".join(f"rc.{c}" for c in DRIFT_INTERVALS)
+
+
 def drift(f: Filters, device_uid: str) -> pd.DataFrame:
     """v_device_drift for one device (date, GPU, host and fingerprint filters applied),
-    oldest first, with the SEM and equilibrium columns the view leaves out."""
+    oldest first, with the SEM, equilibrium and 95 % interval columns the view leaves out."""
     where, params = f.where(include_runs=False, prefix="d.")
     params = dict(params, device=device_uid)
     cond = where.replace("WHERE ", "AND ", 1) if where else ""
     return frame(f"""
     SELECT d.*, rc.idle_sem_w, rc.time_to_equilibrium_s, rc.equilibrium_kind, rc.heat_soak_quality,
-           rc.vram_cliff_quality, rc.j_per_token_batch1_quality
+           rc.vram_cliff_quality, rc.j_per_token_batch1_quality, {_DRIFT_INTERVAL_COLUMNS}
     FROM v_device_drift d
     JOIN v_run_constants rc ON rc.run_id = d.run_id AND rc.device_uid = d.device_uid
     WHERE d.device_uid = $device {cond}
@@ -776,7 +800,11 @@ def run_spans(run_id: str, device_uid: str) -> tuple[pd.DataFrame, pd.DataFrame,
 
 VIEWS_HELP = (
     ("v_fleet_latest", "latest run per device and fingerprint: every key constant and its quality"),
-    ("v_run_constants", "the same for every run x device"),
+    ("v_run_constants", "the same for every run x device, each timing and fitted figure with its 95 % interval "
+                        "(<name>_ci_low_<unit>, <name>_ci_high_<unit>) and <name>_resolved"),
+    ("v_figure_intervals", "run x device x figure: value, SE, 95 % interval, resolved, quality"),
+    ("v_joule_points", "J/token per phase and batch size with its 95 % interval"),
+    ("v_vram_cliff_points", "the VRAM cliff per batch size with the search's bracket"),
     ("v_baseline_compare", "idle baseline against the peer median (delta in W, fraction and SEMs)"),
     ("v_equilibrium_compare", "tau and T_inf against the peer median"),
     ("v_vram_cliff_compare", "max context at batch 1 against the peer median"),

@@ -119,14 +119,16 @@ def test_fleet_page_lists_every_device_with_its_figures(fleet_app, fleet_warehou
         assert host in devices
     assert set(table["source"]) == {"SIMULATED"}
     assert all("(simulated)" in d for d in table["device (host · GPU)"])
-    assert all(re.match(r"^\d+\.\d+ ± [\d.e-]+ W · \w+", v) for v in table["idle baseline (robust mean ± SEM_eff)"])
-    assert all(re.search(r"\d tok · \w+", v) for v in table["VRAM cliff @ batch 1"])
+    # every figure with its 95 % interval [low, high] (the VRAM cliff: the search's bracket)
+    assert all(re.match(r"^\d+\.\d+ \[\d+\.\d+, \d+\.\d+\] W · \w+", v)
+               for v in table["idle baseline (robust mean [95 %])"])
+    assert all(re.search(r"\d \[[\d,]+, [\d,]+\] tok · \w+", v) for v in table["VRAM cliff @ batch 1"])
     assert all(re.search(r" J · (BILLABLE|GOOD|GAPPY|NO_DATA)", v) for v in table["J/token @ batch 1"])
     assert all(re.search(r"s (PREDICTED|measured) · ", v) for v in table["equilibrium (time · temperature)"])
-    assert table["power_instant_w: update / rise"].str.contains("ms / rise").all()
+    assert table["power_instant_w: update / rise"].str.contains(r"\] ms / rise [\d.]+ \[[\d.]+, [\d.]+\] ms").all()
     assert set(table["run quality"]) <= {"strict", "degraded", "failed", "unknown"}
     text = _chart_text(at)
-    assert "idle (W ± SEM_eff)" in text and "VRAM cliff" in text and "J/token" in text
+    assert "idle (W, 95 % interval)" in text and "VRAM cliff" in text and "J/token" in text
     for host in fleet_warehouse.hosts:
         assert host in text
     assert any(b.proto.label.startswith("CSV") for b in at.download_button)
@@ -134,7 +136,7 @@ def test_fleet_page_lists_every_device_with_its_figures(fleet_app, fleet_warehou
 
 
 @pytest.mark.parametrize("file, title, needles", [
-    ("baselines.py", "Baselines", ("robust mean ± SEM_eff", "spread: samples")),
+    ("baselines.py", "Baselines", ("robust mean, 95 % interval", "spread: samples")),
     ("heat_soak.py", "Heat soak", ("Temperature (°C)", "Slope dT/dt", "tau (s)", "T_inf (°C)")),
     ("vram_cliff.py", "VRAM cliff", ("max context that fits", "capacity (MiB)")),
     ("joule_curve.py", "Joule curve", ("decode", "prefill", "energy per token")),
@@ -229,7 +231,7 @@ def test_drift_follows_one_device_across_runs(fleet_app, monkeypatch, fleet_ware
     assert len(box.options) == 2
     table = at.dataframe[0].value
     assert len(table) == 2, "the fixture runs the suite twice on each device"
-    assert table["idle (W)"].notna().all()
+    assert table["idle (W) [95 %]"].str.match(r"^\d+\.\d+ \[\d+\.\d+, \d+\.\d+\]$").all()
     other = box.options[1]
     at = box.set_value(other).run()
     _no_errors(at)

@@ -15,7 +15,7 @@ from warehouse.connection import MIN_DUCKDB, connect_readonly, connect_writer, r
 
 VIEWS = ("v_power_trace", "v_power_trace_values", "v_run_quality", "v_run_constants", "v_fleet_latest", "v_baseline_compare",
          "v_equilibrium_compare", "v_vram_cliff_compare", "v_joule_compare", "v_device_drift",
-         "v_training_coupling_compare")
+         "v_training_coupling_compare", "v_figure_intervals", "v_joule_points", "v_vram_cliff_points")
 
 
 def test_columns_mirror_the_trace_and_marker_contracts():

@@ -68,5 +68,7 @@ ui.chart(figure_strips(run_rows, devices, labels),
          run_rows.assign(label=run_rows["device_uid"].map(labels)).drop(columns=["throttle", "fake_idle_reasons"],
                                                                            errors="ignore"),
          "fleet-health-strips",
-         "Each figure of the run as a strip: one dot per device in its colour, the bar its group's median, "
-         "outliers ringed in red with their host and robust z.")
+         "Each figure of the run as a strip: one dot per device in its colour with a whisker of ± 1.96 x the SE "
+         "the verdict judges it by (sensor timings: at least the timing resolution; each figure's own 95 % "
+         "interval is on its page), the vertical bar its group's median, outliers ringed in red with their host "
+         "and robust z.")

@@ -7,11 +7,19 @@ import streamlit as st
 
 from dashboard import charts, data, ui
 
+
+def _ci(df: pd.DataFrame, name: str, unit: str, spec: str) -> list[str]:
+    """Each row's ``name`` with its 95 % interval, or "unresolved"."""
+    return [charts.interval_text(v, lo, hi, r, spec) for v, lo, hi, r in
+            zip(df[f"{name}_{unit}"], df[f"{name}_ci_low_{unit}"], df[f"{name}_ci_high_{unit}"], df[f"{name}_resolved"])]
+
+
 f = data.current_filters()
 st.title("Heat soak")
 st.caption("Temperature under sustained load from the start of each device's heat-soak phase. "
            "Solid: measured; dotted: the exponential fit over the measured curve; dashed: predicted, the fit "
-           "continued past the data. ★ equilibrium reached; ☆ equilibrium predicted, not reached.")
+           "continued past the data. ★ equilibrium reached; ☆ equilibrium predicted, not reached. Constants with "
+           "their 95 % intervals [low, high]; one the data cannot bound says unresolved.")
 fleet = data.fleet(f)
 summary, series = data.heat_soak(f)
 if summary.empty:
@@ -28,12 +36,12 @@ predicted = pd.Series([charts.is_predicted(k, r) for k, r in zip(summary["equili
                       index=summary.index)
 ui.table(pd.DataFrame({
     "device": summary["label"], "source": ui.source_column(summary["simulated"]),
-    "tau (s)": summary["tau_s"], "T_inf (°C)": summary["t_inf_c"], "start (°C)": summary["t_start_c"],
+    "tau (s) [95 %]": _ci(summary, "tau", "s", ".0f"), "T_inf (°C) [95 %]": _ci(summary, "t_inf", "c", ".1f"),
+    "start (°C)": summary["t_start_c"],
     "end (°C)": summary["t_end_c"], "equilibrium": predicted.map({True: "PREDICTED", False: "measured"}),
-    "time to equilibrium (s)": summary["time_to_equilibrium_s"], "fit R²": summary["fit_r2"],
+    "time to equilibrium (s) [95 %]": _ci(summary, "time_to_equilibrium", "s", ".0f"), "fit R²": summary["fit_r2"],
     "throttled": summary["throttled"].map({True: "THROTTLED", False: "no"}), "throttle (s)": summary["throttle_s"],
     "mean power (W)": summary["power_mean_w"], "quality": summary["quality"], "run quality": summary["run_quality"],
 }), column_config={
-    c: st.column_config.NumberColumn(format="%.1f") for c in ("tau (s)", "T_inf (°C)", "time to equilibrium (s)",
-                                                             "throttle (s)", "mean power (W)")
+    c: st.column_config.NumberColumn(format="%.1f") for c in ("throttle (s)", "mean power (W)")
 })

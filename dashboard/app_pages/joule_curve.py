@@ -10,7 +10,8 @@ from dashboard import charts, data, ui
 f = data.current_filters()
 st.title("Joule curve")
 st.caption("Energy per token (baseline subtracted) against batch size. Solid: decode; dashed: prefill. "
-           "Marker: energy quality (◆ BILLABLE, ● GOOD, ▲ GAPPY, × NO_DATA). Error bars: SEM over events.")
+           "Marker: energy quality (◆ BILLABLE, ● GOOD, ▲ GAPPY, × NO_DATA). Error bars: 95 % interval over events "
+           "(Student t); a point of one event has none and is unresolved.")
 fleet = data.fleet(f)
 points, fits = data.joule(f)
 if points.empty:
@@ -22,7 +23,11 @@ ui.simulated_note(points)
 ui.chart(charts.joule_curve(points, fleet["label"]), points, "joule-curve")
 ui.table(pd.DataFrame({
     "device": points["label"], "source": ui.source_column(points["simulated"]), "phase": points["phase"],
-    "batch": points["batch_size"], "J/token": points["j_per_token"], "SEM": points["j_per_token_sem"],
+    "batch": points["batch_size"], "J/token": points["j_per_token"],
+    "95 % interval": [charts.interval_text(v, lo, hi, r, ".4g") for v, lo, hi, r in
+                      zip(points["j_per_token"], points["j_per_token_ci_low"], points["j_per_token_ci_high"],
+                          points["j_per_token_resolved"])],
+    "SEM": points["j_per_token_sem"],
     "tokens/s": points["tokens_per_s"], "power (W)": points["power_w"], "events": points["n_events"],
     "energy quality": points["energy_quality"], "run quality": points["run_quality"],
 }), column_config={

@@ -22,20 +22,19 @@ steps = data.attach_labels(data.normalize_steps(raw), fleet) if not raw.empty el
 ui.simulated_note(figures if not figures.empty else steps)
 ui.chart(charts.sensor_steps(steps, fleet["label"]), steps, "sensor-steps",
          "Trace rows bucketed in SQL around each edge (one bucket per poller period, at least 10 ms).")
-ui.chart(charts.sensor_rise(figures, fleet["label"]), figures, "sensor-rise")
-def _interval(low: pd.Series, high: pd.Series) -> pd.Series:
-    """'low – high' of a 95 % interval, blank where the result has none."""
-    return pd.Series([f"{a:.0f} – {b:.0f}" if pd.notna(a) and pd.notna(b) else "" for a, b in zip(low, high)],
-                     index=low.index)
+ui.chart(charts.sensor_rise(figures, fleet["label"]), figures, "sensor-rise",
+         "Error bars: 95 % intervals. A timing the steps cannot bound says unresolved (its interval still shown).")
+def _ci(name: str, spec: str = ".0f") -> list[str]:
+    """Each row's timing ``name`` (ms) with its 95 % interval, or "unresolved"."""
+    return [charts.interval_text(v, lo, hi, r, spec) for v, lo, hi, r in
+            zip(figures[f"{name}_ms"], figures[f"{name}_ci_low_ms"], figures[f"{name}_ci_high_ms"],
+                figures[f"{name}_resolved"])]
 
 
 ui.table(pd.DataFrame({
     "device": figures["label"], "source": ui.source_column(figures["simulated"]), "field": figures["field"],
-    "update period (ms)": figures["update_period_ms"], "rise 10–90 % (ms)": figures["rise_ms"],
-    "rise 95 % (ms)": _interval(figures["rise_ci_low_ms"], figures["rise_ci_high_ms"]),
-    "delay (ms)": figures["delay_ms"], "window (ms)": figures["window_ms"],
-    "window 95 % (ms)": _interval(figures["window_ci_low_ms"], figures["window_ci_high_ms"]),
-    "window resolved": figures["window_resolved"].map({True: "yes", False: "NOT RESOLVED"}),
+    "update period (ms) [95 %]": _ci("update_period", ".4g"), "rise 10–90 % (ms) [95 %]": _ci("rise"),
+    "delay (ms) [95 %]": _ci("delay"), "window (ms) [95 %]": _ci("window"),
     "idle (W)": figures["idle_w"], "load (W)": figures["load_w"], "steps": figures["n_steps"],
     "quality": figures["quality"],
 }))

@@ -9,7 +9,9 @@ from dashboard import charts, data, ui
 
 f = data.current_filters()
 st.title("VRAM cliff")
-st.caption("Each point is the largest context that fit before the real out-of-memory error at that batch size.")
+st.caption("Each point is the largest context that fit before the real out-of-memory error at that batch size; "
+           "its bracket [low, high] runs to the smallest context that failed, less one (a search that did not end "
+           "says unresolved).")
 fleet = data.fleet(f)
 summary, points = data.vram_cliff(f)
 if summary.empty:
@@ -23,10 +25,19 @@ ui.chart(charts.vram_cliff(points, summary), points.drop(columns=["simulated"]),
 ui.chart(charts.vram_capacity(summary), summary, "vram-capacity")
 ui.table(pd.DataFrame({
     "device": summary["label"], "source": ui.source_column(summary["simulated"]),
-    "capacity (MiB)": summary["vram_capacity_mib"], "max context @ b1": summary["vram_max_context_batch1"],
+    "capacity (MiB)": summary["vram_capacity_mib"],
+    "max context @ b1 [bracket]": [charts.interval_text(v, lo, hi, r, ",.0f") for v, lo, hi, r in
+                                   zip(summary["vram_max_context_batch1"], summary["vram_max_context_batch1_ci_low"],
+                                       summary["vram_max_context_batch1_ci_high"],
+                                       summary["vram_max_context_batch1_resolved"])],
     "peak @ b1 (MiB)": summary["vram_cliff_peak_mib_batch1"], "cause @ b1": summary["vram_cliff_cause_batch1"],
-    "largest batch": summary["vram_max_batch_size"], "max context @ largest batch": summary["vram_max_context_max_batch"],
+    "largest batch": summary["vram_max_batch_size"],
+    "max context @ largest batch [bracket]": [
+        charts.interval_text(v, lo, hi, r, ",.0f") for v, lo, hi, r in
+        zip(summary["vram_max_context_max_batch"], summary["vram_max_context_max_batch_ci_low"],
+            summary["vram_max_context_max_batch_ci_high"], summary["vram_max_context_max_batch_resolved"])],
     "fragmentation": summary["vram_fragmentation"], "peer median @ b1": summary["peer_median_max_context_batch1"],
+    "bracket holds the peer median": summary["max_context_batch1_overlaps_peer_median"].map({True: "yes", False: "NO"}),
     "quality": summary["vram_cliff_quality"], "run quality": summary["run_quality"],
 }), column_config={
     "fragmentation": st.column_config.NumberColumn(format="percent"),
