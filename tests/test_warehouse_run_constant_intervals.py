@@ -184,13 +184,16 @@ def analysed_3090(tmp_path_factory) -> tuple[str, str]:
     import contextlib
     import io
 
+    from cluster import analyze_commands
     from warehouse import cli
 
     wh = str(tmp_path_factory.mktemp("analysed") / "w.duckdb")
 
     def call(argv: list[str]) -> dict:
         parser = argparse.ArgumentParser(prog="fleetphysics")
-        cli.register(parser.add_subparsers(dest="command"))
+        sub = parser.add_subparsers(dest="command")
+        cli.register(sub)
+        analyze_commands.register(sub)
         args = parser.parse_args(argv)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
