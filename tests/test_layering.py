@@ -21,7 +21,7 @@ DEVICE_LIBRARIES = {"ray", "torch", "pynvml", "transformers"}
 # package folder -> modules of ours it may import (a name covers its submodules)
 ALLOWED = {
     "experiments/analysis": {"experiments.analysis"} | LEAVES,
-    "warehouse": {"warehouse", "experiments.analysis", "experiments.reports"} | LEAVES,
+    "warehouse": {"warehouse", "experiments.analysis", "experiments.reports", "experiments.contracts"} | LEAVES,
     "dashboard": {"dashboard", "warehouse"} | LEAVES,
 }
 

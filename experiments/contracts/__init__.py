@@ -1,0 +1,82 @@
+"""Typed contracts between the experiments and the warehouse (pydantic models).
+
+One model per document that crosses a package boundary: each experiment's report
+(:data:`REPORT_MODELS`, keyed by canonical experiment name), the run metadata, the
+fingerprint and the poller's statistics (:mod:`.run`). Analyses and runners build their
+reports through these models and the artifacts are written from them
+(:func:`report_json`); ingest reads every report back through the same model, strictly
+(:func:`read_report`): a missing, renamed or mistyped field is a one-line ValidationError
+naming the file and the field, before anything is written.
+
+Older versions are upgraded explicitly by named functions (:mod:`.report`:
+``upgrade_unversioned``, ``upgrade_report_v1``; TR122 baselines: :mod:`.tr122`), never
+guessed. These modules import pydantic, the standard library and the error tree only.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from agents.errors import ValidationError
+
+from .base import Contract, complete, dump, parse
+from .baseline import BaselineFigures, BaselineReport
+from .heat_soak import HeatSoakFigures, HeatSoakReport
+from .joule_curve import JouleCurveFigures, JouleCurveReport
+from .report import REPORT_SCHEMA_VERSION, Report, upgrade_report
+from .run import Fingerprint, PollerStats, RunMetadata
+from .sensor_response import SensorResponseFigures, SensorResponseReport
+from .training_coupling import TrainingCouplingFigures, TrainingCouplingReport
+from .vram_cliff import VramCliffFigures, VramCliffReport
+
+REPORT_MODELS: dict[str, type[BaseModel]] = {
+    "baseline": BaselineReport,
+    "instrument_response": SensorResponseReport,
+    "vram_cliff": VramCliffReport,
+    "joule_curve": JouleCurveReport,
+    "heat_soak": HeatSoakReport,
+    "training_coupling": TrainingCouplingReport,
+}
+
+READ_FIX = "re-write the report with this fleetphysics (contracts: experiments/contracts/)"
+
+
+def build_report(name: str, figures: dict | None, simulated: bool, checks: dict | None = None,
+                 quality: dict | None = None, **extra) -> Report:
+    """The report of experiment ``name`` from what its analysis produced (the writer's
+    side: absent nullable figures become null; anything else wrong raises pydantic's
+    ValidationError, a bug in the analysis rather than bad input)."""
+    model = REPORT_MODELS[name]
+    doc = {"experiment": name, "schema_version": REPORT_SCHEMA_VERSION, "simulated": simulated,
+           "figures": figures, "quality": quality or {}, "checks": checks or {}, **extra}
+    return model.from_analysis(doc)
+
+
+def report_json(report: Report) -> dict:
+    """The artifact's JSON document of a report."""
+    return dump(report)
+
+
+def read_report(label: str, doc, expected_name: str | None = None) -> Report:
+    """A report read strictly (older versions upgraded by their named steps); a
+    ValidationError of one line naming ``label`` and the field otherwise. An experiment
+    with no contract is refused."""
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{label}: document is a {type(doc).__name__}, not a JSON object; {READ_FIX}")
+    name = doc.get("experiment")
+    model = REPORT_MODELS.get(name) if isinstance(name, str) else None
+    if model is None:
+        known = ", ".join(REPORT_MODELS)
+        raise ValidationError(f"{label}: field experiment is {name!r}, an experiment with no contract; "
+                              f"an experiment report is one of {known}")
+    if expected_name is not None and name != expected_name:
+        raise ValidationError(f"{label}: field experiment is {name!r} but the file is named {expected_name}.json; "
+                              "name the file after its experiment")
+    return parse(model, label, upgrade_report(model, doc), READ_FIX)
+
+
+__all__ = [
+    "REPORT_MODELS", "REPORT_SCHEMA_VERSION", "Contract", "Report", "RunMetadata", "Fingerprint", "PollerStats",
+    "BaselineFigures", "SensorResponseFigures", "VramCliffFigures", "JouleCurveFigures", "HeatSoakFigures",
+    "TrainingCouplingFigures", "build_report", "report_json", "read_report", "complete", "dump", "parse",
+]
