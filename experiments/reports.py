@@ -1,8 +1,10 @@
 """From runner results and the recorded trace to experiment reports (pure, no device).
 
-A report is ``{"experiment", "schema_version", "simulated", "figures", "quality", "checks"}``:
-the figures come from :mod:`experiments.analysis` over the trace of the experiment's own
-window, never from the runner's view of the device.
+A report is ``{"experiment", "schema_version", "simulated", "figures", "quality", "checks"}``
+(the contract of each experiment: :mod:`experiments.contracts`): the figures come from
+:mod:`experiments.analysis` over the trace of the experiment's own window, never from the
+runner's view of the device. Every report is built through its contract model and returned
+as the JSON document the artifact holds.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.analysis.tables import window
+from experiments.contracts import REPORT_SCHEMA_VERSION, build_report, report_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = REPORT_SCHEMA_VERSION
 QUALITY_KEYS = ("quality", "quality_reason", "fake_idle", "fake_idle_reasons", "equilibrium", "equilibrium_status",
                 "predicted", "throttled", "passed",
                 "criterion", "energy_quality", "limiting_cause", "quality_counts")
@@ -33,13 +36,15 @@ def _quality(figures: dict) -> dict:
     return out
 
 
-def report(name: str, figures: dict, simulated: bool, checks: dict | None = None, extra: dict | None = None) -> dict:
-    """One experiment's report."""
-    doc = {"experiment": name, "schema_version": SCHEMA_VERSION, "simulated": simulated, "figures": figures,
-           "quality": _quality(figures), "checks": checks or {}}
-    if extra:
-        doc.update(extra)
-    return doc
+def report(name: str, figures: dict | None, simulated: bool, checks: dict | None = None, extra: dict | None = None,
+           quality: dict | None = None) -> dict:
+    """One experiment's report, validated by its contract, as its artifact's JSON document.
+
+    ``figures`` None: the experiment failed (``checks["error"]`` says why). ``quality``
+    adds flags to the ones read from the figures.
+    """
+    flags = {**_quality(figures or {}), **(quality or {})}
+    return report_json(build_report(name, figures, simulated, checks=checks, quality=flags, **(extra or {})))
 
 
 def _idle_power_w(baseline: dict | None, trace: pd.DataFrame, before_ns: int) -> float | None:
@@ -58,7 +63,7 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
     events = None
     for name, res in results.items():
         if "error" in res:
-            out[name] = report(name, {}, sim, checks={"error": res["error"]})
+            out[name] = report(name, None, sim, checks={"error": res["error"]})
             continue
         if name == "baseline":
             from experiments.analysis import baseline as a_baseline
@@ -117,11 +122,9 @@ def _training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool) ->
     figures = {k: v for k, v in result.items() if k not in ("figures", "quality")} | result.get("figures", {})
     # The limits RLE was computed with: the warehouse repeats the per-step analysis with them.
     figures |= {"rle_power_limit_w": float(limit), "rle_slowdown_temp_c": float(slowdown)}
-    doc = report("training_coupling", figures, sim, checks={"end_reason": res.get("end_reason"),
-                                                            "slowdown_temp_c_assumed": not info.get("slowdown_temp_c")},
-                 extra={"steps": res["steps"]})
-    doc["quality"] = {**doc["quality"], **(result.get("quality") or {})}
-    return doc
+    return report("training_coupling", figures, sim, checks={"end_reason": res.get("end_reason"),
+                                                             "slowdown_temp_c_assumed": not info.get("slowdown_temp_c")},
+                  extra={"steps": res["steps"]}, quality=result.get("quality") or {})
 
 
 def _j_per_token_headline(points: list[dict], phase: str = "decode") -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from experiments.contracts import read_report
 from agents.errors import ValidationError
 
 from .columns import (
@@ -669,8 +670,10 @@ def check_poller_stats(label: str, doc) -> dict | None:
     return doc
 
 
-def check_experiment(label: str, doc, expected_name: str | None = None) -> dict:
-    """Validated experiment JSON: a safe ``experiment`` name, known schema_version, dict figures."""
+def check_experiment(label: str, doc, expected_name: str | None = None):
+    """The report read through its contract (``experiments.contracts.read_report``): an
+    older version upgraded by its named step, then every field checked strictly; a
+    missing, renamed or mistyped field is a one-line error naming ``label`` and the field."""
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write the experiment result as a JSON object")
     check_json_numbers(label, doc)
@@ -678,14 +681,7 @@ def check_experiment(label: str, doc, expected_name: str | None = None) -> dict:
     if expected_name is not None and name != expected_name:
         raise fail(label, "field experiment", f"is {name!r} but the file is named {expected_name}.json",
                    "name the file after its experiment")
-    _check_schema_version(label, doc)
-    quality = doc.get("quality")
-    if quality is not None and not isinstance(quality, (dict, str)):
-        raise fail(label, "field quality", f"is a {type(quality).__name__}", "write quality as a JSON object of flags")
-    figures = doc.get("figures")
-    if figures is not None and not isinstance(figures, dict):
-        raise fail(label, "field figures", f"is a {type(figures).__name__}, not an object", "write figures as a JSON object")
-    return doc
+    return read_report(label, doc)
 
 
 def check_choice(label: str, field: str, value, allowed: tuple):

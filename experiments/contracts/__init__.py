@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from agents.errors import ValidationError
 
-from .base import Contract, complete, dump, parse
+from .base import Contract, complete, describe, dump, parse
 from .baseline import BaselineFigures, BaselineReport
 from .heat_soak import HeatSoakFigures, HeatSoakReport
 from .joule_curve import JouleCurveFigures, JouleCurveReport
@@ -78,5 +78,5 @@ def read_report(label: str, doc, expected_name: str | None = None) -> Report:
 __all__ = [
     "REPORT_MODELS", "REPORT_SCHEMA_VERSION", "Contract", "Report", "RunMetadata", "Fingerprint", "PollerStats",
     "BaselineFigures", "SensorResponseFigures", "VramCliffFigures", "JouleCurveFigures", "HeatSoakFigures",
-    "TrainingCouplingFigures", "build_report", "report_json", "read_report", "complete", "dump", "parse",
+    "TrainingCouplingFigures", "build_report", "report_json", "read_report", "complete", "describe", "dump", "parse",
 ]

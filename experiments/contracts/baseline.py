@@ -2,7 +2,8 @@
 suite's baseline window, one power field).
 
 With fewer than 2 readings the figures are ``no_data``: the counts and the window are
-given, every other figure is null.
+given, every other figure is null. A TR122 pack's baseline.json is upgraded into these
+figures by :func:`experiments.contracts.tr122.baseline_report_from_tr122`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ class BaselineFigures(Contract):
     field: str
     t_start_ns: int | None
     t_end_ns: int | None
-    n_rows: int
-    n: int
+    n_rows: int | None  # null: not recorded (an imported TR122 baseline)
+    n: int | None
     window_s: float | None
     read_error_fraction: float | None
     gap_fraction: float | None
@@ -46,7 +47,7 @@ class BaselineFigures(Contract):
     pstate_changes: int | None
     sm_clock_changes: int | None
     fake_idle: bool | None  # null: no_data
-    fake_idle_reasons: list[str]
+    fake_idle_reasons: list[str] | None  # null: not recorded (an imported TR122 baseline)
     quality: QUALITY
 
 
