@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agents.errors import ValidationError
+
 from experiments.analysis.coupling import analyze_training_coupling
 from experiments.analysis.rle import rle_series
 from experiments.reports import FALLBACK_SLOWDOWN_C
@@ -154,7 +156,7 @@ def test_without_a_trace_the_steps_keep_their_raw_columns(run, tmp_path):
 def test_a_run_that_failed_before_its_first_step(run, tmp_path):
     """No steps (the runner failed early): the summary keeps the error, the trace still has RLE."""
     doc = {"experiment": "training_coupling", "schema_version": 1, "simulated": True, "figures": {},
-           "checks": {"error": "CUDA out of memory"}, "steps": []}
+           "quality": {}, "checks": {"error": "CUDA out of memory"}, "steps": []}
     path = tmp_path / "w.duckdb"
     _ingest(path, run, doc=doc)
     row = _frame(path, "SELECT * FROM training_coupling").iloc[0]
@@ -162,7 +164,8 @@ def test_a_run_that_failed_before_its_first_step(run, tmp_path):
     assert _frame(path, "SELECT count(*) AS n FROM training_steps")["n"][0] == 0
     # No recorded limits and no assumed slowdown: RLE is not guessed.
     assert _frame(path, "SELECT count(*) AS n FROM rle_series")["n"][0] == 0
-    doc["figures"] = {"rle_power_limit_w": run.power_limit_w, "rle_slowdown_temp_c": run.slowdown_temp_c}
+    doc["figures"] = {"rle_power_limit_w": run.power_limit_w, "rle_slowdown_temp_c": run.slowdown_temp_c,
+                      "verdict": "insufficient data", "verdict_reason": "CUDA out of memory"}
     _ingest(path, run, doc=doc)
     assert _frame(path, "SELECT count(*) AS n FROM rle_series")["n"][0] > 0
 
@@ -172,6 +175,7 @@ def test_a_report_without_its_rle_limits(run, tmp_path, assumed):
     """Older reports did not record RLE's limits: the fingerprint's power limit and the
     fallback slowdown are used only when the report says it assumed one, else RLE stays null."""
     doc = copy.deepcopy(run.report)
+    doc["schema_version"] = 1  # an older report: a figure it lacks is upgraded to null
     for key in ("rle_power_limit_w", "rle_slowdown_temp_c"):
         doc["figures"].pop(key)
     doc["checks"]["slowdown_temp_c_assumed"] = assumed
@@ -196,16 +200,19 @@ def test_values_outside_physics_become_null_not_errors(run, tmp_path):
     doc["steps"][1]["grad_norm"] = float("nan")
     doc["steps"][2]["lr_spike"] = "yes"
     doc["figures"]["p_value"] = 1.7
-    doc["figures"]["verdict"] = "maybe"
     path = tmp_path / "w.duckdb"
+    bad = copy.deepcopy(doc)
+    bad["figures"]["verdict"] = "maybe"  # a word outside the contract's is refused, naming the field
+    with pytest.raises(ValidationError, match="field figures.verdict is 'maybe'"):
+        _ingest(path, run, doc=bad)
     _ingest(path, run, doc=doc)
     steps = _frame(path, "SELECT * FROM training_steps ORDER BY step")
     assert pd.isna(steps["energy_j"][0]) and pd.isna(steps["grad_norm"][1]) and pd.isna(steps["lr_spike"][2])
     assert steps["energy_j"][1:].notna().all()
     row = _frame(path, "SELECT * FROM training_coupling").iloc[0]
-    assert pd.isna(row["p_value"]) and row["verdict"] is None
+    assert pd.isna(row["p_value"])
     raw = _frame(path, "SELECT payload_json FROM experiment_results")["payload_json"][0]
-    assert '"maybe"' in raw  # the raw JSON keeps what the report said
+    assert '"p_value": 1.7' in raw  # the raw JSON keeps what the report said
 
 
 def test_compare_view_takes_each_devices_latest_run_with_a_result(run, tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typing
 
-from .base import _is_contract, _is_union, _models_in, _nullable, dump
+from .base import _finite, _is_contract, _is_union, _models_in, _nullable, dump
 from .report import REPORT_SCHEMA_VERSION
 
 
@@ -56,10 +56,10 @@ def _zero(annotation):
 
 def sample_report(name: str, figures: dict | None = None, simulated: bool = True, **top) -> dict:
     """A valid report of experiment ``name`` (its JSON document) with these figures and
-    top-level fields (``checks``, ``probes``, ``quality``, ...), the rest minimal."""
+    top-level fields (``checks``, ``probes``, ``quality``, ...), the rest minimal; NaN is null."""
     from . import REPORT_MODELS
 
     model = REPORT_MODELS[name]
-    doc = minimal(model, {"experiment": name, "schema_version": REPORT_SCHEMA_VERSION, "simulated": simulated,
-                          "figures": figures if figures is not None else {}, **top})
+    doc = minimal(model, _finite({"experiment": name, "schema_version": REPORT_SCHEMA_VERSION,
+                                  "simulated": simulated, "figures": figures if figures is not None else {}, **top}))
     return dump(model.model_validate(doc))
