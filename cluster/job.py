@@ -356,20 +356,25 @@ def _record_run_state(opts: FleetOptions, summary: dict) -> None:
 
 
 def _headline(experiments: dict) -> dict:
-    """The figures the comparison table shows, with their quality flags."""
-    def fig(name):
-        return (experiments.get(name) or {}).get("figures", {}) or {}
+    """The figures the comparison table shows, read through the reports' contracts (the
+    reports were validated when ingested): the sensor figures of the instant power field
+    when the device reports one, else of the averaged field; the VRAM cliff and J/token of
+    the smallest batch size measured (batch 1 in every preset)."""
+    from experiments.contracts import read_report
 
-    b, ir, v, j, h = fig("baseline"), fig("instrument_response"), fig("vram_cliff"), fig("joule_curve"), fig("heat_soak")
-    inst = ir.get("power_instant_w") or {}
-    avg = ir.get("power_w") or {}
+    def figures(name):
+        doc = experiments.get(name)
+        return read_report(name, doc).figures if doc is not None else None
+
+    b, ir, v, j, h = (figures(n) for n in ("baseline", "instrument_response", "vram_cliff", "joule_curve", "heat_soak"))
+    sensor = (ir.power_instant_w or ir.power_w) if ir is not None else None
     return {
-        "idle_w": b.get("mean_robust_w"), "idle_sem_w": b.get("sem_eff_w"), "fake_idle": b.get("fake_idle"),
-        "update_period_ms": inst.get("update_period_ms") or avg.get("update_period_ms"),
-        "rise_ms": inst.get("rise_ms") or avg.get("rise_ms"),
-        "vram_cliff": v.get("max_context_batch1") or v.get("max_context"),
-        "j_per_token": j.get("j_per_token_batch1") or j.get("j_per_token"),
-        "tau_s": h.get("tau_s"), "t_inf_c": h.get("t_inf_c"), "equilibrium": h.get("equilibrium"),
+        "idle_w": b.mean_robust_w if b else None, "idle_sem_w": b.sem_eff_w if b else None,
+        "fake_idle": b.fake_idle if b else None,
+        "update_period_ms": sensor.update_period_ms if sensor else None, "rise_ms": sensor.rise_ms if sensor else None,
+        "vram_cliff": v.max_context if v else None, "j_per_token": j.j_per_token if j else None,
+        "tau_s": h.tau_s if h else None, "t_inf_c": h.t_inf_c if h else None,
+        "equilibrium": h.equilibrium if h else None,
     }
 
 
@@ -426,9 +431,8 @@ def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
 
 def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason: str) -> list[dict]:
     """A lost or failed host: ingest what it flushed, when the driver can reach its artifact dir."""
-    import json as _json
-
     from agents.host_agent import collect_device_artifacts
+    from experiments.contracts import RunMetadata, dump, parse
     from warehouse.ingest import ingest_tables
 
     host_dir = Path(opts.out).resolve() / run_id / host
@@ -438,9 +442,15 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason:
                  "note": "artifact dir not reachable from the driver"}]
     for meta_path in sorted(host_dir.glob("*/run_metadata.json")):
         d = collect_device_artifacts(str(meta_path.parent))
-        meta = dict(d.get("run_metadata") or _json.loads(meta_path.read_text()))
+        try:  # read through its contract: a torn or foreign file is this device's error, not the run's
+            meta = dump(parse(RunMetadata, str(meta_path), d.get("run_metadata"), "the host left it unreadable"))
+        except FleetPhysicsError as exc:
+            rows.append({"host": host, "device_uid": meta_path.parent.name, "run_state": run_state,
+                         "end_reason": "lost" if run_state == "lost" else "error", "error": str(exc),
+                         "note": "not in the warehouse"})
+            continue
         meta.update(run_state=run_state, end_reason="lost" if run_state == "lost" else "error")
-        meta.setdefault("checks", {})["lost_reason"] = reason
+        meta["checks"] = {**(meta["checks"] or {}), "lost_reason": reason}
         row = _device_row(host, meta) | {"rows": 0 if d["trace"] is None else d["trace"].num_rows}
         if d["trace"] is not None and d.get("fingerprint"):
             start = time.perf_counter()
