@@ -38,6 +38,7 @@ REPORT_MODELS: dict[str, type[BaseModel]] = {
     "training_coupling": TrainingCouplingReport,
 }
 
+KNOWN_VERSIONS = (1, REPORT_SCHEMA_VERSION)  # 1: upgraded on read (experiments.contracts.report)
 READ_FIX = "re-write the report with this fleetphysics (contracts: experiments/contracts/)"
 
 
@@ -72,6 +73,11 @@ def read_report(label: str, doc, expected_name: str | None = None) -> Report:
     if expected_name is not None and name != expected_name:
         raise ValidationError(f"{label}: field experiment is {name!r} but the file is named {expected_name}.json; "
                               "name the file after its experiment")
+    version = doc.get("schema_version", 1)
+    if version not in KNOWN_VERSIONS or isinstance(version, bool):
+        raise ValidationError(f"{label}: field schema_version is {version!r}, not a version this fleetphysics reads "
+                              f"({', '.join(map(str, KNOWN_VERSIONS))}); re-write the report with this fleetphysics, "
+                              "or upgrade fleetphysics")
     return parse(model, label, upgrade_report(model, doc), READ_FIX)
 
 
