@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from experiments.contracts import read_report
+from experiments.contracts import Fingerprint, PollerStats, RunMetadata, parse, read_report
+from experiments.contracts.run import upgrade_unversioned_metadata
 from agents.errors import ValidationError
 
 from .columns import (
@@ -577,6 +578,8 @@ def check_run_metadata(label: str, doc) -> dict:
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write run_metadata as a JSON object")
     check_json_numbers(label, doc)
+    if "schema_version" not in doc:
+        doc = upgrade_unversioned_metadata(doc)
     _check_schema_version(label, doc)
     meta = {
         "schema_version": SUPPORTED_SCHEMA_VERSION,
@@ -601,8 +604,9 @@ def check_run_metadata(label: str, doc) -> dict:
     if meta["started_wall_ns"] is not None and meta["ended_wall_ns"] is not None and meta["ended_wall_ns"] < meta["started_wall_ns"]:
         raise fail(label, "field ended_wall_ns", f"({meta['ended_wall_ns']:,}) is before started_wall_ns ({meta['started_wall_ns']:,})",
                    "write the wall-clock end after the start")
-    git_hash = doc.get("git_hash")
-    meta["git_hash"] = None if git_hash is None else str(git_hash)
+    # the values above, then the contract (experiments.contracts.run): the other fields' types, no unknown key
+    parse(RunMetadata, label, doc, "write run_metadata as fleetphysics does (experiments/contracts/run.py)")
+    meta["git_hash"] = doc.get("git_hash")
     for field in ("config", "library_versions", "checks"):
         meta[field] = doc.get(field)
     meta["raw"] = doc
@@ -629,6 +633,7 @@ def check_fingerprint(label: str, doc, run_meta: dict) -> dict:
     if not isinstance(simulated, bool):
         raise fail(label, "field simulated", f"is {_show(simulated)}, not true/false", "write simulated as a JSON boolean")
     _check_simulated(label, run_meta, fields, device_uid, simulated)
+    parse(Fingerprint, label, doc, "write fingerprint.json as fleetphysics does (experiments/contracts/run.py)")
     key = doc.get("comparability_key")
     return {
         "device_uid": device_uid,
@@ -667,6 +672,7 @@ def check_poller_stats(label: str, doc) -> dict | None:
     for field in ("scheduling_quality", "continuity_quality"):
         if doc.get(field) is not None:
             _choice(label, doc, field, SCHEDULING_QUALITIES)
+    parse(PollerStats, label, doc, "write poller_stats.json as the poller does (experiments/contracts/run.py)")
     return doc
 
 
