@@ -29,7 +29,7 @@ from agents.fingerprint import fingerprint_device
 from agents.poller import PollerConfig, PollerProcess
 from experiments.context import ArtifactWriter, RunContext
 from experiments.presets import check_profile, pick
-from experiments.run_metadata import mint_run_id, new_metadata
+from experiments.run_metadata import checked, mint_run_id, new_metadata
 
 EXPERIMENTS = ("baseline", "instrument_response", "vram_cliff", "joule_curve", "heat_soak")
 MODEL_EXPERIMENTS = ("vram_cliff", "joule_curve")  # the experiments --model and --dtype apply to
@@ -321,6 +321,7 @@ def _finish(device_dir: Path, writer: ArtifactWriter, meta: dict, stats: dict, r
         os.replace(tmp, device_dir / "events.parquet")
     meta.update(run_state=run_state, end_reason=end_reason, ended_wall_ns=time.time_ns(),
                 checks={**meta["checks"], **{n: r.get("checks", {}) for n, r in experiments.items()}})
+    meta = checked(meta)
     writer.write_json("run_metadata", meta)
     reports.write_tr122_pack(device_dir / "tr122", trace, events, experiments.get("baseline"), meta)
     summary = {

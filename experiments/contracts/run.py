@@ -41,7 +41,7 @@ class RunMetadata(Contract):
     config: dict[str, Any] | None = None
     library_versions: dict[str, str | None] | None = None
     checks: dict[str, Any] | None = None  # every experiment's checks, by experiment
-    source: str | None = None  # who wrote the artifacts (artifact, arrow, tr122, nvidia-smi)
+    source: str | None = None  # who wrote the artifacts (tr122, nvidia-smi); null: the suite (artifact)
 
 
 def upgrade_unversioned_metadata(doc: dict) -> dict:
