@@ -74,7 +74,7 @@ def plot_device(device_dir: Path) -> list[Path]:
         w = ok[(ok.t_ns >= win[0]) & (ok.t_ns <= (win[1] or ok.t_ns.max()))]
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
         a.plot((w.t_ns - t0_ns) / 1e9, w.power_w, lw=0.8)
-        fig_b = reports["baseline"].get("figures", {})
+        fig_b = reports["baseline"].get("figures") or {}
         if fig_b.get("mean_robust_w") is not None:
             a.axhline(fig_b["mean_robust_w"], color="k", ls="--", label=f"robust mean {fig_b['mean_robust_w']} W")
             a.legend()
@@ -89,7 +89,7 @@ def plot_device(device_dir: Path) -> list[Path]:
     win = _phase_window(markers, "instrument_response")
     if "instrument_response" in reports and win:
         w = ok[(ok.t_ns >= win[0]) & (ok.t_ns <= (win[1] or ok.t_ns.max()))]
-        figs = reports["instrument_response"].get("figures", {})
+        figs = reports["instrument_response"].get("figures") or {}
         fig, ax = plt.subplots(figsize=(11, 4))
         for field in ("power_w", "power_instant_w"):
             if field in w and w[field].notna().any():
@@ -109,7 +109,7 @@ def plot_device(device_dir: Path) -> list[Path]:
     win = _phase_window(markers, "heat_soak")
     if "heat_soak" in reports and win:
         w = ok[(ok.t_ns >= win[0]) & (ok.t_ns <= (win[1] or ok.t_ns.max()))]
-        f = reports["heat_soak"].get("figures", {})
+        f = reports["heat_soak"].get("figures") or {}
         fig, ax = plt.subplots(figsize=(11, 4))
         ts = (w.t_ns - win[0]) / 1e9
         ax.plot(ts, w.temp_c, ".", ms=2, label="temp_c")

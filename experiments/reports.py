@@ -17,7 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.analysis.tables import window
-from experiments.contracts import REPORT_SCHEMA_VERSION, build_report, report_json
+from pydantic import ValidationError as ContractViolation
+
+from experiments.contracts import REPORT_SCHEMA_VERSION, build_report, describe, report_json
 
 SCHEMA_VERSION = REPORT_SCHEMA_VERSION
 QUALITY_KEYS = ("quality", "quality_reason", "fake_idle", "fake_idle_reasons", "equilibrium", "equilibrium_status",
@@ -49,7 +51,7 @@ def report(name: str, figures: dict | None, simulated: bool, checks: dict | None
 
 def _idle_power_w(baseline: dict | None, trace: pd.DataFrame, before_ns: int) -> float | None:
     """Idle power for baseline subtraction: the run's baseline, else the 3 s before ``before_ns``."""
-    if baseline and baseline.get("figures", {}).get("mean_robust_w") is not None:
+    if baseline and (baseline.get("figures") or {}).get("mean_robust_w") is not None:
         return float(baseline["figures"]["mean_robust_w"])
     pre = window(trace, before_ns - 3_000_000_000, before_ns)
     pre = pre[pre.read_ok & pre.power_w.notna()]
@@ -65,43 +67,47 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
         if "error" in res:
             out[name] = report(name, None, sim, checks={"error": res["error"]})
             continue
-        if name == "baseline":
-            from experiments.analysis import baseline as a_baseline
+        try:
+            if name == "baseline":
+                from experiments.analysis import baseline as a_baseline
 
-            cfg = configs[name]
-            fig = a_baseline.analyze_baseline(trace, res["t_start_ns"], res["t_end_ns"],
-                                              floor_threshold_w=cfg.floor_threshold_w, outlier_k=cfg.outlier_k)
-            out[name] = report(name, fig, sim, checks={"completed": res["completed"]})
-        elif name == "instrument_response":
-            from experiments.analysis import instrument_response as a_ir
+                cfg = configs[name]
+                fig = a_baseline.analyze_baseline(trace, res["t_start_ns"], res["t_end_ns"],
+                                                  floor_threshold_w=cfg.floor_threshold_w, outlier_k=cfg.outlier_k)
+                out[name] = report(name, fig, sim, checks={"completed": res["completed"]})
+            elif name == "instrument_response":
+                from experiments.analysis import instrument_response as a_ir
 
-            ir_rows = window(trace, res["t_start_ns"], res["t_end_ns"])
-            fig = a_ir.analyze_step_response(ir_rows, res["edges"])
-            out[name] = report(name, fig, sim, checks={"steps": len(res["edges"]) // 2})
-        elif name == "heat_soak":
-            from experiments.analysis import heat_soak as a_soak
+                ir_rows = window(trace, res["t_start_ns"], res["t_end_ns"])
+                fig = a_ir.analyze_step_response(ir_rows, res["edges"])
+                out[name] = report(name, fig, sim, checks={"steps": len(res["edges"]) // 2})
+            elif name == "heat_soak":
+                from experiments.analysis import heat_soak as a_soak
 
-            fig = a_soak.analyze_heat_soak(trace, res["t_start_ns"], res["t_end_ns"], window_s=configs[name].window_s,
-                                           window_note=configs[name].window_note)
-            fig["end_reason"] = res["end_reason"]
-            if res.get("trip"):
-                fig["thermal_trip"] = res["trip"]
-            out[name] = report(name, fig, sim, checks={"end_reason": res["end_reason"]})
-        elif name == "joule_curve":
-            events = _joule_events(res, trace, out.get("baseline"), out.get("instrument_response"))
-            from experiments.analysis import energy as a_energy
+                fig = a_soak.analyze_heat_soak(trace, res["t_start_ns"], res["t_end_ns"], window_s=configs[name].window_s,
+                                               window_note=configs[name].window_note)
+                fig["end_reason"] = res["end_reason"]
+                if res.get("trip"):
+                    fig["thermal_trip"] = res["trip"]
+                out[name] = report(name, fig, sim, checks={"end_reason": res["end_reason"]})
+            elif name == "joule_curve":
+                events = _joule_events(res, trace, out.get("baseline"), out.get("instrument_response"))
+                from experiments.analysis import energy as a_energy
 
-            fig = a_energy.joule_curve(events) if len(events) else {}
-            fig.update(_j_per_token_headline(fig.get("points") or []))
-            if res.get("figures", {}).get("model"):
-                fig["model"] = res["figures"]["model"]  # the model measured: its shape, dtype and memory figures
-            fig["truth"] = (res.get("figures") or {}).get("truth")  # the compute model's law; None on hardware
-            out[name] = report(name, fig, sim, checks=res.get("checks", {}))
-        elif name == "training_coupling":
-            out[name] = _training_coupling(res, trace, info, sim)
-        else:  # vram_cliff reports its own figures
-            out[name] = report(name, res.get("figures", {}), sim, checks=res.get("checks", {}),
-                               extra={k: res[k] for k in ("probes",) if k in res})
+                fig = a_energy.joule_curve(events) if len(events) else {}
+                fig.update(_j_per_token_headline(fig.get("points") or []))
+                if res.get("figures", {}).get("model"):
+                    fig["model"] = res["figures"]["model"]  # the model measured: its shape, dtype and memory figures
+                fig["truth"] = (res.get("figures") or {}).get("truth")  # the compute model's law; None on hardware
+                out[name] = report(name, fig, sim, checks=res.get("checks", {}))
+            elif name == "training_coupling":
+                out[name] = _training_coupling(res, trace, info, sim)
+            else:  # vram_cliff reports its own figures
+                out[name] = report(name, res.get("figures", {}), sim, checks=res.get("checks", {}),
+                                   extra={k: res[k] for k in ("probes",) if k in res})
+        except ContractViolation as exc:  # a bug (analysis and contract disagree): this report fails, loudly
+            out[name] = report(name, None, sim, checks={"error": f"the {name} report breaks its contract: " + describe(
+                exc, "experiments/analysis and experiments/contracts disagree: a bug to report")})
     return out, events
 
 
@@ -147,10 +153,11 @@ def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dic
     if not evs:
         return pd.DataFrame()
     p_idle = _idle_power_w(baseline, trace, min(e["t_start_ns"] for e in evs))
-    p_idle_sem = (baseline or {}).get("figures", {}).get("sem_eff_w")
+    p_idle_sem = ((baseline or {}).get("figures") or {}).get("sem_eff_w")
     update_ms = None
     if ir:
-        field = ir["figures"].get("power_instant_w") or ir["figures"].get("power_w") or {}
+        figures = ir.get("figures") or {}
+        field = figures.get("power_instant_w") or figures.get("power_w") or {}
         update_ms = field.get("update_period_ms")
     # All events at once (vectorised over events): one call per event cost ~20 ms each, the
     # whole joule curve of a 1 h run at 100 Hz about 10 s per device (`bench analysis`).
@@ -187,7 +194,7 @@ def write_tr122_pack(out_dir: Path, trace: pd.DataFrame, events: pd.DataFrame | 
                 "operational_joules": e.get("energy_net_j"), "energy_quality": e.get("energy_quality"),
                 "gap_fraction": e.get("gap_fraction"),
             }, default=float) + "\n")
-    (tmp / "baseline.json").write_text(json.dumps((baseline or {}).get("figures", {}), indent=2, default=str))
+    (tmp / "baseline.json").write_text(json.dumps((baseline or {}).get("figures") or {}, indent=2, default=str))
     (tmp / "run_metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     if out_dir.exists():
         shutil.rmtree(out_dir)

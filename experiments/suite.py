@@ -333,7 +333,7 @@ def _finish(device_dir: Path, writer: ArtifactWriter, meta: dict, stats: dict, r
         "end_reason": end_reason,
         "artifact_dir": str(device_dir),
         "poller": stats,
-        "experiments": {n: {**r.get("figures", {}), "quality": r.get("quality", {})} for n, r in experiments.items()},
+        "experiments": {n: {**(r.get("figures") or {}), "quality": r.get("quality", {})} for n, r in experiments.items()},
     }
     writer.write_json("summary", summary)
     return summary

@@ -277,3 +277,30 @@ def test_a_failed_version_1_report_and_an_unknown_version():
     del current["checks"]["error"]
     with pytest.raises(ValidationError, match="field checks.error is missing"):
         read_report("heat_soak.json", current)
+
+
+# ---------------------------------------------------------------- the writer's side
+
+
+def test_a_failed_experiment_and_a_report_that_breaks_its_contract(monkeypatch):
+    """A failed experiment is a report with null figures and its error; an analysis whose
+    output its contract refuses fails that report alone, naming the field (a bug, never
+    written as a half-typed document), and the reports after it still come."""
+    import pandas as pd
+
+    from cluster.bench_analysis import bench_configs, synth_device
+    from experiments import reports
+    from experiments.analysis import heat_soak
+
+    dev = synth_device(cr.BOARD, 120.0, 20.0, seed=5)
+    empty = pd.DataFrame({"t_ns": pd.Series(dtype="int64"), "name": pd.Series(dtype="str")})
+    results = dict(dev["results"]) | {"baseline": {"error": "the poller stopped"}}
+    real = heat_soak.analyze_heat_soak
+    monkeypatch.setattr(heat_soak, "analyze_heat_soak", lambda *a, **k: real(*a, **k) | {"tau_minutes": 1.0})
+    out, _ = reports.analyse_all(results, bench_configs(), dev["trace"], empty, dev["info"])
+    assert out["baseline"]["figures"] is None and out["baseline"]["checks"]["error"] == "the poller stopped"
+    soak = out["heat_soak"]
+    assert soak["figures"] is None and "field figures.tau_minutes is not a field" in soak["checks"]["error"]
+    assert out["joule_curve"]["figures"]["points"] and out["training_coupling"]["figures"]["verdict"]
+    for name, doc in out.items():
+        assert report_json(read_report(f"{name}.json", doc)) == doc
