@@ -304,3 +304,18 @@ def test_a_failed_experiment_and_a_report_that_breaks_its_contract(monkeypatch):
     assert out["joule_curve"]["figures"]["points"] and out["training_coupling"]["figures"]["verdict"]
     for name, doc in out.items():
         assert report_json(read_report(f"{name}.json", doc)) == doc
+
+
+def test_a_tr122_baseline_is_upgraded_by_its_named_function():
+    from experiments.contracts.tr122 import baseline_report_from_tr122
+
+    raw = {"idle_watts_mean_robust": 24.1, "fake_idle_flag": False, "quality": "GOOD"}
+    report = baseline_report_from_tr122("pack/baseline.json", {"idle_robust_w": 24.1, "fake_idle": False}, "good",
+                                        raw, simulated=False)
+    f = report.figures
+    assert (f.field, f.mean_robust_w, f.fake_idle, f.quality) == ("power_w", 24.1, False, "good")
+    assert f.n is None and f.fake_idle_reasons is None and report.source == "tr122" and report.raw == raw
+    with pytest.raises(ValidationError, match=r"^pack/baseline.json: field figures.quality is 'excellent'"):
+        baseline_report_from_tr122("pack/baseline.json", {}, "excellent", raw, simulated=False)
+    with pytest.raises(ValidationError, match=r"field figures.fake_idle is 1: input should be a valid boolean"):
+        baseline_report_from_tr122("pack/baseline.json", {"fake_idle": 1}, "good", raw, simulated=False)

@@ -59,18 +59,12 @@ def interval(name: str, unit: str, nullable_value: bool = True, nullable_resolve
     }
 
 
-def model(name: str, base: type[BaseModel] = Contract, doc: str | None = None, **fields) -> type[BaseModel]:
-    """A contract model built from ``fields`` ({name: (type, ...)}), for figure sets with
-    generated names (intervals). ``doc`` becomes its docstring."""
-    cls = create_model(name, __base__=base, __module__=_caller_module(), **fields)
+def model(name: str, module: str, doc: str, **fields) -> type[BaseModel]:
+    """A contract model of ``module`` built from ``fields`` ({name: (type, ...)}), for figure
+    sets with generated names (:func:`interval`); ``doc`` is its docstring."""
+    cls = create_model(name, __base__=Contract, __module__=module, **fields)
     cls.__doc__ = doc
     return cls
-
-
-def _caller_module() -> str:
-    import sys
-
-    return sys._getframe(2).f_globals.get("__name__", __name__)
 
 
 # ---------------------------------------------------------------- completing a document

@@ -41,6 +41,7 @@ class ThrottleHeuristic(Contract):
 
 HeatSoakFigures = model(
     "HeatSoakFigures",
+    __name__,
     doc="The soak's figures, times in seconds since its first reading.",
     window_s=(float, ...),
     step_s=(float, ...),

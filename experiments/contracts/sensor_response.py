@@ -16,6 +16,7 @@ from .report import Checks, Report
 
 SensorFieldFigures = model(
     "SensorFieldFigures",
+    __name__,
     doc="One power field's response to the load steps.",
     **interval("update_period", "ms"),
     poll_ms=(float | None, ...),
