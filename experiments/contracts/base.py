@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import types
 import typing
+
 from pydantic import BaseModel, ConfigDict, ValidationError as PydanticValidationError, create_model
 
 from agents.errors import ValidationError

@@ -80,10 +80,8 @@ class DtHistogram(Contract):
 
 
 class PollerStats(Contract):
-    """poller_stats.json (``agents.poller_stats``); a stat the poller could not compute is
-    null or left out (a lost host's partial statistics)."""
-
-    model_config = Contract.model_config | {"extra": "allow"}  # the poller adds diagnostics per version
+    """poller_stats.json (``agents.poller_stats`` and the poller's own additions); a stat the
+    poller could not compute is null or left out (a lost host's partial statistics)."""
 
     period_ms: float | None = None
     seconds: float | None = None
@@ -100,3 +98,6 @@ class PollerStats(Contract):
     gap_count: int | None = None
     scheduling_quality: str | None = None
     continuity_quality: str | None = None
+    scheduling_policy: str | None = None  # SCHED_FIFO, nice -10 or the default policy
+    cpu_s: float | None = None  # the host's stats only: the poller's CPU time
+    cpu_pct: float | None = None
