@@ -44,8 +44,8 @@ def reports() -> tuple[dict[str, dict], pd.DataFrame, str]:
         markers = MarkerWriter(Path(tmp) / "markers.jsonl")
         device = SimulatedDevice(load_profile(BOARD), host_id="c", t_start_ns=0, marker_writer=markers)
         ctx = RunContext(device=device, markers=markers, artifacts=ArtifactWriter(Path(tmp)), run_id=RUN_ID)
-        results["vram_cliff"] = vram_run(ctx, VramCliffConfig(batch_sizes=[1, 4], context_start=512,
-                                                              context_step=512, probe_hold_s=0.0))
+        results["vram_cliff"] = vram_run(ctx, VramCliffConfig(batch_sizes=[1, 4], context_start=2048,
+                                                              context_step=2048, probe_hold_s=0.0))
     docs, _ = product_reports.analyse_all(results, bench_configs(), dev["trace"], no_markers, dev["info"])
     return docs, dev["trace"], str(dev["trace"]["device_uuid"].iloc[0])
 

@@ -11,6 +11,14 @@ naming the file and the field, before anything is written.
 Older versions are upgraded explicitly by named functions (:mod:`.report`:
 ``upgrade_unversioned``, ``upgrade_report_v1``; TR122 baselines: :mod:`.tr122`), never
 guessed. These modules import pydantic, the standard library and the error tree only.
+
+An analysis that gains a figure adds one field to its experiment's figures model (``name:
+float | None`` on a class, ``name=(float | None, ...)`` in a :func:`~.base.model` call): the
+writer fills it with null where the analysis leaves it out, and a reader of an older report
+gets null from ``upgrade_report_v1``. Until the field is declared, the report of that
+experiment fails with the new key named (``checks.error``), so a figure never reaches the
+warehouse untyped. Renaming or retyping a figure is a new ``REPORT_SCHEMA_VERSION`` with its
+own named upgrade step.
 """
 
 from __future__ import annotations
