@@ -13,12 +13,13 @@ Older versions are upgraded explicitly by named functions (:mod:`.report`:
 guessed. These modules import pydantic, the standard library and the error tree only.
 
 An analysis that gains a figure adds one field to its experiment's figures model (``name:
-float | None`` on a class, ``name=(float | None, ...)`` in a :func:`~.base.model` call): the
-writer fills it with null where the analysis leaves it out, and a reader of an older report
-gets null from ``upgrade_report_v1``. Until the field is declared, the report of that
-experiment fails with the new key named (``checks.error``), so a figure never reaches the
-warehouse untyped. Renaming or retyping a figure is a new ``REPORT_SCHEMA_VERSION`` with its
-own named upgrade step.
+float | None`` on a class, ``name=(float | None, ...)`` in a :func:`~.base.model` call); the
+writer fills it with null where the analysis leaves it out. Until the field is declared,
+that experiment's report fails with the new key named (``checks.error``), so a figure never
+reaches the warehouse untyped. Reports already written at the current version lack the new
+key and are refused: once such reports exist, adding, renaming or retyping a figure is a new
+``REPORT_SCHEMA_VERSION`` whose named upgrade step says what becomes of the old key (as
+``upgrade_report_v1`` writes null for what version 1 left out).
 """
 
 from __future__ import annotations
