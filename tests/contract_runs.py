@@ -74,7 +74,7 @@ def write_device_dir(root: Path, docs: dict[str, dict] | None = None) -> Path:
     d = root / RUN_ID / HOST / device_uid
     d.mkdir(parents=True)
     writer = ArtifactWriter(d)
-    fields = {"gpu_name": board.name, "vram_total_mb": board.vram_total_mb, "power_limit_w": board.power_limit_w,
+    fields = {"gpu_name": board.name, "vram_total_mib": board.vram_total_mib, "power_limit_w": board.power_limit_w,
               "simulated": True, "profile_sha256": board.content_sha256()}
     fp = fingerprint_from_fields(device_uid, fields).to_dict()
     meta = new_metadata(RUN_ID, HOST, device_uid, fp["fingerprint"], True, {"preset": "quick"})

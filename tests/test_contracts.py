@@ -186,7 +186,7 @@ def test_vram_cliff_round_trip(stored):
         assert points[p["batch_size"]]["max_context"] == p["max_context"]
         assert points[p["batch_size"]]["n_probes"] == p["probes"]
     summary, = _rows(stored[0], "SELECT * FROM vram_cliff")
-    assert summary["capacity_mb"] == doc["figures"]["capacity_mb"]
+    assert summary["capacity_mib"] == doc["figures"]["capacity_mib"]
     assert summary["fragmentation"] == doc["figures"]["fragmentation"]["fragmentation"]
     assert summary["quality"] == ("good" if all(v for k, v in doc["checks"].items() if k != "error") else "checks_failed")
     assert len(_rows(stored[0], "SELECT * FROM vram_cliff_probes")) == len(doc["probes"]) > 0

@@ -15,7 +15,7 @@ Columns per experiment (the report's figure in parentheses where it is named oth
   window_s, quality.
 * ``instrument_response`` -> ``instrument_response``, one row per power field the device
   reports: update_period_ms, rise_ms, delay_ms, window_ms, idle_w, load_w, n_steps, quality.
-* ``vram_cliff`` -> ``vram_cliff`` (capacity_mb, weights_mb, the fragmentation figures;
+* ``vram_cliff`` -> ``vram_cliff`` (capacity_mib, weights_mib, the fragmentation figures;
   quality: ``good`` when every check that ran passed, else ``checks_failed``),
   ``vram_cliff_points`` (one per batch size; n_probes (probes)) and ``vram_cliff_probes``.
 * ``joule_curve`` -> ``joule_curve`` (one per phase x batch size) and ``joule_fit`` (one
@@ -54,22 +54,22 @@ RESPONSE: Spec = {
     "delay_ms": ("delay_ms", None, None), "window_ms": ("window_ms", 0, None), "idle_w": ("idle_w", 0, 5000),
     "load_w": ("load_w", 0, 5000), "n_steps": ("n_steps", 0, None),
 }
-VRAM: Spec = {"capacity_mb": ("capacity_mb", 1e-9, None), "weights_mb": ("weights_mb", 0, None)}
+VRAM: Spec = {"capacity_mib": ("capacity_mib", 1e-9, None), "weights_mib": ("weights_mib", 0, None)}
 FRAGMENTATION: Spec = {
     "fragmentation": ("fragmentation", 0, 1), "fragmentation_at_oom": ("fragmentation_at_oom", 0, 1),
-    "largest_allocatable_mb": ("largest_allocatable_mb", 0, None),
+    "largest_allocatable_mib": ("largest_allocatable_mib", 0, None),
 }
 VRAM_POINT: Spec = {
     "max_context": ("max_context", 0, None), "first_failing_context": ("first_failing_context", 0, None),
     "cause": ("cause", None, None), "model_max_context": ("model_max_context", None, None),
     "delta_tokens": ("delta_tokens", None, None), "n_probes": ("probes", 0, None),
-    "peak_allocated_mb": ("peak_allocated_mb", 0, None), "reserved_mb": ("reserved_mb", 0, None),
-    "nvml_used_mb": ("nvml_used_mb", 0, None), "peak_component": ("peak_component", None, None),
+    "peak_allocated_mib": ("peak_allocated_mib", 0, None), "reserved_mib": ("reserved_mib", 0, None),
+    "nvml_used_mib": ("nvml_used_mib", 0, None), "peak_component": ("peak_component", None, None),
 }
 PROBE: Spec = {name: (name, low, high) for name, low, high in (
     ("batch_size", 1, None), ("context", 0, None), ("ok", None, None), ("oom", None, None),
-    ("peak_allocated_mb", 0, None), ("reserved_mb", 0, None), ("peak_reserved_mb", 0, None),
-    ("nvml_used_mb", 0, None), ("model_peak_mb", 0, None), ("elapsed_s", 0, None), ("error", None, None))}
+    ("peak_allocated_mib", 0, None), ("reserved_mib", 0, None), ("peak_reserved_mib", 0, None),
+    ("nvml_used_mib", 0, None), ("model_peak_mib", 0, None), ("elapsed_s", 0, None), ("error", None, None))}
 JOULE_POINT: Spec = {
     "j_per_token": ("j_per_token", 0, None), "j_per_token_sem": ("j_per_token_sem", 0, None),
     "tokens_per_s": ("tokens_per_s", 0, None), "power_w": ("power_w", 0, 5000), "n_events": ("n_events", 0, None),

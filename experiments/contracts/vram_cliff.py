@@ -25,29 +25,29 @@ class CliffPoint(Contract):
     delta_tokens: int  # measured - the memory model's
     probes: int
     peak_component: str
-    peak_allocated_mb: float | None  # of the largest passing probe; null: none passed
-    reserved_mb: float | None
-    nvml_used_mb: float | None
+    peak_allocated_mib: float | None  # of the largest passing probe; null: none passed
+    reserved_mib: float | None
+    nvml_used_mib: float | None
 
 
 class Fragmentation(Contract):
     """The allocator torture's figures (read before empty_cache)."""
 
     fragmentation: float
-    inactive_split_mb: float
+    inactive_split_mib: float
     inactive_split_blocks: int
-    reserved_mb: float
-    allocated_mb: float
-    largest_free_block_mb: float
-    largest_allocatable_mb: float
+    reserved_mib: float
+    allocated_mib: float
+    largest_free_block_mib: float
+    largest_allocatable_mib: float
     blocks_carved: int
     holes: int
     pressure_blocks_until_oom: int | None
     fragmentation_at_oom: float | None
-    reserved_at_oom_mb: float | None
-    allocated_at_oom_mb: float | None
-    capacity_mb: float
-    fill_target_mb: float
+    reserved_at_oom_mib: float | None
+    allocated_at_oom_mib: float | None
+    capacity_mib: float
+    fill_target_mib: float
     tr122_method_value: float | None
     fragmentation_after_empty_cache: float | None
     read_order: list[str]
@@ -61,13 +61,13 @@ class Probe(Contract):
     ok: bool
     oom: bool
     error: str | None
-    peak_allocated_mb: float
-    alloc_mb: float
-    reserved_mb: float
-    peak_reserved_mb: float
-    nvml_used_mb: float | None  # null: NVML could not be read
+    peak_allocated_mib: float
+    alloc_mib: float
+    reserved_mib: float
+    peak_reserved_mib: float
+    nvml_used_mib: float | None  # null: NVML could not be read
     power_w: float | None
-    model_peak_mb: float
+    model_peak_mib: float
     peak_component: str
     t_start_ns: int
     t_end_ns: int
@@ -75,23 +75,23 @@ class Probe(Contract):
 
 
 class VramCliffFigures(Contract):
-    vram_total_mb: float
+    vram_total_mib: float
     predicted_max_context: int | None
     max_context: int | None
     max_context_batch1: int | None
     limiting_cause: str | None
-    cliff_mb: float | None
+    cliff_mib: float | None
     cliff_fraction: float | None
-    oom_mb: float | None
-    max_alloc_mb: float | None
+    oom_mib: float | None
+    max_alloc_mib: float | None
     cliff: list[CliffPoint]
     fragmentation: Fragmentation
-    capacity_mb: float
-    weights_mb: float
-    weights_reserved_mb: float
+    capacity_mib: float
+    weights_mib: float
+    weights_reserved_mib: float
     n_positions: int
     model: dict[str, Any]  # the model measured: shape, dtype, KV bytes per token, weights
-    predicted_cliff_mb: float | None
+    predicted_cliff_mib: float | None
 
 
 class VramCliffChecks(Checks):
