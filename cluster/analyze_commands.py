@@ -11,8 +11,7 @@ import dataclasses
 import importlib
 import json
 
-from agents.errors import ConfigError
-
+from agents.errors import ConfigError, ValidationError
 from experiments.contracts.catalog import EXPERIMENTS
 
 ANALYSES = tuple(e.name for e in EXPERIMENTS if e.analyzable)  # computed from a stored trace by `analyze`
@@ -57,16 +56,36 @@ def _plain(value):
     return value
 
 
-def analysis_report(experiment: str, figures: dict) -> dict:
-    """An analysis result as an experiment report (the shape a suite run's ingest stores)."""
+def analysis_report(experiment: str, result: dict, simulated: bool) -> dict:
+    """An analysis result (``experiments.analysis.<name>.analyze``) as the experiment's
+    report, built through its contract (experiments.contracts), the shape a suite run's
+    ingest stores: the baseline of power_w (the suite's field), the response of every power
+    field, the heat soak's figures. ``source`` says it came from ``analyze``."""
+    from pydantic import ValidationError as ContractViolation
+
+    from experiments.contracts import build_report, describe, report_json
+
+    if experiment == "baseline":
+        fields = result.get("fields") or {}
+        figures = fields.get("power_w") or {"field": "power_w", "n_rows": 0, "n": 0, "fake_idle": None,
+                                             "fake_idle_reasons": [], "quality": "no_data"}
+    elif experiment == "instrument_response":
+        figures = result.get("fields") or {}
+    else:  # heat_soak: the figures themselves, and where the window came from
+        figures = {k: v for k, v in result.items() if k != "source"}
     quality = {k: figures[k] for k in ("quality", "quality_reason", "equilibrium", "equilibrium_status")
                if k in figures}
-    return {"experiment": experiment, "schema_version": 1, "figures": figures, "quality": quality,
-            "checks": {}, "source": "analyze"}
+    try:
+        return report_json(build_report(experiment, figures, simulated=simulated, quality=quality, source="analyze"))
+    except ContractViolation as exc:
+        raise ValidationError(f"analyze {experiment}: the analysis's result breaks the report's contract: "
+                              + describe(exc, "update fleetphysics (experiments/analysis and experiments/contracts "
+                                              "disagree)")) from None
 
 
 def _analyze(args) -> int:
     from warehouse.cli import load_run_frames
+    from warehouse.query import query
     from warehouse.results import store_experiment
 
     module = _analysis_module(args.experiment)
@@ -75,9 +94,13 @@ def _analyze(args) -> int:
         results.append({"run_id": args.run, "device_uid": device, "experiment": args.experiment,
                         "result": _plain(module.analyze(trace, markers)), "stored": False})
     if not args.no_store:  # after every device is computed: a failure stores nothing half-way
-        for res in results:
-            store_experiment(args.warehouse, res["run_id"], res["device_uid"],
-                             analysis_report(args.experiment, res["result"]), lock_timeout_s=args.lock_timeout_s)
+        simulated = query(args.warehouse, "SELECT device_uid, simulated FROM run_devices WHERE run_id = ?", [args.run])
+        simulated = dict(zip(simulated["device_uid"], simulated["simulated"]))
+        reports = [analysis_report(args.experiment, res["result"], bool(simulated.get(res["device_uid"])))
+                   for res in results]
+        for res, report in zip(results, reports):
+            store_experiment(args.warehouse, res["run_id"], res["device_uid"], report,
+                             lock_timeout_s=args.lock_timeout_s)
             res["stored"] = True
     print(json.dumps(results[0] if len(results) == 1 else results, indent=None if args.json else 2, default=str))
     return 0

@@ -356,6 +356,16 @@ def _record_run_state(opts: FleetOptions, summary: dict) -> None:
         summary["run_state_error"] = str(exc)
 
 
+def _headline(experiments: dict) -> dict:
+    """The fleet table's figures (the catalog's headline paths) from one device's reports,
+    each read through its contract first (the reports were validated when ingested): a
+    renamed or mistyped figure is an error, never a blank column."""
+    from experiments.contracts import read_report, report_json
+
+    return headline({name: report_json(read_report(name, doc)) for name, doc in experiments.items()
+                     if doc is not None})
+
+
 def finish_host(opts: FleetOptions, run_id: str, host: str, get_result) -> tuple[HostStatus, list[dict]]:
     """A host whose run returned: its status and one row per device.
 
@@ -409,9 +419,8 @@ def _ingest_host(opts: FleetOptions, result: dict, host: str) -> list[dict]:
 
 def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason: str) -> list[dict]:
     """A lost or failed host: ingest what it flushed, when the driver can reach its artifact dir."""
-    import json as _json
-
     from cluster.host_agent import collect_device_artifacts
+    from experiments.contracts import RunMetadata, dump, parse
     from warehouse.ingest import ingest_tables
 
     host_dir = Path(opts.out).resolve() / run_id / host
@@ -421,9 +430,15 @@ def _salvage(opts: FleetOptions, run_id: str, host: str, run_state: str, reason:
                  "note": "artifact dir not reachable from the driver"}]
     for meta_path in sorted(host_dir.glob("*/run_metadata.json")):
         d = collect_device_artifacts(str(meta_path.parent))
-        meta = dict(d.get("run_metadata") or _json.loads(meta_path.read_text()))
+        try:  # read through its contract: a torn or foreign file is this device's error, not the run's
+            meta = dump(parse(RunMetadata, str(meta_path), d.get("run_metadata"), "the host left it unreadable"))
+        except FleetPhysicsError as exc:
+            rows.append({"host": host, "device_uid": meta_path.parent.name, "run_state": run_state,
+                         "end_reason": "lost" if run_state == "lost" else "error", "error": str(exc),
+                         "note": "not in the warehouse"})
+            continue
         meta.update(run_state=run_state, end_reason="lost" if run_state == "lost" else "error")
-        meta.setdefault("checks", {})["lost_reason"] = reason
+        meta["checks"] = {**(meta["checks"] or {}), "lost_reason": reason}
         row = _device_row(host, meta) | {"rows": 0 if d["trace"] is None else d["trace"].num_rows}
         if d["trace"] is not None and d.get("fingerprint"):
             start = time.perf_counter()

@@ -120,22 +120,26 @@ def _experiments(rng: np.random.Generator, gpu: tuple, heat_s: float) -> dict:
     points = [{"phase": ph, "batch_size": b, "j_per_token": limit / 30 / b ** 0.7 * k, "j_per_token_sem": 0.01 * limit / b,
                "tokens_per_s": 8.0 * b, "n_events": 3, "energy_quality": "BILLABLE" if b > 1 else "GOOD"}
               for ph, k in (("decode", 1.0), ("prefill", 0.4)) for b in (1, 4, 16, 64)]
+    from warehouse.bench import sample_report  # the contracts' minimal reports (experiments.contracts)
+
     return {
-        "baseline": {"experiment": "baseline", "schema_version": 1, "simulated": True,
-                     "figures": {"field": "power_w", "mean_robust_w": idle, "sem_eff_w": 0.05, "floor_fraction": 0.0,
-                                 "fake_idle": False, "quality": "good"}},
-        "instrument_response": {"experiment": "instrument_response", "schema_version": 1, "simulated": True, "figures": {
-            "power_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(900, 20)), "quality": "good"},
-            "power_instant_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(80, 5)), "quality": "good"}}},
-        "vram_cliff": {"experiment": "vram_cliff", "schema_version": 1, "simulated": True,
-                       "figures": {"capacity_mib": vram, "fragmentation": {"fragmentation": 0.2}, "cliff": cliff},
-                       "checks": {"cliff_found": True}},
-        "joule_curve": {"experiment": "joule_curve", "schema_version": 1, "simulated": True, "figures": {"points": points}},
-        "heat_soak": {"experiment": "heat_soak", "schema_version": 1, "simulated": True, "figures": {
+        "baseline": sample_report("baseline", {"field": "power_w", "mean_robust_w": idle, "sem_eff_w": 0.05,
+                                               "floor_fraction": 0.0, "fake_idle": False, "quality": "good"}),
+        "instrument_response": sample_report("instrument_response", {
+            "power_w": {"update_period_ms": 100.0, "rise_ms": float(rng.normal(900, 20)), "quality": "good"},
+            "power_instant_w": {"update_period_ms": 100.0, "rise_ms": float(rng.normal(80, 5)), "quality": "good"}}),
+        "vram_cliff": sample_report("vram_cliff", {"vram_total_mib": float(vram), "capacity_mib": float(vram),
+                                                   "fragmentation": {"fragmentation": 0.2}, "cliff": cliff},
+                                    checks={"cliff_found": True}),
+        "joule_curve": sample_report("joule_curve", {"points": points}),
+        "heat_soak": sample_report("heat_soak", {
             "tau_s": tau, "t_inf_c": t_inf, "t_start_c": 40.0, "t_end_c": float(temp[-1]),
             "equilibrium": heat_s > 4 * tau, "equilibrium_kind": "measured" if heat_s > 4 * tau else "predicted",
-            "time_to_equilibrium_s": 4 * tau, "duration_s": heat_s, "quality": "good",
-            "series": {"t_s": t_s.tolist(), "temp_c": np.round(temp, 1).tolist()}}},
+            "equilibrium_status": "equilibrium" if heat_s > 4 * tau else "predicted",
+            "time_to_equilibrium_s": 4 * tau, "duration_s": heat_s, "window_s": 300.0, "step_s": 300.0,
+            "quality": "good", "quality_reason": "soak covered one tau",
+            "series": {"t_s": t_s.tolist(), "temp_c": np.round(temp, 1).tolist(), "power_w": [None] * len(t_s),
+                       "sm_clock_mhz": [None] * len(t_s)}}),
     }
 
 
@@ -149,13 +153,15 @@ def _training(rng: np.random.Generator, gpu: tuple, t0: int, t1: int, steps: int
              "t_start_ns": int(a), "t_end_ns": int(b) - 1, "energy_j": None}
             for i, (g, a, b) in enumerate(zip(grad, bounds, bounds[1:]))]
     p = float(rng.uniform(0.02, 1.0))
-    return {"experiment": "training_coupling", "schema_version": 1, "simulated": True, "steps": rows,
-            "figures": {"steps": steps, "n_aligned": steps, "aligned_fraction": 1.0, "verdict": "not coupled",
-                        "verdict_reason": f"no target beats its block-bootstrap null (p = {p:.3g} > 0.01)",
-                        "p_value": p, "best_lag": int(rng.integers(-5, 6)), "correlation": float(rng.uniform(-0.3, 0.3)),
-                        "target": "power", "n_collapses": 0, "collapse_rate": None, "spikes": {"n_spikes": 0},
-                        "rle_power_limit_w": gpu[2], "rle_slowdown_temp_c": 87.0},
-            "quality": {"quality": "ok", "alpha": 0.01}, "checks": {}}, _training_tables(rng, rows, gpu, t0, t1)
+    from warehouse.bench import sample_report
+
+    return sample_report("training_coupling", {
+        "steps": steps, "n_aligned": steps, "aligned_fraction": 1.0, "verdict": "not coupled",
+        "verdict_reason": f"no target beats its block-bootstrap null (p = {p:.3g} > 0.01)",
+        "p_value": p, "best_lag": int(rng.integers(-5, 6)), "correlation": float(rng.uniform(-0.3, 0.3)),
+        "target": "power", "n_collapses": 0, "collapse_rate": None, "spikes": {"n_spikes": 0},
+        "rle_power_limit_w": float(gpu[2]), "rle_slowdown_temp_c": 87.0},
+        steps=rows, quality={"quality": "ok", "alpha": 0.01}), _training_tables(rng, rows, gpu, t0, t1)
 
 
 def _training_tables(rng: np.random.Generator, rows: list[dict], gpu: tuple, t0: int, t1: int) -> dict:

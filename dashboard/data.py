@@ -427,8 +427,8 @@ def baseline_distribution(f: Filters) -> pd.DataFrame:
     -- without baseline markers (an imported recording): the idle stretch the analysis found
     found AS (
         SELECT er.run_id, er.device_uid,
-               TRY_CAST(json_extract_string(er.payload_json, '$.figures.idle_t_start_ns') AS BIGINT) AS t0,
-               TRY_CAST(json_extract_string(er.payload_json, '$.figures.idle_t_end_ns') AS BIGINT) AS t1
+               TRY_CAST(json_extract_string(er.payload_json, '$.figures.t_start_ns') AS BIGINT) AS t0,
+               TRY_CAST(json_extract_string(er.payload_json, '$.figures.t_end_ns') AS BIGINT) AS t1
         FROM experiment_results er JOIN sel ON sel.run_id = er.run_id AND sel.device_uid = er.device_uid
         WHERE er.experiment = 'baseline'
     )

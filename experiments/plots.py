@@ -119,7 +119,7 @@ def plot_baseline(p: PlotInputs) -> None:
         return
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot((w.t_ns - p.t0_ns) / 1e9, w.power_w, lw=0.8)
-    fig_b = p.reports["baseline"].get("figures", {})
+    fig_b = p.reports["baseline"].get("figures") or {}
     if fig_b.get("mean_robust_w") is not None:
         a.axhline(fig_b["mean_robust_w"], color="k", ls="--", label=f"robust mean {fig_b['mean_robust_w']} W")
         a.legend()
@@ -140,7 +140,7 @@ def plot_instrument_response(p: PlotInputs) -> None:
     w = p.phase_rows("instrument_response")
     if "instrument_response" not in p.reports or w is None:
         return
-    figs = p.reports["instrument_response"].get("figures", {})
+    figs = p.reports["instrument_response"].get("figures") or {}
     fig, ax = plt.subplots(figsize=(11, 4))
     for field_name in ("power_w", "power_instant_w"):
         if field_name in w and w[field_name].notna().any():
@@ -166,7 +166,7 @@ def plot_heat_soak(p: PlotInputs) -> None:
     w = p.phase_rows("heat_soak")
     if "heat_soak" not in p.reports or w is None:
         return
-    f = p.reports["heat_soak"].get("figures", {})
+    f = p.reports["heat_soak"].get("figures") or {}
     fig, ax = plt.subplots(figsize=(11, 4))
     ts = (w.t_ns - win[0]) / 1e9
     ax.plot(ts, w.temp_c, ".", ms=2, label="temp_c")

@@ -1,8 +1,10 @@
 """From runner results and the recorded trace to experiment reports (pure, no device).
 
-A report is ``{"experiment", "schema_version", "simulated", "figures", "quality", "checks"}``:
-the figures come from :mod:`experiments.analysis` over the trace of the experiment's own
-window, never from the runner's view of the device.
+A report is ``{"experiment", "schema_version", "simulated", "figures", "quality", "checks"}``
+(the contract of each experiment: :mod:`experiments.contracts`): the figures come from
+:mod:`experiments.analysis` over the trace of the experiment's own window, never from the
+runner's view of the device. Every report is built through its contract model and returned
+as the JSON document the artifact holds.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import pyarrow as pa
 
 from experiments.analysis.tables import window
 from experiments.contracts.tables import empty, tables_of
+from pydantic import ValidationError as ContractViolation
 
-SCHEMA_VERSION = 1
+from experiments.contracts import REPORT_SCHEMA_VERSION, build_report, describe, report_json
+
+SCHEMA_VERSION = REPORT_SCHEMA_VERSION
 QUALITY_KEYS = ("quality", "quality_reason", "fake_idle", "fake_idle_reasons", "equilibrium", "equilibrium_status",
                 "predicted", "throttled", "passed",
                 "criterion", "energy_quality", "limiting_cause", "quality_counts")
@@ -36,13 +41,15 @@ def _quality(figures: dict) -> dict:
     return out
 
 
-def report(name: str, figures: dict, simulated: bool, checks: dict | None = None, extra: dict | None = None) -> dict:
-    """One experiment's report."""
-    doc = {"experiment": name, "schema_version": SCHEMA_VERSION, "simulated": simulated, "figures": figures,
-           "quality": _quality(figures), "checks": checks or {}}
-    if extra:
-        doc.update(extra)
-    return doc
+def report(name: str, figures: dict | None, simulated: bool, checks: dict | None = None, extra: dict | None = None,
+           quality: dict | None = None) -> dict:
+    """One experiment's report, validated by its contract, as its artifact's JSON document.
+
+    ``figures`` None: the experiment failed (``checks["error"]`` says why). ``quality``
+    adds flags to the ones read from the figures.
+    """
+    flags = {**_quality(figures or {}), **(quality or {})}
+    return report_json(build_report(name, figures, simulated, checks=checks, quality=flags, **(extra or {})))
 
 
 @dataclass(frozen=True)
@@ -87,10 +94,16 @@ def analyse_all(results: dict, configs: dict, trace: pd.DataFrame, markers: pd.D
     tables: dict[str, pa.Table] = {}
     for name, res in results.items():
         if "error" in res:
-            out[name] = report(name, {}, sim, checks={"error": res["error"]})
+            out[name] = report(name, None, sim, checks={"error": res["error"]})
             tables.update({t.name: empty(t) for t in tables_of(name)})
             continue
-        analysis = registry.get(name).analysis(AnalysisInputs(res, configs.get(name), trace, markers, info, dict(out)))
+        try:
+            analysis = registry.get(name).analysis(AnalysisInputs(res, configs.get(name), trace, markers, info, dict(out)))
+        except ContractViolation as exc:  # a bug (analysis and contract disagree): this report fails, loudly
+            out[name] = report(name, None, sim, checks={"error": f"the {name} report breaks its contract: " + describe(
+                exc, "experiments/analysis and experiments/contracts disagree: a bug to report")})
+            tables.update({t.name: empty(t) for t in tables_of(name)})
+            continue
         out[name] = analysis.report
         tables.update(analysis.tables)
     return out, tables
@@ -194,8 +207,8 @@ def training_coupling(res: dict, trace: pd.DataFrame, info: dict, sim: bool, set
     figures = {k: v for k, v in result.items() if k not in ("figures", "quality")} | result.get("figures", {})
     figures |= {"rle_power_limit_w": float(limit), "rle_slowdown_temp_c": float(slowdown),
                 "analysis_settings": settings.model_dump()}
-    doc = report("training_coupling", figures, sim, checks=checks, extra={"steps": res["steps"]})
-    doc["quality"] = {**doc["quality"], **(result.get("quality") or {})}
+    doc = report("training_coupling", figures, sim, checks=checks, extra={"steps": res["steps"]},
+                 quality=result.get("quality") or {})
     return doc, training_tables(res["steps"], frames["per_step"], frames["rle_series"])
 
 
@@ -228,7 +241,8 @@ def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dic
                           markers=markers)
     update_ms = None
     if ir:
-        field = ir["figures"].get("power_instant_w") or ir["figures"].get("power_w") or {}
+        figures = ir.get("figures") or {}
+        field = figures.get("power_instant_w") or figures.get("power_w") or {}
         update_ms = field.get("update_period_ms")
     # All events at once (vectorised over events): one call per event cost ~20 ms each, the
     # whole joule curve of a 1 h run at 100 Hz about 10 s per device (`bench analysis`).
@@ -265,7 +279,7 @@ def write_tr122_pack(out_dir: Path, trace: pd.DataFrame, events: pd.DataFrame | 
                 "operational_joules": e.get("energy_net_j"), "energy_quality": e.get("energy_quality"),
                 "gap_fraction": e.get("gap_fraction"),
             }, default=float) + "\n")
-    (tmp / "baseline.json").write_text(json.dumps((baseline or {}).get("figures", {}), indent=2, default=str))
+    (tmp / "baseline.json").write_text(json.dumps((baseline or {}).get("figures") or {}, indent=2, default=str))
     (tmp / "run_metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -46,9 +46,10 @@ def library_versions() -> dict:
 
 
 def new_metadata(run_id: str, host: str, device_uid: str, fingerprint: str, simulated: bool, config: dict) -> dict:
-    """The metadata written at the start of a run: pessimistic until the end overwrites it."""
+    """The metadata written at the start of a run: pessimistic until the end overwrites it
+    (built through its contract, experiments.contracts.RunMetadata)."""
     commit, dirty = git_state()
-    return {
+    return checked({
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "host": host,
@@ -66,4 +67,11 @@ def new_metadata(run_id: str, host: str, device_uid: str, fingerprint: str, simu
         "config": config,
         "library_versions": library_versions(),
         "checks": {},
-    }
+    })
+
+
+def checked(meta: dict) -> dict:
+    """``meta`` validated by the run metadata's contract, as the JSON document written."""
+    from experiments.contracts import RunMetadata, dump
+
+    return dump(RunMetadata.model_validate(meta))

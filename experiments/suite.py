@@ -30,7 +30,7 @@ from agents.poller import PollerConfig, PollerProcess
 from experiments import registry
 from experiments.context import ArtifactWriter, RunContext
 from experiments.presets import check_profile, pick
-from experiments.run_metadata import mint_run_id, new_metadata
+from experiments.run_metadata import checked, mint_run_id, new_metadata
 
 # The default suite as registered when this module was imported; the functions below ask the
 # registry each time they run.
@@ -331,6 +331,7 @@ def _finish(device_dir: Path, writer: ArtifactWriter, meta: dict, stats: dict, r
     events = tables["events"].to_pandas() if "events" in tables else None
     meta.update(run_state=run_state, end_reason=end_reason, ended_wall_ns=time.time_ns(),
                 checks={**meta["checks"], **{n: r.get("checks", {}) for n, r in experiments.items()}})
+    meta = checked(meta)
     writer.write_json("run_metadata", meta)
     reports.write_tr122_pack(device_dir / "tr122", trace, events, experiments.get("baseline"), meta)
     summary = {
@@ -342,7 +343,7 @@ def _finish(device_dir: Path, writer: ArtifactWriter, meta: dict, stats: dict, r
         "end_reason": end_reason,
         "artifact_dir": str(device_dir),
         "poller": stats,
-        "experiments": {n: {**r.get("figures", {}), "quality": r.get("quality", {})} for n, r in experiments.items()},
+        "experiments": {n: {**(r.get("figures") or {}), "quality": r.get("quality", {})} for n, r in experiments.items()},
     }
     writer.write_json("summary", summary)
     return summary

@@ -233,23 +233,22 @@ def _experiments(profile, out: dict, t_ns: np.ndarray, marks: list, full: bool) 
     window = (t_ns >= at[("window_start", "baseline")]) & (t_ns <= at[("window_end", "baseline")])
     idle = out["power_w"][window & out["read_ok"]]
     sem = float(np.std(idle) / np.sqrt(max(1, len(idle))) * 3)
+    from experiments.contracts.samples import sample_report
+
     docs = {
-        "baseline": {"experiment": "baseline", "schema_version": 1, "simulated": True,
-                     "figures": {"field": "power_w", "mean_robust_w": float(np.median(idle)), "sem_eff_w": sem,
-                                 "floor_fraction": float(out["floor"][window].mean()), "fake_idle": False,
-                                 "n": int(len(idle)), "window_s": 7.0, "quality": "good"},
-                     "quality": {"quality": "good"}},
-        "instrument_response": {"experiment": "instrument_response", "schema_version": 1, "simulated": True,
-                                "figures": {
-                                    "power_instant_w": {"update_period_ms": profile.sensor_update_period_ms,
-                                                        "rise_ms": 0.8 * profile.instant_window_ms + 40,
-                                                        "window_ms": profile.instant_window_ms, "n_steps": 6,
-                                                        "idle_w": profile.idle_power_w, "load_w": profile.max_power_w,
-                                                        "quality": "good"},
-                                    "power_w": {"update_period_ms": profile.sensor_update_period_ms,
-                                                "rise_ms": 0.8 * profile.average_window_ms,
-                                                "window_ms": profile.average_window_ms, "n_steps": 6,
-                                                "quality": "good"}}},
+        "baseline": sample_report("baseline", {
+            "field": "power_w", "mean_robust_w": float(np.median(idle)), "sem_eff_w": sem,
+            "floor_fraction": float(out["floor"][window].mean()), "fake_idle": False, "n": int(len(idle)),
+            "window_s": 7.0, "quality": "good"}, quality={"quality": "good"}),
+        "instrument_response": sample_report("instrument_response", {
+            "power_instant_w": {"update_period_ms": float(profile.sensor_update_period_ms),
+                                "rise_ms": 0.8 * profile.instant_window_ms + 40,
+                                "window_ms": float(profile.instant_window_ms), "n_steps": 6,
+                                "idle_w": float(profile.idle_power_w), "load_w": float(profile.max_power_w),
+                                "quality": "good"},
+            "power_w": {"update_period_ms": float(profile.sensor_update_period_ms),
+                        "rise_ms": 0.8 * profile.average_window_ms, "window_ms": float(profile.average_window_ms),
+                        "n_steps": 6, "quality": "good"}}),
     }
     if not full:
         return docs
@@ -259,26 +258,23 @@ def _experiments(profile, out: dict, t_ns: np.ndarray, marks: list, full: bool) 
     t_inf = profile.ambient_c + profile.thermal_resistance_c_per_w * profile.max_power_w
     vram = profile.vram_total_mib
     docs.update({
-        "vram_cliff": {"experiment": "vram_cliff", "schema_version": 1, "simulated": True,
-                       "figures": {"capacity_mib": vram, "weights_mib": 500.0,
-                                   "fragmentation": {"fragmentation": 0.2},
-                                   "cliff": [{"batch_size": b, "max_context": int(vram / 8 / b) // 256 * 256,
-                                              "first_failing_context": int(vram / 8 / b) // 256 * 256 + 256,
-                                              "cause": "memory", "peak_allocated_mib": vram * 0.98}
-                                             for b in (1, 4)]},
-                       "checks": {"cliff_found": True}},
-        "joule_curve": {"experiment": "joule_curve", "schema_version": 1, "simulated": True,
-                        "figures": {"points": [{"phase": ph, "batch_size": b, "n_events": 3,
-                                                "j_per_token": profile.max_power_w / (40.0 * b ** 0.8) * k,
-                                                "j_per_token_sem": 0.02 * profile.max_power_w / (40.0 * b),
-                                                "tokens_per_s": 8.0 * b / k, "energy_quality": "BILLABLE"}
-                                               for ph, k in (("decode", 1.0), ("prefill", 0.4)) for b in (1, 4, 16)]}},
-        "heat_soak": {"experiment": "heat_soak", "schema_version": 1, "simulated": True,
-                      "figures": {"tau_s": tau, "t_inf_c": t_inf, "t_start_c": float(out["temp_c"][heat][0]),
-                                  "t_end_c": float(out["temp_c"][heat][-1]), "equilibrium": False,
-                                  "equilibrium_kind": "predicted", "time_to_equilibrium_s": 4 * tau,
-                                  "duration_s": float(t_s[-1]), "quality": "good",
-                                  "series": {"t_s": t_s[::25].tolist(), "temp_c": out["temp_c"][heat][::25].tolist(),
-                                             "power_w": out["power_w"][heat][::25].tolist()}}},
+        "vram_cliff": sample_report("vram_cliff", {
+            "vram_total_mib": float(vram), "capacity_mib": float(vram), "weights_mib": 500.0,
+            "fragmentation": {"fragmentation": 0.2},
+            "cliff": [{"batch_size": b, "max_context": int(vram / 8 / b) // 256 * 256,
+                       "first_failing_context": int(vram / 8 / b) // 256 * 256 + 256, "cause": "memory",
+                       "peak_allocated_mib": vram * 0.98} for b in (1, 4)]}, checks={"cliff_found": True}),
+        "joule_curve": sample_report("joule_curve", {"points": [
+            {"phase": ph, "batch_size": b, "n_events": 3, "j_per_token": profile.max_power_w / (40.0 * b ** 0.8) * k,
+             "j_per_token_sem": 0.02 * profile.max_power_w / (40.0 * b), "tokens_per_s": 8.0 * b / k,
+             "energy_quality": "BILLABLE"} for ph, k in (("decode", 1.0), ("prefill", 0.4)) for b in (1, 4, 16)]}),
+        "heat_soak": sample_report("heat_soak", {
+            "tau_s": float(tau), "t_inf_c": float(t_inf), "t_start_c": float(out["temp_c"][heat][0]),
+            "t_end_c": float(out["temp_c"][heat][-1]), "equilibrium": False, "equilibrium_status": "predicted",
+            "equilibrium_kind": "predicted", "time_to_equilibrium_s": 4 * tau, "duration_s": float(t_s[-1]),
+            "window_s": 300.0, "step_s": 300.0, "quality": "good", "quality_reason": "soak covered one tau",
+            "series": {"t_s": t_s[::25].tolist(), "temp_c": out["temp_c"][heat][::25].tolist(),
+                       "power_w": out["power_w"][heat][::25].tolist(),
+                       "sm_clock_mhz": [None] * len(t_s[::25])}}),
     })
     return docs

@@ -117,13 +117,19 @@ def test_analyze_loads_the_run_and_calls_the_analysis(root, tmp_path, monkeypatc
         return {"n": len(trace_df), "mean_power_w": float(trace_df["power_w"].mean())}
 
     monkeypatch.setitem(sys.modules, "experiments.analysis.heat_soak", types.SimpleNamespace(analyze=analyze))
-    code, out, _ = run(["analyze", "--run", "run-c1", "--device-uid", "dev-1", "--experiment", "heat_soak",
+    # what this analysis returns is not a heat-soak report: storing it is refused, naming the contract's field
+    code, _, err = run(["analyze", "--run", "run-c1", "--device-uid", "dev-1", "--experiment", "heat_soak",
                         "--warehouse", wh, "--json"], capsys)
+    assert code == 2 and "breaks the report's contract: field" in err and len(err.strip().splitlines()) == 1
+    seen.clear()
+    code, out, _ = run(["analyze", "--run", "run-c1", "--device-uid", "dev-1", "--experiment", "heat_soak",
+                        "--no-store", "--warehouse", wh, "--json"], capsys)
     assert code == 0 and json.loads(out)["result"]["n"] == 2000
     columns, rows, marker_names = seen[0]
     assert columns[:3] == ["t_ns", "wall_ns", "device_uuid"] and "power_avg_1s_w" in columns and rows == 2000
     assert marker_names == ["phase_start", "load", "load"]
-    code, out, _ = run(["analyze", "--run", "run-c1", "--experiment", "heat_soak", "--warehouse", wh, "--json"], capsys)
+    code, out, _ = run(["analyze", "--run", "run-c1", "--experiment", "heat_soak", "--no-store", "--warehouse", wh,
+                        "--json"], capsys)
     assert [r["device_uid"] for r in json.loads(out)] == ["dev-0", "dev-1"]
 
 

@@ -51,7 +51,7 @@ def test_ingest_root_writes_every_table(artifacts, tmp_path):
     assert counts["run_devices"] == 3 and counts["runs"] == 2 and counts["devices"] == 2 and counts["hosts"] == 2
     assert counts["markers"] == 9 and counts["events"] == 12 and counts["poller_stats"] == 3
     assert counts["experiment_results"] == 15
-    assert counts["baselines"] == 6 and counts["instrument_response"] == 6
+    assert counts["baselines"] == 3 and counts["instrument_response"] == 6  # the suite's baseline: power_w
     assert counts["vram_cliff"] == 3 and counts["vram_cliff_points"] == 6 and counts["vram_cliff_probes"] == 6
     assert counts["joule_curve"] == 9 and counts["joule_fit"] == 3 and counts["heat_soak"] == 3
     assert counts["heat_soak_series"] == 60  # 20 s traces, 1 s bins (no series in the figures)
@@ -129,30 +129,36 @@ def test_typed_tables_and_views_carry_the_figures(artifacts, tmp_path):
     assert bool(run1["throttled"].iloc[0]) and run1["throttle_events"].iloc[0] == 1
 
 
-def test_raw_experiment_json_is_kept_whole(artifacts, tmp_path):
+def test_the_stored_payload_is_the_contracts_document(artifacts, tmp_path):
     wh = tmp_path / "w.duckdb"
     ingest_paths(wh, [artifacts / "run-0002"])
     payload = _one(wh, "SELECT payload_json FROM experiment_results WHERE experiment = 'heat_soak'")[0]
     doc = json.loads(payload)
-    assert doc["figures"]["unknown_key"] == [1, 2, None]  # NaN stored as null: strict JSON
+    assert doc["schema_version"] == 2 and doc["figures"]["thermal_trip"] is None  # absent: null, never left out
     assert _one(wh, "SELECT json_extract_string(payload_json, '$.figures.tau_s') FROM experiment_results "
                     "WHERE experiment = 'heat_soak'") == ["120.0"]
 
 
-def test_figures_are_read_leniently(artifacts, tmp_path):
+@pytest.mark.parametrize("name, doc, words", [
+    ("baseline", {"experiment": "baseline", "schema_version": 1,
+                  "figures": {"idle_robust_w": "not a number", "fake_idle": 3}},
+     ["field simulated is missing", "figures.idle_robust_w is not a field"]),
+    ("vram_cliff", {"experiment": "vram_cliff", "schema_version": 2, "simulated": True, "quality": {}, "checks": {},
+                    "source": None, "raw": None, "probes": None}, ["field figures is missing"]),
+    ("mystery", {"experiment": "mystery", "schema_version": 1, "figures": {"x": 1}},
+     ["field experiment is 'mystery'", "no contract"]),
+])
+def test_figures_are_read_strictly(artifacts, tmp_path, name, doc, words):
     d = artifacts / "run-0002" / "host-b" / "dev-0"
-    (d / "baseline.json").write_text(json.dumps({"experiment": "baseline", "schema_version": 1,
-                                                 "figures": {"idle_robust_w": "not a number", "fake_idle": 3,
-                                                             "floor_fraction": 7.0}}))
-    (d / "vram_cliff.json").write_text(json.dumps({"experiment": "vram_cliff", "schema_version": 1}))
-    (d / "mystery.json").write_text(json.dumps({"experiment": "mystery", "schema_version": 1, "figures": {"x": 1}}))
-    (d / "notes.json").write_text(json.dumps({"comment": "not an experiment"}))
+    (d / f"{name}.json").write_text(json.dumps(doc))
+    (d / "notes.json").write_text(json.dumps({"comment": "not an experiment"}))  # not a report: skipped
     wh = tmp_path / "w.duckdb"
-    ingest_paths(wh, [d])
-    assert query(wh, "SELECT idle_robust_w, fake_idle, floor_fraction FROM baselines").isna().all(axis=None)
-    assert _one(wh, "SELECT count(*) FROM vram_cliff_points") == [0]
-    assert _one(wh, "SELECT count(*) FROM experiment_results WHERE experiment IN ('mystery', 'vram_cliff')") == [2]
-    assert _one(wh, "SELECT count(*) FROM experiment_results WHERE experiment = 'notes'") == [0]
+    with pytest.raises(ValidationError) as err:
+        ingest_paths(wh, [d])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(d / f"{name}.json")), message
+    assert all(w in message for w in words), message
+    assert not wh.exists()
 
 
 def test_compacted_single_file_trace_and_a_lost_run(tmp_path):

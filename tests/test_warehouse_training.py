@@ -278,11 +278,14 @@ def test_a_repeated_key_or_a_step_ending_before_it_starts_is_refused(run, tmp_pa
 def test_values_outside_physics_become_null_not_errors(run, tmp_path):
     doc = copy.deepcopy(run.report)
     doc["figures"]["p_value"] = 1.7
-    doc["figures"]["verdict"] = "maybe"
+    path = tmp_path / "w.duckdb"
+    bad = copy.deepcopy(doc)
+    bad["figures"]["verdict"] = "maybe"  # a word outside the contract's is refused, naming the field
+    with pytest.raises(ValidationError, match="field figures.verdict is 'maybe'"):
+        _ingest(path, run, doc=bad)
     steps = run.tables[TRAINING_STEPS.name].to_pandas()
     steps.loc[0, "energy_j"] = -5.0  # a counter that wrapped
     steps.loc[1, "power_w"] = 9000.0
-    path = tmp_path / "w.duckdb"
     tables = dict(run.tables, training_coupling_steps=pa.Table.from_pandas(steps, schema=TRAINING_STEPS.schema,
                                                                            preserve_index=False))
     _ingest(path, run, doc=doc, tables=tables)
@@ -290,9 +293,9 @@ def test_values_outside_physics_become_null_not_errors(run, tmp_path):
     assert pd.isna(got["energy_j"][0]) and pd.isna(got["power_w"][1])
     assert got["energy_j"][1:].notna().all()
     row = _frame(path, "SELECT * FROM training_coupling").iloc[0]
-    assert pd.isna(row["p_value"]) and row["verdict"] is None
+    assert pd.isna(row["p_value"])
     raw = _frame(path, "SELECT payload_json FROM experiment_results")["payload_json"][0]
-    assert '"maybe"' in raw  # the raw JSON keeps what the report said
+    assert '"p_value": 1.7' in raw  # the raw JSON keeps what the report said
 
 
 def test_compare_view_takes_each_devices_latest_run_with_a_result(run, tmp_path):

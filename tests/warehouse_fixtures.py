@@ -115,57 +115,49 @@ def fingerprint(device_uid: str = "dev-0", **over) -> dict:
 
 
 def experiments(idle_w: float = 60.0) -> dict[str, dict]:
-    """One JSON document per experiment, shaped as experiments/ writes them."""
+    """One report per experiment, valid by its contract (experiments.contracts): the figures
+    the tests read set, the rest the contract's minimal values."""
+    from experiments.contracts.samples import sample_report
+
     return {
-        "baseline": {"experiment": "baseline", "schema_version": 1, "simulated": True,
-                     "figures": {"fields": {
-                         "power_w": {"mean_robust_w": idle_w, "sem_eff_w": 0.05, "median_w": idle_w, "std_w": 0.4,
-                                     "floor_fraction": 0.0, "fake_idle": False, "n": 1000, "window_s": 10.0,
-                                     "quality": "good", "fake_idle_reasons": []},
-                         "power_instant_w": {"mean_robust_w": idle_w + 1, "sem_eff_w": 0.2, "quality": "good"}},
-                         "quality": "good", "source": "baseline phase"},
-                     "quality": {"quality": "good"}, "checks": {"completed": True}},
-        "instrument_response": {"experiment": "instrument_response", "schema_version": 1, "simulated": True,
-                                "figures": {
-                                    "power_w": {"update_period_ms": 100, "rise_ms": 900, "delay_ms": 600,
-                                                "window_ms": 1000, "idle_w": idle_w, "load_w": 300, "n_steps": 6,
-                                                "quality": "good", "steps": [{"t_ns": 1, "rise_ms": 901}]},
-                                    "power_instant_w": {"update_period_ms": 100, "rise_ms": 250, "delay_ms": 130,
-                                                        "window_ms": 100, "idle_w": idle_w, "load_w": 300,
-                                                        "quality": "unresolved"}},
-                                "quality": {"power_w": {"quality": "good"}}, "checks": {"steps": 3}},
-        "vram_cliff": {"experiment": "vram_cliff", "schema_version": 1, "simulated": True,
-                       "figures": {"capacity_mib": 40960.0, "weights_mib": 500.0,
-                                   "fragmentation": {"fragmentation": 0.25, "fragmentation_at_oom": 0.3,
-                                                     "largest_allocatable_mib": 30000.0},
-                                   "cliff": [{"batch_size": 1, "max_context": 30000, "cause": "memory",
-                                              "first_failing_context": 30512, "model_max_context": 30100,
-                                              "delta_tokens": -100, "probes": 8, "peak_allocated_mib": 40000.0},
-                                             {"batch_size": 8, "max_context": 4000, "cause": "memory",
-                                              "probes": 7, "peak_allocated_mib": 39000.0}]},
-                       "probes": [{"batch_size": 1, "context": 1024, "ok": True, "oom": False, "error": None,
-                                   "peak_allocated_mib": 2000.0, "elapsed_s": 0.1},
-                                  {"batch_size": 1, "context": 30512, "ok": False, "oom": True,
-                                   "error": "CUDA out of memory", "peak_allocated_mib": 40900.0, "elapsed_s": 0.2}],
-                       "quality": {}, "checks": {"cliff_found": True, "cliff_is_memory": True,
-                                                 "within_one_step_of_model": None}},
-        "joule_curve": {"experiment": "joule_curve", "schema_version": 1, "simulated": True,
-                        "figures": {"points": [{"phase": "decode", "batch_size": 1, "j_per_token": 2.0,
-                                                "energy_quality": "GOOD", "n_events": 3},
-                                               {"phase": "decode", "batch_size": 8, "j_per_token": 0.4,
-                                                "energy_quality": "BILLABLE", "n_events": 3},
-                                               {"phase": "prefill", "batch_size": 1, "j_per_token": 0.1}],
-                                    "fits": [{"phase": "decode", "model": "E_net = E_fixed + E_token * tokens",
-                                              "params": {"e_fixed_j": 1.0, "e_token_j": 0.3}, "r2": 0.99,
-                                              "n_events": 6, "quality": "good"}],
-                                    "quality_counts": {"GOOD": 3, "BILLABLE": 3}, "n_events": 6, "n_used": 6},
-                        "quality": {"energy_quality": None}, "checks": {"events_matched": True}},
-        "heat_soak": {"experiment": "heat_soak", "schema_version": 1, "simulated": True,
-                      "figures": {"tau_s": 120.0, "t_inf_c": 78.0, "t_start_c": 40.0, "t_end_c": 70.0,
-                                  "equilibrium": False, "equilibrium_kind": "predicted", "throttled": False,
-                                  "fit_r2": 0.998, "duration_s": 20.0, "quality": "good",
-                                  "unknown_key": [1, 2, float("nan")]},
-                      "quality": {"quality": "good", "equilibrium": False}, "checks": {"end_reason": "timeout"}},
+        "baseline": sample_report("baseline", {
+            "field": "power_w", "mean_robust_w": idle_w, "sem_eff_w": 0.05, "median_w": idle_w, "std_w": 0.4,
+            "floor_fraction": 0.0, "fake_idle": False, "n": 1000, "window_s": 10.0, "quality": "good",
+            "fake_idle_reasons": []}, quality={"quality": "good"}, checks={"completed": True}),
+        "instrument_response": sample_report("instrument_response", {
+            "power_w": {"update_period_ms": 100.0, "rise_ms": 900.0, "delay_ms": 600.0, "window_ms": 1000.0,
+                        "idle_w": idle_w, "load_w": 300.0, "n_steps": 6, "quality": "good",
+                        "steps": [{"t_ns": 1, "rise_ms": 901}]},
+            "power_instant_w": {"update_period_ms": 100.0, "rise_ms": 250.0, "delay_ms": 130.0, "window_ms": 100.0,
+                                "idle_w": idle_w, "load_w": 300.0, "quality": "unresolved"}},
+            quality={"power_w": {"quality": "good"}}, checks={"steps": 3}),
+        "vram_cliff": sample_report("vram_cliff", {
+            "vram_total_mib": 40960.0, "capacity_mib": 40960.0, "weights_mib": 500.0,
+            "fragmentation": {"fragmentation": 0.25, "fragmentation_at_oom": 0.3, "largest_allocatable_mib": 30000.0},
+            "cliff": [{"batch_size": 1, "max_context": 30000, "cause": "memory", "first_failing_context": 30512,
+                       "model_max_context": 30100, "delta_tokens": -100, "probes": 8, "peak_allocated_mib": 40000.0},
+                      {"batch_size": 8, "max_context": 4000, "cause": "memory", "probes": 7,
+                       "peak_allocated_mib": 39000.0}]},
+            probes=[{"batch_size": 1, "context": 1024, "ok": True, "oom": False, "error": None,
+                     "peak_allocated_mib": 2000.0, "elapsed_s": 0.1},
+                    {"batch_size": 1, "context": 30512, "ok": False, "oom": True, "error": "CUDA out of memory",
+                     "peak_allocated_mib": 40900.0, "elapsed_s": 0.2}],
+            checks={"cliff_found": True, "cliff_is_memory": True}),
+        "joule_curve": sample_report("joule_curve", {
+            "points": [{"phase": "decode", "batch_size": 1, "j_per_token": 2.0, "energy_quality": "GOOD", "n_events": 3},
+                       {"phase": "decode", "batch_size": 8, "j_per_token": 0.4, "energy_quality": "BILLABLE",
+                        "n_events": 3},
+                       {"phase": "prefill", "batch_size": 1, "j_per_token": 0.1}],
+            "fits": [{"phase": "decode", "model": "E_net = E_fixed + E_token * tokens",
+                      "params": {"e_fixed_j": 1.0, "e_token_j": 0.3}, "r2": 0.99, "n_events": 6, "quality": "good"}],
+            "quality_counts": {"GOOD": 3, "BILLABLE": 3}, "n_events": 6, "n_used": 6},
+            checks={"events_matched": True}),
+        "heat_soak": sample_report("heat_soak", {
+            "tau_s": 120.0, "t_inf_c": 78.0, "t_start_c": 40.0, "t_end_c": 70.0, "equilibrium": False,
+            "equilibrium_status": "predicted", "equilibrium_kind": "predicted", "throttled": False, "fit_r2": 0.998,
+            "duration_s": 20.0, "window_s": 10.0, "step_s": 10.0, "quality": "good",
+            "quality_reason": "soak covered one tau"},
+            quality={"quality": "good", "equilibrium": False}, checks={"end_reason": "timeout"}),
     }
 
 

@@ -124,7 +124,8 @@ def read_device_dir(device_dir: str | os.PathLike) -> DeviceBundle:
             if inside_file(d, contract.file_name):
                 tables[contract.name] = _read_parquet(path)
     stats = _read_json(d / "poller_stats.json", required=False)
-    source = meta_doc.get("source", "artifact") if isinstance(meta_doc, dict) else "artifact"
+    # run_metadata's source: who wrote the dir; null or absent is fleetphysics's own suite
+    source = (meta_doc.get("source") if isinstance(meta_doc, dict) else None) or "artifact"
     return prepare_bundle(meta_doc, fp_doc, trace_parts, markers, events, experiments, stats,
                           source=source, labels=labels, tables=tables)
 

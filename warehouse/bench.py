@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from agents.cli_args import positive_int
 from agents.host import host_platform
+from experiments.contracts.samples import sample_report  # noqa: F401  (dashboard/bench.py uses it too)
 
 from .columns import WAREHOUSE_TRACE_COLUMNS
 from .connection import WRITER_CONFIG, connect_writer
@@ -74,21 +75,22 @@ def _metadata(run_id: str, device_uid: str, host: str, started_ns: int) -> tuple
 
 
 def _experiments(rng: np.random.Generator) -> dict[str, dict]:
+    """One small report per experiment, valid by its contract (the figures drawn, the rest minimal)."""
     idle = float(rng.normal(60, 2))
     return {
-        "baseline": {"experiment": "baseline", "schema_version": 1,
-                     "figures": {"idle_robust_w": idle, "idle_sem_w": 0.05, "floor_fraction": 0.9, "fake_idle": False},
-                     "quality": {"overall": "good"}},
-        "instrument_response": {"experiment": "instrument_response", "schema_version": 1, "figures": {"fields": {
-            "power_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(900, 20))},
-            "power_instant_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(250, 10))}}}},
-        "vram_cliff": {"experiment": "vram_cliff", "schema_version": 1,
-                       "figures": {"vram_total_mib": 81920, "cliff_mib": float(rng.normal(79000, 100))}},
-        "joule_curve": {"experiment": "joule_curve", "schema_version": 1, "figures": {"points": [
-            {"phase": "decode", "batch_size": b, "j_per_token": 2.0 / b} for b in (1, 8, 64)]}},
-        "heat_soak": {"experiment": "heat_soak", "schema_version": 1,
-                      "figures": {"tau_s": float(rng.normal(120, 5)), "t_inf_c": float(rng.normal(78, 1)),
-                                  "equilibrium": True, "series": {"t_s": [0.0], "temp_c": [40.0]}}},
+        "baseline": sample_report("baseline", {"field": "power_w", "mean_robust_w": idle, "sem_eff_w": 0.05,
+                                               "floor_fraction": 0.9, "fake_idle": False, "quality": "good"}),
+        "instrument_response": sample_report("instrument_response", {
+            "power_w": {"update_period_ms": 100.0, "rise_ms": float(rng.normal(900, 20)), "quality": "good"},
+            "power_instant_w": {"update_period_ms": 100.0, "rise_ms": float(rng.normal(250, 10)), "quality": "good"}}),
+        "vram_cliff": sample_report("vram_cliff", {"vram_total_mib": 81920.0, "capacity_mib": 81920.0,
+                                                   "cliff_mib": float(rng.normal(79000, 100))}),
+        "joule_curve": sample_report("joule_curve", {"points": [
+            {"phase": "decode", "batch_size": b, "j_per_token": 2.0 / b, "energy_quality": "GOOD"} for b in (1, 8, 64)]}),
+        "heat_soak": sample_report("heat_soak", {
+            "tau_s": float(rng.normal(120, 5)), "t_inf_c": float(rng.normal(78, 1)), "equilibrium": True,
+            "equilibrium_status": "equilibrium", "window_s": 300.0, "step_s": 300.0, "quality": "good",
+            "series": {"t_s": [0.0], "temp_c": [40.0], "power_w": [None], "sm_clock_mhz": [None]}}),
     }
 
 

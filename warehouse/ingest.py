@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from agents.errors import ValidationError, WarehouseError
 from experiments.contracts.catalog import EXPERIMENTS
+from experiments.contracts import Report, report_json
 
 from . import figures as _figures
 from . import training as _training
@@ -78,7 +79,7 @@ class DeviceBundle:
     trace: TraceData
     markers: pa.Table
     events: pa.Table | None
-    experiments: dict[str, dict]
+    experiments: dict[str, Report]  # validated by their contracts (experiments.contracts)
     poller_stats: dict | None
     source: str
     typed: dict[str, list[dict]] = field(default_factory=dict)
@@ -128,19 +129,21 @@ def prepare_bundle(
     marker_table = normalize_markers(labels.get("markers", "markers"), markers)
     event_table = normalize_events(labels.get("events", "events"), events) if events is not None else None
     stats = check_poller_stats(labels.get("poller_stats", "poller_stats"), poller_stats)
-    docs = {}
+    reports = {}
     for name, doc in (experiments or {}).items():
         label = labels.get(f"experiment:{name}", f"experiment {name}")
-        docs[name] = check_experiment(label, doc, expected_name=name)
-    bundle = DeviceBundle(labels.get("dir", meta_label), meta, fp, trace, marker_table, event_table, docs, stats, source)
-    for name, doc in docs.items():
-        for table, rows in _figures.typed_rows(name, doc).items():
+        reports[name] = check_experiment(label, doc, expected_name=name)
+    bundle = DeviceBundle(labels.get("dir", meta_label), meta, fp, trace, marker_table, event_table, reports, stats,
+                          source)
+    for name, report in reports.items():
+        for table, rows in _figures.typed_rows(name, report).items():
             bundle.typed.setdefault(table, []).extend(rows)
+    docs = {name: report_json(report) for name, report in reports.items()}
     table_labels = {k.removeprefix("table:"): v for k, v in labels.items() if k.startswith("table:")}
     bundle.typed_arrow.update(_training.training_tables(docs, {k: _as_table(v) for k, v in (tables or {}).items()},
                                                         table_labels, meta["simulated"]))
     bundle.throttle = throttle_stretches(trace.table)
-    if any(_figures.EXPERIMENT_KINDS.get(n) == "heat_soak" for n in docs) and not bundle.typed.get("heat_soak_series"):
+    if "heat_soak" in reports and not bundle.typed.get("heat_soak_series"):
         bundle.series = downsample_series(trace.table)
     return bundle
 
@@ -370,11 +373,8 @@ def _write(con, b: DeviceBundle) -> int:
         _insert_arrow(con, "events", b.events, ids)
     if b.poller_stats is not None:
         _insert_rows(con, "poller_stats", [_stats_row(b.poller_stats)], run_id, device_uid)
-    _insert_rows(con, "experiment_results", [
-        {"experiment": name, "schema_version": 1, "quality": _figures.quality_of(doc.get("quality")),
-         "payload_json": _json(doc)}
-        for name, doc in b.experiments.items()
-    ], run_id, device_uid)
+    _insert_rows(con, "experiment_results", [result_row(name, report) for name, report in b.experiments.items()],
+                 run_id, device_uid)
     for table, rows in b.typed.items():
         _insert_rows(con, table, rows, run_id, device_uid)
     for table, data in b.typed_arrow.items():
@@ -384,6 +384,13 @@ def _write(con, b: DeviceBundle) -> int:
     if b.series is not None:
         _insert_arrow(con, "heat_soak_series", b.series, ids)
     return key
+
+
+def result_row(name: str, report: Report) -> dict:
+    """The experiment_results row of a report: its version, its one quality word and the
+    document as the contract writes it (an older version stored upgraded)."""
+    return {"experiment": name, "schema_version": report.schema_version, "quality": report.overall_quality(),
+            "payload_json": _json(report_json(report))}
 
 
 def _stats_row(stats: dict) -> dict:

@@ -15,17 +15,8 @@ from agents.errors import ValidationError
 
 from . import figures as _figures
 from .connection import WRITER_LOCK_TIMEOUT_S, writer
-from .ingest import _insert_rows, _json, transaction
+from .ingest import _insert_rows, result_row, transaction
 from .validate import check_experiment
-
-# typed tables per kind of experiment (figures.typed_rows fills them)
-KIND_TABLES = {
-    "baseline": ("baselines",),
-    "instrument_response": ("instrument_response",),
-    "vram_cliff": ("vram_cliff", "vram_cliff_points", "vram_cliff_probes"),
-    "joule_curve": ("joule_curve", "joule_fit"),
-    "heat_soak": ("heat_soak", "heat_soak_series"),
-}
 
 
 def store_experiment(warehouse, run_id: str, device_uid: str, doc: dict,
@@ -37,10 +28,10 @@ def store_experiment(warehouse, run_id: str, device_uid: str, doc: dict,
     an experiment report; the warehouse is unchanged on any error.
     """
     label = f"analyze {run_id}/{device_uid}"
-    doc = check_experiment(label, doc)
-    name = doc["experiment"]
-    rows = _figures.typed_rows(name, doc)
-    tables = KIND_TABLES.get(_figures.EXPERIMENT_KINDS.get(name), ())
+    report = check_experiment(label, doc)
+    name = report.experiment
+    rows = _figures.typed_rows(name, report)
+    tables = _figures.TABLES.get(name, ())
     with writer(warehouse, timeout_s=lock_timeout_s) as con:
         found = con.execute("SELECT count(*) FROM run_devices WHERE run_id = ? AND device_uid = ?",
                             [run_id, device_uid]).fetchone()[0]
@@ -52,9 +43,7 @@ def store_experiment(warehouse, run_id: str, device_uid: str, doc: dict,
                             [run_id, device_uid, name])
                 for table in tables:
                     con.execute(f"DELETE FROM {table} WHERE run_id = ? AND device_uid = ?", [run_id, device_uid])
-                _insert_rows(con, "experiment_results", [
-                    {"experiment": name, "schema_version": 1, "quality": _figures.quality_of(doc.get("quality")),
-                     "payload_json": _json(doc)}], run_id, device_uid)
+                _insert_rows(con, "experiment_results", [result_row(name, report)], run_id, device_uid)
                 for table, table_rows in rows.items():
                     _insert_rows(con, table, table_rows, run_id, device_uid)
         except duckdb.ConstraintException as exc:

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from experiments.contracts import Fingerprint, PollerStats, RunMetadata, parse, read_report
+from experiments.contracts.run import upgrade_unversioned_metadata
 from agents.errors import ValidationError
 
 from .columns import (
@@ -591,6 +593,8 @@ def check_run_metadata(label: str, doc) -> dict:
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write run_metadata as a JSON object")
     check_json_numbers(label, doc)
+    if "schema_version" not in doc:
+        doc = upgrade_unversioned_metadata(doc)
     _check_schema_version(label, doc)
     meta = {
         "schema_version": SUPPORTED_SCHEMA_VERSION,
@@ -615,8 +619,9 @@ def check_run_metadata(label: str, doc) -> dict:
     if meta["started_wall_ns"] is not None and meta["ended_wall_ns"] is not None and meta["ended_wall_ns"] < meta["started_wall_ns"]:
         raise fail(label, "field ended_wall_ns", f"({meta['ended_wall_ns']:,}) is before started_wall_ns ({meta['started_wall_ns']:,})",
                    "write the wall-clock end after the start")
-    git_hash = doc.get("git_hash")
-    meta["git_hash"] = None if git_hash is None else str(git_hash)
+    # the values above, then the contract (experiments.contracts.run): the other fields' types, no unknown key
+    parse(RunMetadata, label, doc, "write run_metadata as fleetphysics does (experiments/contracts/run.py)")
+    meta["git_hash"] = doc.get("git_hash")
     for field in ("config", "library_versions", "checks"):
         meta[field] = doc.get(field)
     meta["raw"] = doc
@@ -645,6 +650,7 @@ def check_fingerprint(label: str, doc, run_meta: dict) -> dict:
     if not isinstance(simulated, bool):
         raise fail(label, "field simulated", f"is {_show(simulated)}, not true/false", "write simulated as a JSON boolean")
     _check_simulated(label, run_meta, fields, device_uid, simulated)
+    parse(Fingerprint, label, doc, "write fingerprint.json as fleetphysics does (experiments/contracts/run.py)")
     key = doc.get("comparability_key")
     return {
         "device_uid": device_uid,
@@ -683,11 +689,14 @@ def check_poller_stats(label: str, doc) -> dict | None:
     for field in ("scheduling_quality", "continuity_quality"):
         if doc.get(field) is not None:
             _choice(label, doc, field, SCHEDULING_QUALITIES)
+    parse(PollerStats, label, doc, "write poller_stats.json as the poller does (experiments/contracts/run.py)")
     return doc
 
 
-def check_experiment(label: str, doc, expected_name: str | None = None) -> dict:
-    """Validated experiment JSON: a safe ``experiment`` name, known schema_version, dict figures."""
+def check_experiment(label: str, doc, expected_name: str | None = None):
+    """The report read through its contract (``experiments.contracts.read_report``): an
+    older version upgraded by its named step, then every field checked strictly; a
+    missing, renamed or mistyped field is a one-line error naming ``label`` and the field."""
     if not isinstance(doc, dict):
         raise fail(label, "document", f"is a {type(doc).__name__}, not a JSON object", "write the experiment result as a JSON object")
     check_json_numbers(label, doc)
@@ -695,14 +704,7 @@ def check_experiment(label: str, doc, expected_name: str | None = None) -> dict:
     if expected_name is not None and name != expected_name:
         raise fail(label, "field experiment", f"is {name!r} but the file is named {expected_name}.json",
                    "name the file after its experiment")
-    _check_schema_version(label, doc)
-    quality = doc.get("quality")
-    if quality is not None and not isinstance(quality, (dict, str)):
-        raise fail(label, "field quality", f"is a {type(quality).__name__}", "write quality as a JSON object of flags")
-    figures = doc.get("figures")
-    if figures is not None and not isinstance(figures, dict):
-        raise fail(label, "field figures", f"is a {type(figures).__name__}, not an object", "write figures as a JSON object")
-    return doc
+    return read_report(label, doc)
 
 
 def check_choice(label: str, field: str, value, allowed: tuple):

@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agents.errors import ValidationError
+from experiments.contracts import report_json
+from experiments.contracts.tr122 import baseline_report_from_tr122
 
 from ..columns import END_REASONS, EVENT_FIELDS, RUN_STATES, TRACE_EXTRA_FIELDS, TRACE_FIELDS
 from ..connection import WRITER_LOCK_TIMEOUT_S
@@ -171,7 +173,9 @@ def _events(path: Path) -> pa.Table | None:
     return pa.table({column: pa.array(values, kinds[column]) for column, values in records.items()})
 
 
-def _baseline_experiment(doc: dict | None) -> dict[str, dict]:
+def _baseline_experiment(doc: dict | None, label: str, simulated: bool) -> dict[str, dict]:
+    """The pack's baseline as the baseline report's contract (its figures picked by
+    BASELINE_KEYS, then upgraded by experiments.contracts.tr122)."""
     if doc is None:
         return {}
     figures = {}
@@ -182,8 +186,8 @@ def _baseline_experiment(doc: dict | None) -> dict[str, dict]:
                 break
     quality = doc.get("quality")
     quality = quality.lower() if isinstance(quality, str) else quality
-    return {"baseline": {"experiment": "baseline", "schema_version": 1, "figures": figures | {"quality": quality}
-                         if quality is not None else figures, "quality": quality, "source": "tr122", "raw": doc}}
+    report = baseline_report_from_tr122(label, figures, quality, doc, simulated)
+    return {"baseline": report_json(report)}
 
 
 def read_tr122(pack_dir) -> ImportedRun:
@@ -231,7 +235,8 @@ def read_tr122(pack_dir) -> ImportedRun:
     baseline = _json_file(d / BASELINE_FILE)
     if baseline is None and isinstance(given.get("baseline"), dict):
         baseline, labels["experiment:baseline"] = given["baseline"], f"{label} (baseline)"
-    return ImportedRun(str(trace_path), meta, fp, trace, None, events, _baseline_experiment(baseline), labels)
+    experiments = _baseline_experiment(baseline, labels["experiment:baseline"], simulated is True)
+    return ImportedRun(str(trace_path), meta, fp, trace, None, events, experiments, labels)
 
 
 def import_tr122(warehouse, pack_dir, lock_timeout_s: float = WRITER_LOCK_TIMEOUT_S, replace: bool = False) -> dict:
