@@ -83,7 +83,7 @@ def synth_device(profile_name: str, seconds: float, hz: float, seed: int) -> dic
         dur = min(0.05 + tokens / (2000.0 if phase == "prefill" else 40.0), 2.0)
         lvl = 1.0 if phase == "prefill" else 0.6
         edges += [LoadEdge(int(t * NS), lvl), LoadEdge(int((t + dur) * NS), 0.0)]
-        events.append({"event_id": len(events), "t_start_ns": int(t * NS), "t_end_ns": int((t + dur) * NS),
+        events.append({"event_id": f"ev-{len(events):05d}", "t_start_ns": int(t * NS), "t_end_ns": int((t + dur) * NS),
                        "phase": phase, "batch_size": 1, "input_tokens": tokens if phase == "prefill" else 1,
                        "output_tokens": tokens if phase == "decode" else 0})
         t += dur + rng.uniform(0.2, 1.0)

@@ -46,8 +46,12 @@ def reports() -> tuple[dict[str, dict], pd.DataFrame, str]:
         ctx = RunContext(device=device, markers=markers, artifacts=ArtifactWriter(Path(tmp)), run_id=RUN_ID)
         results["vram_cliff"] = vram_run(ctx, VramCliffConfig(batch_sizes=[1, 4], context_start=2048,
                                                               context_step=2048, probe_hold_s=0.0))
-    docs, _ = product_reports.analyse_all(results, bench_configs(), dev["trace"], no_markers, dev["info"])
+    docs, tables = product_reports.analyse_all(results, bench_configs(), dev["trace"], no_markers, dev["info"])
+    _TABLES.update(tables)
     return docs, dev["trace"], str(dev["trace"]["device_uuid"].iloc[0])
+
+
+_TABLES: dict[str, pa.Table] = {}  # the tables the reports came with (experiments.contracts.tables), by artifact name
 
 
 def _trace_table(trace: pd.DataFrame, device_uuid: str) -> pa.Table:
@@ -87,4 +91,6 @@ def write_device_dir(root: Path, docs: dict[str, dict] | None = None) -> Path:
     pq.write_table(MARKER_SCHEMA.empty_table(), d / "markers.parquet")
     for name, doc in docs.items():
         writer.write_json(name, doc)
+    for name, table in _TABLES.items():  # as the suite writes them beside the reports
+        pq.write_table(table, d / f"{name}.parquet")
     return d

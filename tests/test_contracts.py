@@ -76,10 +76,11 @@ def test_every_suite_experiment_has_a_report_model():
     assert set(REPORT_MODELS) == set(EXPERIMENTS) | {"training_coupling"} == set(docs) == set(RENAMED)
 
 
-OURS_AND_PYDANTIC = {"agents", "cluster", "dashboard", "experiments", "warehouse", "pydantic"}
+OURS_AND_PYDANTIC = {"agents", "cluster", "dashboard", "experiments", "warehouse", "pydantic", "pyarrow"}
 
 
-def test_contract_modules_import_only_pydantic_the_standard_library_and_leaves():
+def test_contract_modules_import_only_pydantic_pyarrow_the_standard_library_and_leaves():
+    # pyarrow: the artifact tables' schemas (tables.py) are Arrow schemas
     leaves = {"agents.errors"}
     wrong = []
     for path in sorted((ROOT / "experiments" / "contracts").glob("*.py")):
@@ -319,3 +320,23 @@ def test_a_tr122_baseline_is_upgraded_by_its_named_function():
         baseline_report_from_tr122("pack/baseline.json", {}, "excellent", raw, simulated=False)
     with pytest.raises(ValidationError, match=r"field figures.fake_idle is 1: input should be a valid boolean"):
         baseline_report_from_tr122("pack/baseline.json", {"fake_idle": 1}, "good", raw, simulated=False)
+
+
+def _mb_names(value):
+    """What version 1 called the memory figures: ``*_mb`` for the same MiB values."""
+    if isinstance(value, list):
+        return [_mb_names(v) for v in value]
+    if isinstance(value, dict):
+        return {(k[:-4] + "_mb" if k.endswith("_mib") else k): _mb_names(v) for k, v in value.items()}
+    return value
+
+
+def test_a_version_1_vram_cliff_report_with_mb_names_is_read_under_the_mib_names():
+    doc = cr.reports()[0]["vram_cliff"]
+    old = _mb_names(_as_version_1(doc))
+    assert "capacity_mb" in old["figures"] and "capacity_mib" not in old["figures"]
+    assert report_json(read_report("old.json", old)) == json.loads(json.dumps(doc))
+    current = copy.deepcopy(doc)
+    current["figures"]["capacity_mb"] = current["figures"].pop("capacity_mib")  # a version-2 report is never renamed
+    with pytest.raises(ValidationError, match="capacity_m"):
+        read_report("new.json", current)

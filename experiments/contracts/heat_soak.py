@@ -20,6 +20,10 @@ class SlopeWindow(Contract):
     slope_c_per_min: float | None
     slope_se_c_per_min: float | None
     slope_upper_c_per_min: float | None
+    # the "still moving" test over the two windows ending here (null where it cannot run)
+    drift_c_per_min: float | None
+    drift_se_c_per_min: float | None
+    still_moving: bool | None
 
 
 class SoakSeries(Contract):

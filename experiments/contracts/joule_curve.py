@@ -51,6 +51,20 @@ class PhaseLaw(Contract):
     e_token_j: float
 
 
+class IdleReference(Contract):
+    """The idle power every net figure subtracts (``experiments.analysis.idle``): its source
+    in order of preference, its window and SEM; ``power_w`` null when none was found."""
+
+    power_w: float | None
+    sem_w: float | None
+    source: Literal["baseline experiment", "baseline phase", "runner idle window", "idle finder"] | None
+    t_start_ns: int | None
+    t_end_ns: int | None
+    window_s: float | None
+    quality: str | None
+    reason: str
+
+
 class JouleCurveFigures(Contract):
     points: list[JoulePoint] | None
     fits: list[JouleFit] | None
@@ -65,6 +79,9 @@ class JouleCurveFigures(Contract):
     max_batch: int | None
     model: dict[str, Any] | None  # the model measured: shape, dtype, memory figures
     truth: dict[str, PhaseLaw] | None  # null on hardware
+    idle: IdleReference | None  # null: no events
+    quality: Literal["insufficient"] | None  # insufficient: no idle reference, the net figures are null
+    quality_reason: str | None
 
 
 class JouleCurveChecks(Checks):

@@ -11,7 +11,9 @@ Versions (``REPORT_SCHEMA_VERSION``):
 * 1: what fleetphysics wrote before the contracts: the same keys, but an absent figure was
   left out rather than written as null, and a failed experiment had ``figures: {}``.
   An artifact without ``schema_version`` is version 1.
-* 2: the contracts: every field present (null when absent), ``figures: null`` when failed.
+* 2: the contracts: every field present (null when absent), ``figures: null`` when failed,
+  and every memory figure named in MiB (``capacity_mib``, ``peak_allocated_mib``, ...):
+  version 1 wrote the same MiB values as ``*_mb``.
 
 :func:`upgrade_report` upgrades an older version explicitly, one named step per version;
 nothing else is ever guessed.
@@ -54,10 +56,26 @@ def upgrade_unversioned(doc: dict) -> dict:
     return {**doc, "schema_version": 1}
 
 
+def mib_names(value):
+    """``value`` with every key ending in ``_mb`` (version 1's name of a MiB figure) ending in
+    ``_mib``, at any depth; a key whose ``_mib`` name is also present is left for the model
+    to refuse."""
+    if isinstance(value, list):
+        return [mib_names(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, v in value.items():
+        new = key[:-3] + "_mib" if isinstance(key, str) and key.endswith("_mb") and key[:-3] + "_mib" not in value else key
+        out[new] = mib_names(v)
+    return out
+
+
 def upgrade_report_v1(model: type[BaseModel], doc: dict) -> dict:
-    """Version 1 -> 2: absent figures (left out by version 1) written as null, and a failed
-    experiment's empty ``figures`` as null. Renamed or mistyped keys are not repaired."""
-    out = dict(doc)
+    """Version 1 -> 2: memory figures renamed ``*_mb`` -> ``*_mib`` (same values), absent
+    figures (left out by version 1) written as null, and a failed experiment's empty
+    ``figures`` as null. Other renamed or mistyped keys are not repaired."""
+    out = mib_names(dict(doc))
     checks = out.get("checks")
     if out.get("figures") == {} and isinstance(checks, dict) and checks.get("error") is not None:
         out["figures"] = None

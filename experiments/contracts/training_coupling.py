@@ -49,6 +49,33 @@ class CouplingQuality(Contract):
     untested: dict[str, str]
 
 
+class CouplingSettings(Contract):
+    """The settings the coupling analysis ran with (the config's ``analysis``)."""
+
+    max_lag: int
+    n_boot: int
+    alpha: float
+    spike_k: float
+    detrend_window_steps: int
+    min_steps: int
+    require_collapses: bool
+    power_field: str
+    temp_slope_window_s: float
+    clock_offset_ns: int
+    seed: int
+
+
+class WorkloadSignature(Contract):
+    """5th and 95th percentiles of the good reads while training (null: no read)."""
+
+    power_p05_w: float | None
+    power_p95_w: float | None
+    temp_p05_c: float | None
+    temp_p95_c: float | None
+    util_p05_pct: float | None
+    util_p95_pct: float | None
+
+
 class TrainingCouplingFigures(Contract):
     steps: int | None
     n_aligned: int | None
@@ -70,6 +97,8 @@ class TrainingCouplingFigures(Contract):
     quality: CouplingQuality | None
     rle_power_limit_w: float | None  # the limits RLE was computed with
     rle_slowdown_temp_c: float | None
+    analysis_settings: CouplingSettings | None  # null: a report written before the settings were recorded
+    signature: WorkloadSignature | None
 
 
 class TrainingCouplingChecks(Checks):
