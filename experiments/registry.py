@@ -38,14 +38,19 @@ class Registered:
     runner_path: str
     analysis_path: str
     plot_path: str | None = None
-    report_model: type | None = None
-    """The pydantic model of its report (``REPORT_MODELS`` of experiments/contracts by
-    canonical name); None while the reports are plain dicts."""
 
     @property
     def name(self) -> str:
         """Its canonical name."""
         return self.entry.name
+
+    @property
+    def report_model(self) -> type:
+        """The pydantic model of its report, the contract between its analysis and every
+        consumer (``REPORT_MODELS`` of experiments/contracts)."""
+        from experiments.contracts import REPORT_MODELS
+
+        return REPORT_MODELS[self.name]
 
     @property
     def config_class(self) -> type:

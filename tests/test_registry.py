@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Literal
 
 import duckdb
 import pandas as pd
@@ -17,7 +18,9 @@ from pydantic import BaseModel
 
 from agents.errors import ConfigError
 from experiments import registry, reports, suite
-from experiments.contracts import catalog
+from experiments.contracts import REPORT_MODELS, catalog
+from experiments.contracts.base import Contract
+from experiments.contracts.report import Checks, Report
 from experiments.presets import PROFILES
 from warehouse.migrations import migrate
 
@@ -123,6 +126,17 @@ class DummyConfig(BaseModel):
         return cls(seconds={"smoke": 1.0, "quick": 2.0, "full": 3.0}[profile])
 
 
+class DummyFigures(Contract):
+    ran_for_s: float
+    after: list[str]
+
+
+class DummyReport(Report):
+    experiment: Literal["dummy"]
+    figures: DummyFigures | None
+    checks: Checks
+
+
 def dummy_run(ctx, config: DummyConfig) -> dict:
     return {"experiment": "dummy", "ran_for_s": config.seconds, "device": ctx}
 
@@ -148,6 +162,7 @@ def dummy(monkeypatch):
                               f"{__name__}:dummy_plot")
     monkeypatch.setattr(catalog, "EXPERIMENTS", catalog.EXPERIMENTS + (entry,))
     monkeypatch.setitem(registry.REGISTRY, "dummy", reg)
+    monkeypatch.setitem(REPORT_MODELS, "dummy", DummyReport)  # its contract
     return reg
 
 
@@ -186,6 +201,12 @@ def test_a_registered_experiment_is_plotted(dummy, tmp_path):
     pd.DataFrame({"t_ns": [2, 1, 3], "power_w": [30.0, 31.0, 32.0], "read_ok": [True] * 3}).to_parquet(
         tmp_path / "power_trace.parquet")
     (tmp_path / "run_metadata.json").write_text(json.dumps({"simulated": True}))
-    (tmp_path / "dummy.json").write_text(json.dumps(reports.report("dummy", {"ran_for_s": 2.0}, True)))
+    (tmp_path / "dummy.json").write_text(json.dumps(reports.report("dummy", {"ran_for_s": 2.0, "after": []}, True)))
     assert plot_device(tmp_path) == [tmp_path / "dummy-2.0.png"]  # the built-in ones find nothing of theirs
     assert (tmp_path / "dummy-2.0.png").stat().st_size > 0
+
+
+def test_every_registered_experiment_has_its_report_contract():
+    for name in registry.names():
+        model = registry.get(name).report_model
+        assert model.model_fields["experiment"].annotation == Literal[name]
