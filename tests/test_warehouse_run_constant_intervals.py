@@ -148,7 +148,7 @@ def test_view_intervals_equal_the_reports_own_for_a_real_recording(tmp_path, cap
     reports = {r.experiment: json.loads(r.payload_json)["figures"]
                for r in query(wh, "SELECT experiment, payload_json FROM experiment_results").itertuples()}
     checked = 0
-    for field, doc in reports["instrument_response"]["fields"].items():
+    for field, doc in reports["instrument_response"].items():  # one figure set per power field
         for t in TIMINGS:
             for key in (f"{t}_se_ms", f"{t}_ci_low_ms", f"{t}_ci_high_ms", f"{t}_resolved"):
                 if doc.get(key) is None:
@@ -162,7 +162,8 @@ def test_view_intervals_equal_the_reports_own_for_a_real_recording(tmp_path, cap
                 "t_inf_resolved"):
         assert row[key] == heat[key], key
     assert not row["tau_resolved"]  # 16 s of a board at rest bounds no tau: unresolved, not 0
-    idle = reports["baseline"]["fields"][row["idle_field"]]
+    idle = reports["baseline"]  # the suite's field, power_w
+    assert row["idle_field"] == idle["field"]
     assert row["idle_robust_ci_low_w"] == pytest.approx(idle["mean_robust_w"] - 1.959964 * idle["sem_eff_w"])
     assert row["idle_robust_ci_low_w"] < 127.1 < row["idle_robust_ci_high_w"] + 1.0
     # the same numbers v_figure_intervals gives
