@@ -1,4 +1,4 @@
--- 012_report_contracts (the lead renumbers it after 012_mib_names): experiment_results accepts report schema version 2, the typed
+-- 013_report_contracts: experiment_results accepts report schema version 2, the typed
 -- contracts of experiments/contracts/ (every figure present, null when absent; a failed
 -- experiment's figures null). Rows of version 1 stay as they were stored; ingest upgrades a
 -- version-1 artifact to 2 (experiments.contracts.report.upgrade_report_v1) before storing it.

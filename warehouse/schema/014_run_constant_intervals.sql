@@ -1,4 +1,4 @@
--- 012_run_constant_intervals: the 95 % intervals travel into the per run x device view and the
+-- 014_run_constant_intervals: the 95 % intervals travel into the per run x device view and the
 -- peer comparisons (until now only v_figure_intervals carried them).
 -- Every timing and fitted figure of v_run_constants gains, beside its existing column
 -- <name>_<unit>, the columns the reports write: <name>_se_<unit> (where the figure has a
