@@ -70,7 +70,7 @@ def reanalyze_device_dir(device_dir: str | Path) -> list[Path]:
                               "run the suite again") from exc
         checks = doc.get("checks") or {}
         report = None
-        if "error" in checks or not isinstance(doc.get("steps"), list):
+        if checks.get("error") is not None or not isinstance(doc.get("steps"), list):
             from experiments.contracts.tables import empty, tables_of
 
             tables = {t.name: empty(t) for t in tables_of(name)}  # the runner failed: nothing to analyse

@@ -78,6 +78,7 @@ def test_a_dir_without_its_tables_is_refused_until_reanalyzed(device_dir, tmp_pa
     doc = json.loads((old / "training_coupling.json").read_text())
     for key in ("analysis_settings", "signature"):  # a report as the suite wrote it before it wrote tables
         doc["figures"].pop(key)
+    doc["schema_version"] = 1  # (before the contracts: version 1, upgraded on read)
     (old / "training_coupling.json").write_text(json.dumps(doc))
     wh = tmp_path / "w.duckdb"
     assert _cli(["ingest", str(device_dir), "--warehouse", str(wh)], capsys)[0] == 0
