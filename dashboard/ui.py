@@ -169,5 +169,24 @@ def plain_params(text) -> str:
         return str(text)
     if not isinstance(params, dict):
         return str(params)
-    return ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
-                     for k, v in params.items()) or MISSING
+    return ", ".join(_param_words(k, v, params) for k, v in params.items() if not _interval_part(k)) or MISSING
+
+
+def _interval_part(key: str) -> bool:
+    """A parameter's standard error, interval bound or resolved flag (shown with the parameter)."""
+    return any(part in key for part in ("_se_", "_ci_low_", "_ci_high_")) or key.endswith(("_resolved", "_se"))
+
+
+def _param_words(key: str, value, params: dict) -> str:
+    """One parameter: "e_token 0.00229 J [0.00228, 0.00230]" (its 95 % interval when it has
+    one, "unresolved" when its interval cannot bound it)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return f"{key} {value}"
+    base, unit = (key[:-2], " J") if key.endswith("_j") else (key, "")
+    lo, hi = params.get(f"{base}_ci_low{key[len(base):]}"), params.get(f"{base}_ci_high{key[len(base):]}")
+    words = f"{base} {value:.4g}{unit}"
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        words += f" [{lo:.4g}, {hi:.4g}]"
+    if params.get(f"{base}_resolved") is False:
+        words += " (unresolved)"
+    return words

@@ -315,3 +315,25 @@ def test_a_tiny_standard_error_is_kept_not_rounded_to_zero():
              "quality": "GOOD"} for b in (1, 2, 4, 8, 16)]
     p = joule_curve(pd.DataFrame(rows))["fits"][0]["params"]
     assert p["e_token_se_j"] > 0 and p["e_token_j"] == pytest.approx(0.0025, rel=1e-4)
+
+
+def test_the_joule_fit_gives_95_percent_intervals_that_cover_the_law():
+    """Over 200 noisy fits of a known law the intervals cover E_fixed and E_token about 95 % of
+    the time; two events cannot bound a line (no interval, unresolved, never a bare 0)."""
+    rng = np.random.default_rng(4)
+    covered = {"e_fixed": 0, "e_token": 0}
+    for _ in range(200):
+        tokens = rng.integers(16, 2048, 8)
+        rows = [{"phase": "prefill", "batch_size": 1, "input_tokens": int(n), "output_tokens": 0,
+                 "energy_net_j": 12.0 + 0.05 * n + rng.normal(0, 2.0), "energy_raw_j": 20.0, "duration_s": 1.0,
+                 "quality": "GOOD"} for n in tokens]
+        p = joule_curve(pd.DataFrame(rows))["fits"][0]["params"]
+        for name, truth in (("e_fixed", 12.0), ("e_token", 0.05)):
+            assert p[f"{name}_ci_low_j"] < p[f"{name}_j"] < p[f"{name}_ci_high_j"]
+            covered[name] += p[f"{name}_ci_low_j"] <= truth <= p[f"{name}_ci_high_j"]
+        assert p["e_token_resolved"] is True
+    for name, hits in covered.items():
+        assert 0.91 <= hits / 200 <= 0.99, (name, hits)  # 95 % +- 2.7 binomial SE (n = 200)
+    two = joule_curve(pd.DataFrame(rows[:2]))["fits"][0]
+    assert two["quality"] == "insufficient" and two["params"]["e_token_resolved"] is False
+    assert two["params"]["e_token_ci_low_j"] is None and two["params"]["e_token_ci_high_j"] is None

@@ -496,6 +496,10 @@ def test_plain_params_reads_a_fit_as_words() -> None:
 
     assert plain_params('{"a": 1.23456, "b": 2}') == "a 1.235, b 2"
     assert plain_params(None) == "—" and plain_params("not json") == "not json"
+    fit = {"e_fixed_j": 3.01, "e_fixed_se_j": 0.01, "e_fixed_ci_low_j": 2.99, "e_fixed_ci_high_j": 3.03,
+           "e_fixed_resolved": True, "e_token_j": 0.0023, "e_token_se_j": 0.002, "e_token_ci_low_j": -0.0017,
+           "e_token_ci_high_j": 0.0063, "e_token_resolved": False}
+    assert plain_params(json.dumps(fit)) == "e_fixed 3.01 J [2.99, 3.03], e_token 0.0023 J [-0.0017, 0.0063] (unresolved)"
 
 
 def test_every_page_has_a_url_that_opens_it(fleet_app) -> None:

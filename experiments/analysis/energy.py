@@ -474,7 +474,8 @@ def joule_curve(events: pd.DataFrame, min_quality: str = "GOOD") -> dict:
     optional. Events below
     ``min_quality`` are counted, not used. Returns {"points": [{phase, batch_size,
     j_per_token, j_per_token_sem, tokens_per_s, power_w, n_events, energy_quality}],
-    "fits": [{phase, model, params {e_fixed_j, e_fixed_se_j, e_token_j, e_token_se_j},
+    "fits": [{phase, model, params {e_fixed_j, e_fixed_se_j, e_fixed_ci_low_j, e_fixed_ci_high_j,
+    e_fixed_resolved, and the same for e_token},
     r2, n_events, quality}], "quality_counts": {tier: n}, "n_events", "n_used"}.
     """
     n_all = len(events)
@@ -524,13 +525,29 @@ def joule_curve(events: pd.DataFrame, min_quality: str = "GOOD") -> dict:
         enough = fit["n"] >= 3 and math.isfinite(fit["b_se"])
         out["fits"].append({
             "phase": phase, "model": "E_net/pass = E_fixed + E_token * tokens/pass",
-            # J/token is ~1e-3 J with a standard error ~1e-7 J: 12 decimals keep the interval
-            "params": {"e_fixed_j": rnd_sig(fit["a"], fit["a_se"], max_digits=12),
-                       "e_fixed_se_j": rnd_sig(fit["a_se"], fit["a_se"], max_digits=12),
-                       "e_token_j": rnd_sig(fit["b"], fit["b_se"], max_digits=12),
-                       "e_token_se_j": rnd_sig(fit["b_se"], fit["b_se"], max_digits=12)},
+            "params": _fit_params(fit),
             "r2": rnd(fit["r2"], 4), "n_events": fit["n"], "quality": "good" if enough else "insufficient",
         })
+    return out
+
+
+def _fit_params(fit: dict) -> dict:
+    """E_fixed and E_token with their standard errors and 95 % intervals (Student's t on the
+    fit's n - 2 degrees of freedom); ``<name>_resolved`` is false when the interval is not
+    finite or reaches zero. J/token is ~1e-3 J with a standard error ~1e-7 J: 12 decimals
+    keep the interval."""
+    from scipy.stats import t as student_t
+
+    dof = fit["n"] - 2
+    t95 = float(student_t.ppf(0.975, dof)) if dof >= 1 else math.nan
+    out = {}
+    for name, value, se in (("e_fixed", fit["a"], fit["a_se"]), ("e_token", fit["b"], fit["b_se"])):
+        finite = all(isinstance(x, (int, float)) and math.isfinite(x) for x in (value, se, t95))
+        lo, hi = (value - t95 * se, value + t95 * se) if finite else (None, None)
+        out.update({f"{name}_j": rnd_sig(value, se, max_digits=12), f"{name}_se_j": rnd_sig(se, se, max_digits=12),
+                    f"{name}_ci_low_j": rnd_sig(lo, se, max_digits=12) if finite else None,
+                    f"{name}_ci_high_j": rnd_sig(hi, se, max_digits=12) if finite else None,
+                    f"{name}_resolved": bool(finite and (lo > 0 or hi < 0))})
     return out
 
 

@@ -31,8 +31,14 @@ class JoulePoint(Contract):
 class FitParams(Contract):
     e_fixed_j: float | None
     e_fixed_se_j: float | None
+    e_fixed_ci_low_j: float | None  # 95 %, Student's t on n - 2 degrees of freedom
+    e_fixed_ci_high_j: float | None
+    e_fixed_resolved: bool | None  # false: no finite interval, or it reaches 0 (null: written before intervals)
     e_token_j: float | None
     e_token_se_j: float | None
+    e_token_ci_low_j: float | None
+    e_token_ci_high_j: float | None
+    e_token_resolved: bool | None
 
 
 class JouleFit(Contract):
