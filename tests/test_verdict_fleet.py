@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tiers import marks_users
 from verdict_fleet import FAULTS, build_fleet, figures_table, plant
 from warehouse import verdict as v
 
@@ -34,6 +35,7 @@ def faulty(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+@marks_users("slow")  # 32 rendered, analysed and ingested units: about 10 s of CPU
 def clean(tmp_path_factory):
     """32 units of one board, no fault: only the board's unit-to-unit spread."""
     hosts = plant(32, BOARD, {})
@@ -87,7 +89,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_verdict_cli_json_and_exit_codes(faulty, clean):
+def test_verdict_cli_json_and_exit_codes(faulty):
     proc = _cli("verdict", "--warehouse", str(faulty[0]), "--json")
     assert proc.returncode == 3, proc.stderr
     out = json.loads(proc.stdout)
@@ -100,13 +102,15 @@ def test_verdict_cli_json_and_exit_codes(faulty, clean):
     assert o["n_peers"] == 17 and o["robust_z"] > v.Z_SEVERE and 60 < o["peer_median"] < 80
     assert any(f"above its {o['n_peers']} peers" in r for r in leaky["reasons"])
 
+    proc = _cli("verdict", "--warehouse", str(faulty[0]), "--run", "no-such-run")
+    assert proc.returncode == 2 and "--run no-such-run: no such run" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_verdict_cli_on_a_clean_fleet_exits_0(clean):
     proc = _cli("verdict", "--warehouse", str(clean[0]), "--run", "run-clean")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("run run-clean: 0 not_ready, 0 caution, 32 ready")
-
-    proc = _cli("verdict", "--warehouse", str(clean[0]), "--run", "no-such-run")
-    assert proc.returncode == 2 and "--run no-such-run: no such run" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_verdict_on_an_empty_warehouse_is_one_line(tmp_path):
