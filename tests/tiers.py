@@ -49,3 +49,23 @@ def marks_users(*marks: str) -> Callable[[F], F]:
 def fixture_marks(func: Callable) -> tuple[str, ...]:
     """The tier marks a fixture function declares (empty when none)."""
     return tuple(getattr(func, _ATTR, ()))
+
+
+def fast_subset(cases, keep: int) -> list:
+    """Parametrize ``cases`` with the first ``keep`` in the fast tier and the rest marked
+    ``slow``: `make test` still runs every case, `make test-fast` a sample that covers each
+    code path. A tuple case gives one value per argument name; ids stay as pytest makes them."""
+    import pytest
+    from _pytest.mark.structures import ParameterSet
+
+    out = []
+    for i, case in enumerate(cases):
+        if i < keep:
+            out.append(case)
+        elif isinstance(case, ParameterSet):
+            out.append(pytest.param(*case.values, marks=(*case.marks, pytest.mark.slow), id=case.id))
+        elif isinstance(case, tuple):
+            out.append(pytest.param(*case, marks=pytest.mark.slow))
+        else:
+            out.append(pytest.param(case, marks=pytest.mark.slow))
+    return out
