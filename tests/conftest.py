@@ -44,6 +44,10 @@ def pytest_collection_modifyitems(config, items) -> None:
                     item.add_marker(mark)
         if any(item.get_closest_marker(m) for m in IMPLIES_SLOW) and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+        shared = sorted(f"{d[-1].baseid}::{name}" for name, d in defs.items()
+                        if d and d[-1].baseid and d[-1].scope != "function" and name in item.fixturenames)
+        if shared:  # under `--dist loadgroup` the tests of one shared fixture run on one worker: built once
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
 
 
 # ------------------------------------------------ the fast tier's budget, measured per test
