@@ -78,3 +78,29 @@ def test_fast_subset_keeps_ids_and_marks():
     assert cases[0].id == "one" and not cases[0].marks
     assert cases[1].id == "two" and {m.name for m in cases[1].marks} == {"fuzz", "slow"}
     assert cases[2].values == (3, 4) and [m.name for m in cases[2].marks] == ["slow"]
+
+
+PACKAGES = ("agents", "experiments", "warehouse", "cluster", "dashboard")
+
+
+@pytest.mark.slow  # collects the whole suite in a fresh process: seconds
+def test_the_fast_tier_exercises_every_package():
+    """`make test-fast` (its marker expression read from the Makefile) keeps tests of each package."""
+    import re
+    import subprocess
+    import sys
+
+    repo = HERE.parent
+    expr = re.search(r"^FAST_TIER := (.+)$", (repo / "Makefile").read_text(), re.M).group(1).strip()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", expr],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    per_file: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        if "::" in line:
+            per_file[line.split("::")[0]] = per_file.get(line.split("::")[0], 0) + 1
+    fast = {}
+    for package in PACKAGES:
+        imports = re.compile(rf"^\s*(from|import) {package}\b", re.M)
+        fast[package] = sum(n for f, n in per_file.items() if imports.search((repo / f).read_text()))
+    assert all(n >= 5 for n in fast.values()), f"fast tests per package: {fast}"
