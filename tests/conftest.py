@@ -1,5 +1,11 @@
-"""Shared test helpers, and the tier rule (tests/tiers.py says which tests `make test-fast`
-leaves out and why)."""
+"""Shared test helpers, and the tier rule.
+
+The rule (tests/tiers.py has the details): everything that needs Ray (`ray`), a browser
+(`browser`), the wall clock (`realtime`) or more than a few seconds of CPU (`slow`), and the
+property tests (`fuzz`), is marked and left out of `make test-fast`; `make test` runs it all.
+A fixture decorated with ``tiers.marks_users`` marks every test that uses it, so new tests on
+an expensive fixture are classified without a list to keep.
+"""
 
 from __future__ import annotations
 
