@@ -72,13 +72,12 @@ def pytest_runtest_setup(item) -> None:
     item.stash[_CPU_START] = _cpu_s()
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    report = yield
+    outcome = yield
     if call.when == "call" and _CPU_START in item.stash:
         # setup and call together: a module fixture's cost lands on its first test
-        report.user_properties.append(("cpu_s", round(_cpu_s() - item.stash[_CPU_START], 3)))
-    return report
+        outcome.get_result().user_properties.append(("cpu_s", round(_cpu_s() - item.stash[_CPU_START], 3)))
 
 
 _OVER_BUDGET: list[tuple[float, str]] = []
