@@ -20,7 +20,7 @@ SAMPLE_FIELDS = (
     "mem_clock_mhz",
     "util_gpu",
     "util_mem",
-    "vram_used_mb",
+    "vram_used_mib",
     "clocks_event_reasons",
     "pstate",
 )
@@ -38,7 +38,7 @@ class Capabilities:
     mem_clock_mhz: bool = True
     util_gpu: bool = True
     util_mem: bool = True
-    vram_used_mb: bool = True
+    vram_used_mib: bool = True
     clocks_event_reasons: bool = False
     pstate: bool = False
     power_limit: bool = False
@@ -67,7 +67,7 @@ class Sample:
     mem_clock_mhz: float | None = None
     util_gpu: float | None = None
     util_mem: float | None = None
-    vram_used_mb: float | None = None
+    vram_used_mib: float | None = None
     clocks_event_reasons: int | None = None
     pstate: int | None = None
     failed: tuple[str, ...] = field(default_factory=tuple)
@@ -86,7 +86,7 @@ class DeviceInfo:
     name: str
     index: int
     simulated: bool
-    vram_total_mb: float
+    vram_total_mib: float
     power_limit_w: float | None
     default_power_limit_w: float | None
     slowdown_temp_c: float | None

@@ -19,7 +19,7 @@ from agents.device import Device
 FINGERPRINT_VERSION = 1
 FINGERPRINT_FIELDS = (
     "gpu_name",  # NVML name or simulated profile name
-    "vram_total_mb",
+    "vram_total_mib",
     "vbios",
     "driver_version",
     "cuda_driver_version",
@@ -34,7 +34,7 @@ FINGERPRINT_FIELDS = (
     "simulated",
     "profile_sha256",  # simulated only: the physics of the profile
 )
-COMPARABILITY_FIELDS = ("gpu_name", "vram_total_mb", "power_limit_w", "mig_mode", "simulated", "profile_sha256")
+COMPARABILITY_FIELDS = ("gpu_name", "vram_total_mib", "power_limit_w", "mig_mode", "simulated", "profile_sha256")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def fingerprint_fields(device: Device, host: dict | None = None) -> dict:
     extra = info.extra or {}
     fields = {
         "gpu_name": extra.get("profile", info.name) if info.simulated else info.name,
-        "vram_total_mb": round(float(info.vram_total_mb)),
+        "vram_total_mib": round(float(info.vram_total_mib)),
         "vbios": extra.get("vbios"),
         "driver_version": extra.get("driver_version"),
         "cuda_driver_version": extra.get("cuda_driver_version"),

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from agents.trace_schema import MARKER_SCHEMA
 
-LOAD = "load"  # attrs: level (0..1), vram_mb (optional)
+LOAD = "load"  # attrs: level (0..1), vram_mib (optional)
 
 
 class MarkerWriter:

@@ -208,7 +208,7 @@ class NvmlDevice(Device):
             mem_clock_mhz=self._supported(p.nvmlDeviceGetClockInfo, p.NVML_CLOCK_MEM),
             util_gpu=self._supported(p.nvmlDeviceGetUtilizationRates),
             util_mem=self._supported(p.nvmlDeviceGetUtilizationRates),
-            vram_used_mb=self._supported(p.nvmlDeviceGetMemoryInfo),
+            vram_used_mib=self._supported(p.nvmlDeviceGetMemoryInfo),
             clocks_event_reasons=self._supported(self._reasons_fn()),
             pstate=self._supported(p.nvmlDeviceGetPerformanceState),
             power_limit=self._supported(p.nvmlDeviceGetPowerManagementLimit),
@@ -253,7 +253,7 @@ class NvmlDevice(Device):
             name=_str(nvml_call(p.nvmlDeviceGetName, self._handle)),
             index=-1 if index is None else index,
             simulated=bool(getattr(p, "simulated", False)),
-            vram_total_mb=(mem.total / MiB) if mem is not None else 0.0,
+            vram_total_mib=(mem.total / MiB) if mem is not None else 0.0,
             power_limit_w=limit_mw / 1000 if limit_mw is not None else None,
             default_power_limit_w=default_mw / 1000 if default_mw is not None else None,
             slowdown_temp_c=float(slowdown) if slowdown is not None else None,
@@ -316,8 +316,8 @@ class NvmlDevice(Device):
             s.util_gpu, s.util_mem = float(util.gpu), float(util.memory)
         elif "util_gpu" in failed:
             failed.append("util_mem")
-        mem = read("vram_used_mb", p.nvmlDeviceGetMemoryInfo)
-        s.vram_used_mb = mem.used / MiB if mem is not None else None
+        mem = read("vram_used_mib", p.nvmlDeviceGetMemoryInfo)
+        s.vram_used_mib = mem.used / MiB if mem is not None else None
         reasons = read("clocks_event_reasons", self._reasons_fn())
         s.clocks_event_reasons = int(reasons) if reasons is not None else None
         pstate = read("pstate", p.nvmlDeviceGetPerformanceState)

@@ -103,7 +103,7 @@ class LoadEdge:
 
     t_ns: int
     level: float
-    vram_mb: float | None = None  # workload's VRAM on top of the driver's base; None = unchanged
+    vram_mib: float | None = None  # workload's VRAM on top of the driver's base; None = unchanged
 
 
 class Timeline:
@@ -123,7 +123,7 @@ class Timeline:
         # temperature and energy at the start, time the clamp begins (inf if never).
         self.t = [self.t_start_ns]
         self.level = [0.0]
-        self.vram_mb = [0.0]
+        self.vram_mib = [0.0]
         self.power = [self._capped(0.0)]
         self.temp0 = [profile.idle_temp_c]
         self.energy0 = [0.0]
@@ -155,21 +155,21 @@ class Timeline:
         """Append a load edge. Edges at or before the last one replace from there on."""
         t = max(int(edge.t_ns), self.t_start_ns)
         while len(self.t) > 1 and self.t[-1] >= t:
-            for seq in (self.t, self.level, self.vram_mb, self.power, self.temp0, self.energy0, self.t_clamp):
+            for seq in (self.t, self.level, self.vram_mib, self.power, self.temp0, self.energy0, self.t_clamp):
                 seq.pop()
         i = len(self.t) - 1
         if self.t[i] >= t:  # edge at the very start: change the first segment in place
             self.level[0] = float(edge.level)
             self.power[0] = self._capped(float(edge.level))
-            if edge.vram_mb is not None:
-                self.vram_mb[0] = float(edge.vram_mb)
+            if edge.vram_mib is not None:
+                self.vram_mib[0] = float(edge.vram_mib)
             self._update_clamp(0)
             self._arrays = None
             return
         temp_end, energy_end = self._end_state(i, float(t))
         self.t.append(t)
         self.level.append(float(edge.level))
-        self.vram_mb.append(self.vram_mb[i] if edge.vram_mb is None else float(edge.vram_mb))
+        self.vram_mib.append(self.vram_mib[i] if edge.vram_mib is None else float(edge.vram_mib))
         self.power.append(self._capped(float(edge.level)))
         self.temp0.append(temp_end)
         self.energy0.append(energy_end)
@@ -236,7 +236,7 @@ class Timeline:
         return np.clip(idx, 0, len(self.t) - 1)
 
     def state(self, t_ns: np.ndarray) -> dict[str, np.ndarray]:
-        """Exact truth at times t_ns: power_w, temp_c, energy_j, level, vram_mb, throttled, capped."""
+        """Exact truth at times t_ns: power_w, temp_c, energy_j, level, vram_mib, throttled, capped."""
         t_ns = np.asarray(t_ns, dtype=np.int64)
         tf = np.maximum(t_ns, self.t_start_ns).astype(np.float64)
         seg = self.segment_index(t_ns)
@@ -257,7 +257,7 @@ class Timeline:
             "temp_c": temp,
             "energy_j": energy,
             "level": level,
-            "vram_mb": np.asarray(self.vram_mb)[seg],
+            "vram_mib": np.asarray(self.vram_mib)[seg],
             "throttled": throttled,
             "capped": capped & ~throttled,
         }
@@ -348,7 +348,7 @@ class SensorModel:
             "mem_clock_mhz": prof.mem_clock_mhz if busy else float(round(prof.mem_clock_mhz * IDLE_MEM_CLOCK_FRACTION)),
             "util_gpu": float(round(100 * level)) if busy else float(round(prof.idle_util_pct)),
             "util_mem": float(round(60 * level)) if busy else 0.0,
-            "vram_used_mb": prof.vram_base_mb + tl.vram_mb[i],
+            "vram_used_mib": prof.vram_base_mib + tl.vram_mib[i],
             "clocks_event_reasons": reasons,
             "pstate": 0 if busy else 8,
             "read_ok": uniform_one(seed, _STREAM_ERROR, t_ns // MS) >= prof.read_error_rate,
@@ -397,7 +397,7 @@ class SensorModel:
             "mem_clock_mhz": np.where(busy, prof.mem_clock_mhz, np.round(prof.mem_clock_mhz * IDLE_MEM_CLOCK_FRACTION)),
             "util_gpu": np.where(busy, np.round(100 * level), np.round(prof.idle_util_pct)),
             "util_mem": np.where(busy, np.round(60 * level), 0.0),
-            "vram_used_mb": prof.vram_base_mb + truth["vram_mb"],
+            "vram_used_mib": prof.vram_base_mib + truth["vram_mib"],
             "clocks_event_reasons": reasons.astype(np.int64),
             "pstate": np.where(busy, 0, 8).astype(np.int32),
             "read_ok": read_ok,

@@ -182,7 +182,7 @@ class _LoadRouter:
         for m in self.tail.read_new():
             if m.get("name") == LOAD and m.get("device_uuid"):
                 attrs = m.get("attrs") or {}
-                edge = LoadEdge(int(m["t_ns"]), float(attrs.get("level", 0.0)), attrs.get("vram_mb"))
+                edge = LoadEdge(int(m["t_ns"]), float(attrs.get("level", 0.0)), attrs.get("vram_mib"))
                 self.pending.setdefault(m["device_uuid"], []).append(edge)
 
     def source_for(self, uuid: str):

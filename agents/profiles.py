@@ -43,11 +43,11 @@ class Profile(BaseModel):
     read_error_rate: float = Field(ge=0, lt=1, description="probability that one read fails")
     slowdown_temp_c: float = Field(gt=0, description="thermal throttling holds the die here")
     shutdown_temp_c: float = Field(gt=0)
-    vram_total_mb: float = Field(gt=0)
+    vram_total_mib: float = Field(gt=0)
     # Optional fields with defaults (documented in the built-in YAML files).
     noise_w: float = Field(default=0.0, ge=0, description="std of gaussian noise per sensor update")
     idle_util_pct: float = Field(default=0.0, ge=0, le=100)
-    vram_base_mb: float = Field(default=300.0, ge=0, description="VRAM used by the driver at rest")
+    vram_base_mib: float = Field(default=300.0, ge=0, description="VRAM used by the driver at rest")
     sm_clock_idle_mhz: float = Field(default=210.0, gt=0)
     sm_clock_max_mhz: float = Field(default=1980.0, gt=0)
     mem_clock_mhz: float = Field(default=2619.0, gt=0)
@@ -77,7 +77,7 @@ class Profile(BaseModel):
                 "must be above the idle temperature ambient_c + idle_power_w * thermal_resistance_c_per_w",
             ),
             (self.floor_power_w < self.idle_power_w, "floor_power_w", "must be below idle_power_w"),
-            (self.vram_base_mb < self.vram_total_mb, "vram_base_mb", "must be below vram_total_mb"),
+            (self.vram_base_mib < self.vram_total_mib, "vram_base_mib", "must be below vram_total_mib"),
         ]
         for key, spread in self.unit_spread.items():
             rules.append((key in SPREADABLE_FIELDS, f"unit_spread.{key}",

@@ -233,8 +233,8 @@ class SimNvml:
 
     def nvmlDeviceGetMemoryInfo(self, h: SimBoard, version=None):  # noqa: N802
         r = self._read(h, "memory")
-        total = int(round(h.identity.vram_total_mb * MiB))
-        used = min(total, int(round(r["vram_used_mb"] * MiB)))
+        total = int(round(h.identity.vram_total_mib * MiB))
+        used = min(total, int(round(r["vram_used_mib"] * MiB)))
         return SimpleNamespace(total=total, used=used, free=total - used)
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: SimBoard) -> int:  # noqa: N802
@@ -290,7 +290,7 @@ def marker_load_source(marker_path, device_uuid: str) -> Callable[[], list[LoadE
         for m in tail.read_new():
             if m.get("name") == LOAD and m.get("device_uuid") == device_uuid:
                 attrs = m.get("attrs") or {}
-                edges.append(LoadEdge(int(m["t_ns"]), float(attrs.get("level", 0.0)), attrs.get("vram_mb")))
+                edges.append(LoadEdge(int(m["t_ns"]), float(attrs.get("level", 0.0)), attrs.get("vram_mib")))
         return edges
 
     return pull

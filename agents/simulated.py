@@ -45,7 +45,7 @@ class SimulatedDevice(Device):
             name=f"{profile.name} (simulated)",
             index=index,
             simulated=True,
-            vram_total_mb=profile.vram_total_mb,
+            vram_total_mib=profile.vram_total_mib,
             power_limit_w=profile.power_limit_w,
             default_power_limit_w=profile.power_limit_w,
             slowdown_temp_c=profile.slowdown_temp_c,
@@ -79,14 +79,14 @@ class SimulatedDevice(Device):
         return self._caps
 
     # -- workload side ----------------------------------------------------------------
-    def set_load(self, level: float, vram_mb: float | None = None, t_ns: int | None = None) -> int:
+    def set_load(self, level: float, vram_mib: float | None = None, t_ns: int | None = None) -> int:
         """Declare the workload's load level (0..1) from now (or t_ns); returns the edge time."""
         if not 0.0 <= level <= 1.0:
             raise ValueError(f"load level must be within 0..1, got {level}")
         t = time.monotonic_ns() if t_ns is None else int(t_ns)
-        self.timeline.add_edge(LoadEdge(t, level, vram_mb))
+        self.timeline.add_edge(LoadEdge(t, level, vram_mib))
         if self._marker_writer is not None:
-            attrs = {"level": level} if vram_mb is None else {"level": level, "vram_mb": vram_mb}
+            attrs = {"level": level} if vram_mib is None else {"level": level, "vram_mib": vram_mib}
             self._marker_writer.mark(LOAD, device_uuid=self.uuid, t_ns=t, **attrs)
         return t
 
@@ -110,7 +110,7 @@ class SimulatedDevice(Device):
             mem_clock_mhz=r["mem_clock_mhz"],
             util_gpu=r["util_gpu"],
             util_mem=r["util_mem"],
-            vram_used_mb=r["vram_used_mb"],
+            vram_used_mib=r["vram_used_mib"],
             clocks_event_reasons=r["clocks_event_reasons"],
             pstate=r["pstate"],
         )
@@ -133,5 +133,5 @@ def load_edges_from_markers(markers: Iterable[dict], device_uuid: str) -> list[L
     for m in markers:
         if m.get("name") == LOAD and m.get("device_uuid") == device_uuid:
             attrs = m.get("attrs") or {}
-            edges.append(LoadEdge(int(m["t_ns"]), float(attrs.get("level", 0.0)), attrs.get("vram_mb")))
+            edges.append(LoadEdge(int(m["t_ns"]), float(attrs.get("level", 0.0)), attrs.get("vram_mib")))
     return edges

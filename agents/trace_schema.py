@@ -23,7 +23,7 @@ TRACE_SCHEMA = pa.schema(
         ("mem_clock_mhz", pa.float64()),
         ("util_gpu", pa.float64()),  # percent 0..100
         ("util_mem", pa.float64()),  # percent 0..100
-        ("vram_used_mb", pa.float64()),
+        ("vram_used_mib", pa.float64()),
         ("clocks_event_reasons", pa.int64()),  # NVML clocks-event (throttle) bitmask
         ("pstate", pa.int32()),
         ("read_ok", pa.bool_()),  # false when any primary field (power) failed

@@ -89,7 +89,7 @@ def board_name(target: str) -> str:
 def present_as_board(device, board: Profile):
     """Make a simulated unit report its board's identity (hook for agents/factory.py)."""
     info = device.info
-    device._info = replace(info, vram_total_mb=board.vram_total_mb, power_limit_w=board.power_limit_w,
+    device._info = replace(info, vram_total_mib=board.vram_total_mib, power_limit_w=board.power_limit_w,
                            default_power_limit_w=board.power_limit_w, slowdown_temp_c=board.slowdown_temp_c,
                            shutdown_temp_c=board.shutdown_temp_c,
                            extra={**info.extra, "profile_sha256": board.content_sha256()})

@@ -55,12 +55,12 @@ def cmd_devices(args) -> int:
     from rich.table import Table
 
     table = Table(title="fleetphysics devices")
-    for col in ("device_uid", "name", "VRAM MB", "limit W", "slowdown C", "instant", "energy", "fingerprint"):
+    for col in ("device_uid", "name", "VRAM MiB", "limit W", "slowdown C", "instant", "energy", "fingerprint"):
         table.add_column(col)
     for d in devices:
         i, c = d["info"], d["capabilities"]
         name = i["name"] + (" [yellow](simulated)[/]" if i["simulated"] and "simulated" not in i["name"] else "")
-        table.add_row(i["uuid"], name, f"{i['vram_total_mb']:.0f}", f"{i['power_limit_w'] or float('nan'):.0f}",
+        table.add_row(i["uuid"], name, f"{i['vram_total_mib']:.0f}", f"{i['power_limit_w'] or float('nan'):.0f}",
                       f"{i['slowdown_temp_c'] or float('nan'):.0f}", "yes" if c["power_instant_w"] else "no",
                       "yes" if c["energy_j"] else "no", d["fingerprint"]["fingerprint"][:12])
     Console().print(table)
@@ -71,7 +71,7 @@ def _live_table(rows: dict, info: dict, elapsed: float, seconds: float):
     from rich.table import Table
 
     t = Table(title=f"fleetphysics poll  {elapsed:5.1f} s / {seconds:g} s")
-    for col in ("device", "power W", "instant W", "temp C", "SM MHz", "util %", "VRAM MB", "read"):
+    for col in ("device", "power W", "instant W", "temp C", "SM MHz", "util %", "VRAM MiB", "read"):
         t.add_column(col, justify="right")
     for uuid in info:
         r = rows.get(uuid, {})
@@ -82,7 +82,7 @@ def _live_table(rows: dict, info: dict, elapsed: float, seconds: float):
             return "-" if v is None else fmt.format(v)
 
         t.add_row(uuid + (" (sim)" if sim else ""), f("power_w"), f("power_instant_w"), f("temp_c", "{:.0f}"),
-                  f("sm_clock_mhz", "{:.0f}"), f("util_gpu", "{:.0f}"), f("vram_used_mb", "{:.0f}"),
+                  f("sm_clock_mhz", "{:.0f}"), f("util_gpu", "{:.0f}"), f("vram_used_mib", "{:.0f}"),
                   "ok" if r.get("read_ok", True) else "[red]fail[/]")
     return t
 

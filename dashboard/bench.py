@@ -114,7 +114,7 @@ def _experiments(rng: np.random.Generator, gpu: tuple, heat_s: float) -> dict:
     t_s = np.linspace(0, heat_s, 600)
     temp = t_inf - (t_inf - 40.0) * np.exp(-t_s / tau)
     cliff = [{"batch_size": b, "max_context": int(vram / 3 / b) // 256 * 256, "cause": "memory",
-              "first_failing_context": int(vram / 3 / b) // 256 * 256 + 256, "peak_allocated_mb": vram * 0.97}
+              "first_failing_context": int(vram / 3 / b) // 256 * 256 + 256, "peak_allocated_mib": vram * 0.97}
              for b in (1, 2, 4, 8)]
     points = [{"phase": ph, "batch_size": b, "j_per_token": limit / 30 / b ** 0.7 * k, "j_per_token_sem": 0.01 * limit / b,
                "tokens_per_s": 8.0 * b, "n_events": 3, "energy_quality": "BILLABLE" if b > 1 else "GOOD"}
@@ -127,7 +127,7 @@ def _experiments(rng: np.random.Generator, gpu: tuple, heat_s: float) -> dict:
             "power_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(900, 20)), "quality": "good"},
             "power_instant_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(80, 5)), "quality": "good"}}},
         "vram_cliff": {"experiment": "vram_cliff", "schema_version": 1, "simulated": True,
-                       "figures": {"capacity_mb": vram, "fragmentation": {"fragmentation": 0.2}, "cliff": cliff},
+                       "figures": {"capacity_mib": vram, "fragmentation": {"fragmentation": 0.2}, "cliff": cliff},
                        "checks": {"cliff_found": True}},
         "joule_curve": {"experiment": "joule_curve", "schema_version": 1, "simulated": True, "figures": {"points": points}},
         "heat_soak": {"experiment": "heat_soak", "schema_version": 1, "simulated": True, "figures": {
@@ -187,7 +187,7 @@ def build_warehouse(path: Path, rows: int, runs: int, devices: int, progress: Re
                     "device_uid": device_uid, "fingerprint": fingerprint, "simulated": True, "run_state": "completed",
                     "end_reason": "completed", "started_wall_ns": started, "ended_wall_ns": started + (t1 - t0)}
             fp = {"device_uid": device_uid, "fingerprint": fingerprint, "comparability_key": f"bench-{gpu[0]}",
-                  "simulated": True, "fields": {"gpu_name": gpu[0], "vram_total_mb": gpu[1], "power_limit_w": gpu[2],
+                  "simulated": True, "fields": {"gpu_name": gpu[0], "vram_total_mib": gpu[1], "power_limit_w": gpu[2],
                                                  "driver_version": driver}}
             heat_s = (spans["heat"][1] - spans["heat"][0]) / 1e9
             stats = {"period_ms": PERIOD_NS / 1e6, "samples": per_run, "expected_samples": per_run,
@@ -201,7 +201,7 @@ def build_warehouse(path: Path, rows: int, runs: int, devices: int, progress: Re
     finally:
         con.close()
     return {"rows": per_run * runs, "runs": runs, "devices": devices, "build_s": round(time.perf_counter() - start, 1),
-            "file_mb": round(path.stat().st_size / 2**20, 1)}
+            "file_mib": round(path.stat().st_size / 2**20, 1)}
 
 
 # What Streamlit logs each time its cache or context is used outside a script run, as the

@@ -370,10 +370,10 @@ def vram_cliff(points: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
             x=g["batch_size"], y=g["max_context"], mode="lines+markers+text" if points["label"].nunique() <= MAX_MARK_TEXT else "lines+markers", name=label,
             line=dict(color=colors.get(label), width=2), marker=dict(size=9),
             text=[f"{c:,}" for c in g["max_context"]], textposition="top right",
-            customdata=np.stack([g["cause"].fillna("n/a"), g["peak_allocated_mb"].fillna(np.nan),
+            customdata=np.stack([g["cause"].fillna("n/a"), g["peak_allocated_mib"].fillna(np.nan),
                                  g["first_failing_context"].fillna(np.nan)], axis=1),
             hovertemplate="batch %{x}: %{y:,} tokens fit; next %{customdata[2]:,} failed (%{customdata[0]}); "
-                          "peak %{customdata[1]:,.0f} MB<extra>%{fullData.name}</extra>"))
+                          "peak %{customdata[1]:,.0f} MiB<extra>%{fullData.name}</extra>"))
     fig.update_xaxes(type="log", title="batch size", dtick=math.log10(2))
     fig.update_yaxes(type="log", title="max context that fits (tokens), higher is better",
                      **log_ticks(points["max_context"]))
@@ -385,9 +385,9 @@ def vram_capacity(summary: pd.DataFrame) -> go.Figure:
     if summary.empty:
         return empty("no VRAM results in the selection")
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=summary["label"], y=summary["vram_capacity_mb"], name="capacity (MB)",
+    fig.add_trace(go.Bar(x=summary["label"], y=summary["vram_capacity_mib"], name="capacity (MiB)",
                          marker_color="#9aa5b1", marker_pattern_shape=_patterns(summary)))
-    fig.add_trace(go.Bar(x=summary["label"], y=summary["vram_cliff_peak_mb_batch1"], name="peak allocated at the cliff, batch 1 (MB)",
+    fig.add_trace(go.Bar(x=summary["label"], y=summary["vram_cliff_peak_mib_batch1"], name="peak allocated at the cliff, batch 1 (MiB)",
                          marker_color="#1f77b4", marker_pattern_shape=_patterns(summary),
                          text=[f"frag {_fmt(f, '.0%')} · {q or 'n/a'}" for f, q in
                                zip(summary["vram_fragmentation"], summary["vram_cliff_quality"])],

@@ -493,7 +493,7 @@ def vram_cliff(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     summary = frame(f"""
     WITH {cte}
     SELECT sel.run_id, sel.device_uid, sel.fingerprint, sel.host, sel.gpu_name, sel.simulated,
-           sel.vram_capacity_mb, sel.vram_fragmentation, sel.vram_max_context_batch1, sel.vram_cliff_peak_mb_batch1,
+           sel.vram_capacity_mib, sel.vram_fragmentation, sel.vram_max_context_batch1, sel.vram_cliff_peak_mib_batch1,
            sel.vram_max_batch_size, sel.vram_max_context_max_batch, sel.vram_cliff_cause_batch1,
            sel.vram_cliff_quality, sel.run_quality,
            c.peers, c.peer_median_max_context_batch1, c.delta_max_context_batch1
@@ -501,13 +501,13 @@ def vram_cliff(f: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     LEFT JOIN v_vram_cliff_compare c
            ON c.run_id = sel.run_id AND c.device_uid = sel.device_uid AND c.fingerprint = sel.fingerprint
     WHERE sel.vram_max_context_batch1 IS NOT NULL OR sel.vram_max_context_max_batch IS NOT NULL
-       OR sel.vram_capacity_mb IS NOT NULL
+       OR sel.vram_capacity_mib IS NOT NULL
     ORDER BY sel.simulated, sel.gpu_name, sel.host
     """, params)
     points = frame(f"""
     WITH {cte}
     SELECT p.run_id, p.device_uid, p.batch_size, p.max_context, p.first_failing_context, p.cause,
-           p.model_max_context, p.n_probes, p.peak_allocated_mb, p.reserved_mb, p.nvml_used_mb, p.peak_component
+           p.model_max_context, p.n_probes, p.peak_allocated_mib, p.reserved_mib, p.nvml_used_mib, p.peak_component
     FROM vram_cliff_points p JOIN sel ON sel.run_id = p.run_id AND sel.device_uid = p.device_uid
     ORDER BY p.run_id, p.device_uid, p.batch_size
     """, params)
@@ -739,7 +739,7 @@ def trace_buckets(trace_key: int, t0_ns: int, t1_ns: int, points: int = TRACE_PO
            avg(power_instant_w) AS power_instant_w, min(power_instant_w) AS power_instant_w_min,
            max(power_instant_w) AS power_instant_w_max, avg(power_avg_1s_w) AS power_avg_1s_w,
            avg(temp_c) AS temp_c, avg(sm_clock_mhz) AS sm_clock_mhz, avg(util_gpu) AS util_gpu,
-           max(vram_used_mb) AS vram_used_mb, count(*) AS samples,
+           max(vram_used_mib) AS vram_used_mib, count(*) AS samples,
            count(*) FILTER (WHERE NOT read_ok) AS failed_reads
     FROM v_power_trace_values
     WHERE trace_key = {int(trace_key)} AND t_ns BETWEEN {int(t0_ns)} AND {int(t1_ns)}

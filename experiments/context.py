@@ -5,7 +5,7 @@ phases and events through the context, and writes its report through the artifac
 Marker conventions (names and attrs) are the contract with the analyses:
 
 * ``phase_start`` / ``phase_end``: attrs ``phase`` (experiment name or sub-phase).
-* ``load``: per device, attrs ``level`` (0..1) and optional ``vram_mb`` (what drives a
+* ``load``: per device, attrs ``level`` (0..1) and optional ``vram_mib`` (what drives a
   simulated device; recorded for real devices too).
 * ``event_start`` / ``event_end``: attrs ``event_id``, ``phase`` (prefill|decode|...),
   ``batch_size``, ``input_tokens``, ``output_tokens``, ``energy_counter_j`` (the device's
@@ -81,7 +81,7 @@ class RunContext:
     guard: object | None = None  # a heat_soak.ThermalGuard: checked while the runner sleeps
     guard_period_s: float = 0.1
     _level: float = 0.0
-    _vram_mb: float | None = None
+    _vram_mib: float | None = None
 
     @property
     def simulated(self) -> bool:
@@ -103,20 +103,20 @@ class RunContext:
         """A marker for this device on the host clock; returns its t_ns."""
         return self.markers.mark(name, device_uuid=self.device.uuid, **attrs)
 
-    def set_load(self, level: float, vram_mb: float | None = None, t_ns: int | None = None) -> int:
+    def set_load(self, level: float, vram_mib: float | None = None, t_ns: int | None = None) -> int:
         """Declare the load level from now (or ``t_ns``): a ``load`` marker, which drives a
         simulated board's physics (through the marker file, or in-process for a device with
         ``set_load``) and documents the load on a real one. The thermal guard restores it
         after a pause."""
-        self._level, self._vram_mb = level, vram_mb
-        return self._declare(level, vram_mb, t_ns)
+        self._level, self._vram_mib = level, vram_mib
+        return self._declare(level, vram_mib, t_ns)
 
-    def _declare(self, level: float, vram_mb: float | None = None, t_ns: int | None = None) -> int:
+    def _declare(self, level: float, vram_mib: float | None = None, t_ns: int | None = None) -> int:
         set_load = getattr(self.device, "set_load", None)
         if set_load is not None:
-            t = set_load(level, vram_mb=vram_mb, t_ns=t_ns)
+            t = set_load(level, vram_mib=vram_mib, t_ns=t_ns)
         else:
-            attrs = {"level": level} if vram_mb is None else {"level": level, "vram_mb": vram_mb}
+            attrs = {"level": level} if vram_mib is None else {"level": level, "vram_mib": vram_mib}
             t = self.markers.mark(LOAD, device_uuid=self.device.uuid, t_ns=t_ns, **attrs)
         self.__dict__["_load_state"] = (t, float(level))
         return t
@@ -193,5 +193,5 @@ class RunContext:
             time.sleep(self.guard_period_s)
             temp = self._temp_c()
         self.mark("thermal_resume", temp_c=temp, trip_c=self.guard.trip_c, resume_c=self.guard.resume_c)
-        self._declare(self._level, self._vram_mb)
+        self._declare(self._level, self._vram_mib)
         return time.monotonic() - start

@@ -9,7 +9,7 @@ when an allocation does not fit.
 enough that fragmentation is real: requests are rounded to 512 B; requests of at most
 1 MiB come from a small pool of 2 MiB segments; larger requests under 10 MiB get a 20 MiB
 segment; requests of 10 MiB and more get a segment of their size rounded up to
-``block_granularity_mb``. A free block is found best-fit and split when the rest is large
+``block_granularity_mib``. A free block is found best-fit and split when the rest is large
 enough (512 B in the small pool, over 1 MiB in the large one); a freed block coalesces
 with free neighbours of its own segment only. A free block inside a segment that still
 holds other blocks is an *inactive split* block: memory that is reserved, not allocated,
@@ -75,10 +75,10 @@ class MemoryStats:
     def to_dict(self) -> dict:
         """Plain dict for JSON, with MiB twins and the fragmentation ratio."""
         d = asdict(self)
-        d["allocated_mb"] = self.allocated_bytes / MiB
-        d["reserved_mb"] = self.reserved_bytes / MiB
-        d["inactive_split_mb"] = self.inactive_split_bytes / MiB
-        d["largest_free_block_mb"] = self.largest_free_block_bytes / MiB
+        d["allocated_mib"] = self.allocated_bytes / MiB
+        d["reserved_mib"] = self.reserved_bytes / MiB
+        d["inactive_split_mib"] = self.inactive_split_bytes / MiB
+        d["largest_free_block_mib"] = self.largest_free_block_bytes / MiB
         d["fragmentation"] = self.fragmentation
         return d
 
@@ -146,23 +146,23 @@ class _Block:
 class SimulatedMemory(DeviceMemory):
     """A caching allocator over a simulated board's VRAM (see the module docstring for the rules).
 
-    ``total_mb`` is the board's VRAM and ``base_mb`` what the driver and context hold at
-    rest, so ``capacity_bytes = (total_mb - base_mb) MiB``: NVML's "used" is then
-    ``base_mb + reserved``, exactly what ``ctx.set_load(level, vram_mb=reserved_mb)``
+    ``total_mib`` is the board's VRAM and ``base_mib`` what the driver and context hold at
+    rest, so ``capacity_bytes = (total_mib - base_mib) MiB``: NVML's "used" is then
+    ``base_mib + reserved``, exactly what ``ctx.set_load(level, vram_mib=reserved_mib)``
     declares to a simulated device.
     """
 
     simulated = True
 
-    def __init__(self, total_mb: float, base_mb: float, block_granularity_mb: float = 2) -> None:
-        if total_mb <= base_mb or base_mb < 0:
-            raise ValueError(f"need 0 <= base_mb < total_mb, got base_mb={base_mb}, total_mb={total_mb}")
-        if block_granularity_mb <= 0:
-            raise ValueError(f"block_granularity_mb must be > 0, got {block_granularity_mb}")
-        self.total_mb = float(total_mb)
-        self.base_mb = float(base_mb)
-        self.capacity_bytes = int((total_mb - base_mb) * MiB)
-        self.granularity_bytes = int(block_granularity_mb * MiB)
+    def __init__(self, total_mib: float, base_mib: float, block_granularity_mib: float = 2) -> None:
+        if total_mib <= base_mib or base_mib < 0:
+            raise ValueError(f"need 0 <= base_mib < total_mib, got base_mib={base_mib}, total_mib={total_mib}")
+        if block_granularity_mib <= 0:
+            raise ValueError(f"block_granularity_mib must be > 0, got {block_granularity_mib}")
+        self.total_mib = float(total_mib)
+        self.base_mib = float(base_mib)
+        self.capacity_bytes = int((total_mib - base_mib) * MiB)
+        self.granularity_bytes = int(block_granularity_mib * MiB)
         self._segments: dict[int, _Segment] = {}
         self._free_keys = {True: [], False: []}  # pool (small?) -> sorted (size, seg id, offset)
         self._free_blocks: dict[tuple[int, int, int], _Block] = {}
@@ -364,7 +364,7 @@ class SimulatedMemory(DeviceMemory):
         return (
             f"simulated device out of memory: tried to allocate {size / MiB:.2f} MiB; "
             f"capacity {self.capacity_bytes / MiB:.0f} MiB "
-            f"({self.total_mb:.0f} MiB total, {self.base_mb:.0f} MiB base), "
+            f"({self.total_mib:.0f} MiB total, {self.base_mib:.0f} MiB base), "
             f"{self._reserved / MiB:.2f} MiB reserved, {self._allocated / MiB:.2f} MiB allocated, "
             f"{self.inactive_split_bytes / MiB:.2f} MiB free in split blocks"
         )

@@ -162,7 +162,7 @@ def _joule_events(res: dict, trace: pd.DataFrame, baseline: dict | None, ir: dic
 
 
 TR122_TRACE_COLUMNS = ["t_ns", "power_w", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "util_mem",
-                       "vram_used_mb", "read_ok", "dt_s"]
+                       "vram_used_mib", "read_ok", "dt_s"]
 
 
 def write_tr122_pack(out_dir: Path, trace: pd.DataFrame, events: pd.DataFrame | None, baseline: dict | None,

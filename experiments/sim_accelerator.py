@@ -197,7 +197,7 @@ class SimAccelerator(Accelerator):
 
     def __init__(self, ctx: RunContext, profile: Profile) -> None:
         self.ctx, self.profile = ctx, profile
-        self._memory = SimulatedMemory(profile.vram_total_mb, profile.vram_base_mb, ALLOCATOR_GRANULARITY_MB)
+        self._memory = SimulatedMemory(profile.vram_total_mib, profile.vram_base_mib, ALLOCATOR_GRANULARITY_MB)
         self._free_at_ns = 0  # end of the launched work (host monotonic)
 
     @property
@@ -315,7 +315,7 @@ class SimAccelerator(Accelerator):
         return state[0] if state is not None else 0
 
     def _declare(self, level: float, t_ns: int | None = None) -> int:
-        return self.ctx.set_load(level, vram_mb=self._memory.reserved_bytes / MiB, t_ns=t_ns)
+        return self.ctx.set_load(level, vram_mib=self._memory.reserved_bytes / MiB, t_ns=t_ns)
 
     def _allocate(self, nbytes: int) -> int:
         try:

@@ -198,7 +198,7 @@ def build_synthetic_warehouse(path: Path) -> None:
                     "end_reason": "completed", "started_wall_ns": WALL0_NS + run_index * 10**12,
                     "ended_wall_ns": WALL0_NS + run_index * 10**12 + int(t_ns[-1] - t_start)}
             fp = {"device_uid": device_uid, "fingerprint": f"fp-{device_uid}", "comparability_key": f"sim-{name}",
-                  "simulated": True, "fields": {"gpu_name": name, "vram_total_mb": profile.vram_total_mb,
+                  "simulated": True, "fields": {"gpu_name": name, "vram_total_mib": profile.vram_total_mib,
                                                  "power_limit_w": profile.power_limit_w}}
             stats = {"period_ms": PERIOD_NS / 1e6, "samples": len(t_ns), "expected_samples": len(t_ns),
                      "dropped_ticks": 0, "read_errors": int((~out["read_ok"]).sum()),
@@ -260,14 +260,14 @@ def _experiments(profile, out: dict, t_ns: np.ndarray, marks: list, full: bool) 
     t_s = (t_ns[heat] - t_ns[heat][0]) / 1e9
     tau = profile.thermal_resistance_c_per_w * profile.thermal_capacitance_j_per_c
     t_inf = profile.ambient_c + profile.thermal_resistance_c_per_w * profile.max_power_w
-    vram = profile.vram_total_mb
+    vram = profile.vram_total_mib
     docs.update({
         "vram_cliff": {"experiment": "vram_cliff", "schema_version": 1, "simulated": True,
-                       "figures": {"capacity_mb": vram, "weights_mb": 500.0,
+                       "figures": {"capacity_mib": vram, "weights_mib": 500.0,
                                    "fragmentation": {"fragmentation": 0.2},
                                    "cliff": [{"batch_size": b, "max_context": int(vram / 8 / b) // 256 * 256,
                                               "first_failing_context": int(vram / 8 / b) // 256 * 256 + 256,
-                                              "cause": "memory", "peak_allocated_mb": vram * 0.98}
+                                              "cause": "memory", "peak_allocated_mib": vram * 0.98}
                                              for b in (1, 4)]},
                        "checks": {"cliff_found": True}},
         "joule_curve": {"experiment": "joule_curve", "schema_version": 1, "simulated": True,

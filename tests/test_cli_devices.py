@@ -29,7 +29,7 @@ def test_devices_json_lists_simulated_devices(capsys):
     assert [d["info"]["simulated"] for d in devices] == [True, True]
     # one code path: a simulated board is the NVML backend on the simulated NVML library
     assert [(d["backend"], d["simulated"]) for d in devices] == [("nvml", True), ("nvml", True)]
-    assert devices[0]["info"]["vram_total_mb"] == 81559  # MiB, as the profile says (bytes converted once)
+    assert devices[0]["info"]["vram_total_mib"] == 81559  # MiB, as the profile says (bytes converted once)
     assert devices[0]["capabilities"]["power_instant_w"] is True
     assert len(devices[0]["fingerprint"]["fingerprint"]) == 64
 

@@ -68,7 +68,7 @@ def test_local_config_runs_the_suite_with_its_own_figures(capsys, tmp_path):
     assert model["kv_cache_bytes_per_token"] == 65536 and model["dtype"] == "bfloat16"
     assert model["name"] == str(tmp_path / "config.json") and model["builtin"] is False
     assert model["weight_bytes"] == 2 * (8_030_261_248 - 32 * 2 * 4096 * 4 * 128)
-    assert cliff["limiting_cause"] == "memory" and cliff["cliff_mb"] <= cliff["vram_total_mb"]
+    assert cliff["limiting_cause"] == "memory" and cliff["cliff_mib"] <= cliff["vram_total_mib"]
     assert abs(cliff["max_context"] - cliff["predicted_max_context"]) <= 256
     meta = json.loads(next((tmp_path / "out").rglob("run_metadata.json")).read_text())
     assert meta["config"]["configs"]["vram_cliff"]["model"] == str(tmp_path)

@@ -136,7 +136,7 @@ def test_fleet_page_lists_every_device_with_its_figures(fleet_app, fleet_warehou
 @pytest.mark.parametrize("file, title, needles", [
     ("baselines.py", "Baselines", ("robust mean ± SEM_eff", "spread: samples")),
     ("heat_soak.py", "Heat soak", ("Temperature (°C)", "Slope dT/dt", "tau (s)", "T_inf (°C)")),
-    ("vram_cliff.py", "VRAM cliff", ("max context that fits", "capacity (MB)")),
+    ("vram_cliff.py", "VRAM cliff", ("max context that fits", "capacity (MiB)")),
     ("joule_curve.py", "Joule curve", ("decode", "prefill", "energy per token")),
     ("sensor_response.py", "Sensor response", ("power_instant_w", "load edge", "rise 10–90 % (ms)")),
     ("run_explorer.py", "Run explorer", ("buckets of", "baseline", "heat_soak")),

@@ -14,7 +14,7 @@ HOST = {"cpu_model": "Test CPU", "cpu_cores": 2, "ram_gb": 24.0, "os_kernel": "6
 
 def _fields(**over):
     base = {k: None for k in FINGERPRINT_FIELDS}
-    base.update(gpu_name="NVIDIA H100 80GB HBM3", vram_total_mb=81559, driver_version="550.54", power_limit_w=700.0,
+    base.update(gpu_name="NVIDIA H100 80GB HBM3", vram_total_mib=81559, driver_version="550.54", power_limit_w=700.0,
                 simulated=False, **HOST)
     base.update(over)
     return base

@@ -168,7 +168,7 @@ def nested(depth: int) -> str:
 def tr122_packs(draw):
     rows = draw(st.integers(1, 30))
     columns = ["t_ns", "power_w"] + draw(st.lists(st.sampled_from(
-        ["temp_c", "sm_clock_mhz", "util_gpu", "vram_used_mb", "read_ok", "dt_s"]), max_size=3, unique=True))
+        ["temp_c", "sm_clock_mhz", "util_gpu", "vram_used_mib", "read_ok", "dt_s"]), max_size=3, unique=True))
     lines = [",".join(columns)]
     for i in range(rows):
         values = {"t_ns": str(1_000_000 + i * 10_000_000), "power_w": str(50 + i), "read_ok": "true",

@@ -261,7 +261,7 @@ class RealLikeDevice(Device):
 
     @property
     def info(self):
-        return DeviceInfo(uuid="GPU-fake", name="fake", index=0, simulated=False, vram_total_mb=1024,
+        return DeviceInfo(uuid="GPU-fake", name="fake", index=0, simulated=False, vram_total_mib=1024,
                           power_limit_w=None, default_power_limit_w=None, slowdown_temp_c=None, shutdown_temp_c=None)
 
     @property
@@ -312,17 +312,17 @@ def test_simulated_8b_model_runs_on_the_boards_compute_model(tmp_path, counted):
     assert model["weight_bytes"] == 8_030_261_248 * 2 and model["family"] == "llama" and model["builtin"]
     assert model["ran"] == "on the simulated board's compute model"
     act = ActivationModel.from_shape(model_shapes.resolve("llama-3.1-8b"), "bfloat16", attn_implementation="sdpa")
-    predicted = {r["batch_size"]: r["vram_mb"] for r in model["predicted_vram_mb"]}
+    predicted = {r["batch_size"]: r["vram_mib"] for r in model["predicted_vram_mib"]}
     for batch in (1, 4):
         # weights, the cache of 128 + 15 tokens and the largest transient: the logits of 128 prompt tokens
         assert predicted[batch] == (act.weight_bytes() + act.serve_peak_bytes(batch, 128, 16)) / MiB
         assert act.weight_bytes() / MiB < predicted[batch] < act.weight_bytes() / MiB + 1024 * batch
     # The board's allocator holds the 8B weights (16 GB in bf16) while the passes run: the
     # declared VRAM is the weights and the passes' segments, under the board's 80 GB.
-    declared = [m["attrs"]["vram_mb"] for m in read_markers(tmp_path / "markers.jsonl")
+    declared = [m["attrs"]["vram_mib"] for m in read_markers(tmp_path / "markers.jsonl")
                 if m["name"] == "load" and m["attrs"]["level"] > 0]
     assert declared and min(declared) >= act.weight_bytes() / MiB
-    assert max(declared) < load_profile("h100-sxm").vram_total_mb
+    assert max(declared) < load_profile("h100-sxm").vram_total_mib
     assert result["figures"]["truth"]["prefill"]["e_token_j"] > 0
 
 

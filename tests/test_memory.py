@@ -18,7 +18,7 @@ from experiments.memory import (
 
 
 def test_oom_at_capacity_is_out_of_device_memory():
-    mem = SimulatedMemory(total_mb=100, base_mb=20)  # 80 MiB for this process
+    mem = SimulatedMemory(total_mib=100, base_mib=20)  # 80 MiB for this process
     assert mem.capacity_bytes == 80 * MiB
     a = mem.allocate(40 * MiB)
     mem.allocate(40 * MiB)
@@ -29,14 +29,14 @@ def test_oom_at_capacity_is_out_of_device_memory():
     assert issubclass(OutOfDeviceMemory, DeviceError)
     # Exactly the capacity fits on an empty device; one more byte does not.
     mem.free(a)
-    fresh = SimulatedMemory(total_mb=100, base_mb=20)
+    fresh = SimulatedMemory(total_mib=100, base_mib=20)
     fresh.allocate(80 * MiB)
     with pytest.raises(OutOfDeviceMemory):
         fresh.allocate(11 * MiB)
 
 
 def test_rounding_pools_and_segment_sizes():
-    mem = SimulatedMemory(total_mb=1000, base_mb=0)
+    mem = SimulatedMemory(total_mib=1000, base_mib=0)
     assert mem.round_size(1) == 512 and mem.round_size(513) == 1024
     mem.allocate(2 * MiB)  # large pool, under 10 MiB: a 20 MiB segment
     assert mem.reserved_bytes == 20 * MiB
@@ -52,7 +52,7 @@ def test_rounding_pools_and_segment_sizes():
 
 
 def test_holes_are_inactive_split_and_survive_empty_cache():
-    mem = SimulatedMemory(total_mb=1000, base_mb=0)
+    mem = SimulatedMemory(total_mib=1000, base_mib=0)
     mem.free(mem.allocate(64 * MiB))  # the cache now holds one free 64 MiB segment
     assert mem.reserved_bytes == 64 * MiB and mem.inactive_split_bytes == 0
     handles = [mem.allocate(12 * MiB) for _ in range(4)]  # carve it: 48 used, 16 free at the tail
@@ -77,7 +77,7 @@ def test_holes_are_inactive_split_and_survive_empty_cache():
 
 
 def test_retry_releases_cached_segments_before_oom():
-    mem = SimulatedMemory(total_mb=100, base_mb=0)
+    mem = SimulatedMemory(total_mib=100, base_mib=0)
     mem.free(mem.allocate(60 * MiB))
     mem.allocate(70 * MiB)  # 60 cached + 70 new > 100: the cache is released first
     assert mem.reserved_bytes == 70 * MiB
@@ -85,7 +85,7 @@ def test_retry_releases_cached_segments_before_oom():
 
 
 def test_largest_allocatable_probe_matches_the_model():
-    mem = SimulatedMemory(total_mb=4096, base_mb=96)
+    mem = SimulatedMemory(total_mib=4096, base_mib=96)
     live = [mem.allocate(30 * MiB) for _ in range(50)]
     for h in live[::2]:
         mem.free(h)

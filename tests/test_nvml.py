@@ -71,9 +71,9 @@ def test_capabilities_and_one_pass_read(fake):
     assert s.power_w == pytest.approx(70.123) and s.power_instant_w == pytest.approx(71.0)
     assert s.energy_j is None and "energy_j" not in s.failed and s.read_ok  # unsupported is not a failure
     assert (s.temp_c, s.sm_clock_mhz, s.mem_clock_mhz, s.util_gpu, s.pstate) == (35, 1980, 2619, 3, 0)
-    assert s.vram_used_mb == pytest.approx(600.0)  # NVML's bytes become MiB at the boundary
+    assert s.vram_used_mib == pytest.approx(600.0)  # NVML's bytes become MiB at the boundary
     info = dev.info
-    assert info.vram_total_mb == 81_559
+    assert info.vram_total_mib == 81_559
     assert info.uuid == UUIDS[1] and not info.simulated
     assert (info.power_limit_w, info.slowdown_temp_c, info.shutdown_temp_c) == (700, 90, 95)
     assert info.extra["driver_version"] == "550.54.15" and info.extra["cuda_driver_version"] == "12.4"
@@ -197,7 +197,7 @@ def test_sim_board_is_the_nvml_backend_with_its_profile_facts():
     dev, lib, prof = _sim()
     assert isinstance(dev, nv.NvmlDevice) and dev.backend == "nvml" and dev.simulated
     info = dev.info
-    assert info.vram_total_mb == prof.vram_total_mb and info.power_limit_w == prof.power_limit_w
+    assert info.vram_total_mib == prof.vram_total_mib and info.power_limit_w == prof.power_limit_w
     assert (info.slowdown_temp_c, info.shutdown_temp_c) == (prof.slowdown_temp_c, prof.shutdown_temp_c)
     assert info.extra["profile_sha256"] == prof.content_sha256() and info.extra["mig_mode"] is None
     caps = dev.capabilities
@@ -222,7 +222,7 @@ def test_sim_reads_equal_the_physics_model_through_nvml_units():
         assert s.power_instant_w == pytest.approx(truth["power_instant_w"][i], abs=1e-3)
         assert s.energy_j == pytest.approx(truth["energy_j"][i], abs=1e-3)
         assert s.temp_c == truth["temp_c"][i] and s.sm_clock_mhz == truth["sm_clock_mhz"][i]
-        assert s.vram_used_mb == pytest.approx(truth["vram_used_mb"][i], abs=1e-5)  # MiB in, MiB out
+        assert s.vram_used_mib == pytest.approx(truth["vram_used_mib"][i], abs=1e-5)  # MiB in, MiB out
         assert s.clocks_event_reasons == truth["clocks_event_reasons"][i] and s.pstate == truth["pstate"][i]
 
 

@@ -144,7 +144,7 @@ def test_scalar_live_read_equals_vectorized_render(seed):
     vec = model.read(t)
     for j, tt in enumerate(t):
         one = model.read_one(int(tt))
-        for key in ("power_w", "power_instant_w", "energy_j", "temp_c", "sm_clock_mhz", "util_gpu", "vram_used_mb",
+        for key in ("power_w", "power_instant_w", "energy_j", "temp_c", "sm_clock_mhz", "util_gpu", "vram_used_mib",
                     "clocks_event_reasons", "pstate", "read_ok", "floor"):
             assert float(one[key]) == pytest.approx(float(vec[key][j]), abs=1e-3), (key, int(tt))
 
@@ -157,10 +157,10 @@ def test_one_device_seen_from_two_processes_agrees(tmp_path):
     tail = MarkerTail(path)
     sensor = SimulatedDevice(prof, host_id="h", t_start_ns=0,
                              load_source=lambda: load_edges_from_markers(tail.read_new(), workload.uuid))
-    workload.set_load(1.0, vram_mb=2048, t_ns=5 * NS)
+    workload.set_load(1.0, vram_mib=2048, t_ns=5 * NS)
     workload.set_load(0.0, t_ns=9 * NS)
     for t in (4 * NS, 6 * NS, 8 * NS + 7 * MS, 12 * NS):
         a, b = workload.read_sample(t), sensor.read_sample(t)
         assert a == b
-    assert sensor.read_sample(6 * NS).vram_used_mb == prof.vram_base_mb + 2048
+    assert sensor.read_sample(6 * NS).vram_used_mib == prof.vram_base_mib + 2048
     assert workload.simulated and "simulated" in workload.info.name

@@ -11,7 +11,7 @@ from agents.profiles import builtin_profile_names, load_profile
 REQUIRED = ["name", "idle_power_w", "max_power_w", "power_limit_w", "floor_fraction", "floor_power_w", "ambient_c",
             "thermal_resistance_c_per_w", "thermal_capacitance_j_per_c", "sensor_update_period_ms", "instant_window_ms",
             "average_window_ms", "energy_counter_update_ms", "read_error_rate", "slowdown_temp_c", "shutdown_temp_c",
-            "vram_total_mb"]
+            "vram_total_mib"]
 
 
 def test_builtin_profiles_present_and_valid():
@@ -23,7 +23,7 @@ def test_builtin_profiles_present_and_valid():
     assert laptop.floor_fraction == pytest.approx(0.15)
     assert laptop.floor_power_w == pytest.approx(1.2)
     assert laptop.power_limit_w == 150
-    assert laptop.vram_total_mb == pytest.approx(12282)
+    assert laptop.vram_total_mib == pytest.approx(12282)
     h100 = load_profile("h100-sxm")
     assert (h100.instant_window_ms, h100.sensor_update_period_ms) == (25, 100)
 

@@ -34,7 +34,7 @@ SLOW_SQL = "SELECT sum(hash(a.range * b.range)) AS s FROM range(1000000) a, rang
 def wh(tmp_path):
     path = tmp_path / "viewer-test.duckdb"
     trace = fx.make_trace(300)
-    ingest_tables(path, fx.run_metadata(), fx.fingerprint(fields={"gpu_name": FORMULA_GPU, "vram_total_mb": 1}),
+    ingest_tables(path, fx.run_metadata(), fx.fingerprint(fields={"gpu_name": FORMULA_GPU, "vram_total_mib": 1}),
                   trace, fx.make_markers(trace))
     return path
 

@@ -370,7 +370,7 @@ def test_numbers_too_large_for_64_bits_are_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("name,path,value", [
     ("baseline.json", ["figures", "fields", "power_w", "n"], 10**40),
-    ("vram_cliff.json", ["figures", "capacity_mb"], 2**70),
+    ("vram_cliff.json", ["figures", "capacity_mib"], 2**70),
     ("poller_stats.json", ["samples"], 2**64),
     ("fingerprint.json", ["fields", "cpu_cores"], 2**40),  # fits 64 bits, not the INTEGER column
 ])

@@ -30,7 +30,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "warehouse"
 def wh(tmp_path_factory):
     path = tmp_path_factory.mktemp("safety") / "w.duckdb"
     trace = fx.make_trace(300)
-    ingest_tables(path, fx.run_metadata(), fx.fingerprint(fields={"gpu_name": FORMULA_GPU, "vram_total_mb": 1}),
+    ingest_tables(path, fx.run_metadata(), fx.fingerprint(fields={"gpu_name": FORMULA_GPU, "vram_total_mib": 1}),
                   trace, fx.make_markers(trace))
     return path
 

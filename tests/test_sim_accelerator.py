@@ -82,7 +82,7 @@ def test_passes_take_the_compute_models_time_and_run_back_to_back(tmp_path):
     span = unit.max_power_w - unit.idle_power_w
     assert busy[0]["attrs"]["level"] == pytest.approx(joules / seconds / span)
     # the board's NVML sees the work: power above idle while busy, the counter advanced by it
-    assert ctx.device.read_sample().vram_used_mb == pytest.approx(540 + acc.memory.reserved_bytes / MiB, abs=1)
+    assert ctx.device.read_sample().vram_used_mib == pytest.approx(540 + acc.memory.reserved_bytes / MiB, abs=1)
 
 
 def test_joules_per_token_differ_between_boards():

@@ -70,7 +70,7 @@ def test_artifact_dir_is_complete_and_tr122_compatible(smoke_run):
     assert trace.t_ns.is_monotonic_increasing and not (d / "power_trace").exists()
     tr = pd.read_csv(d / "tr122" / "power_trace.csv")
     assert list(tr.columns) == ["t_ns", "power_w", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "util_mem",
-                                "vram_used_mb", "read_ok", "dt_s"]
+                                "vram_used_mib", "read_ok", "dt_s"]
     events = [json.loads(line) for line in (d / "tr122" / "generation_events.jsonl").read_text().splitlines()]
     assert events and {"event_id", "phase", "energy_joules", "operational_joules", "energy_quality"} <= set(events[0])
 

@@ -24,7 +24,7 @@ class ScriptedDevice:
     def read_sample(self, t_ns):
         return SimpleNamespace(temp_c=self.temps.pop(0) if len(self.temps) > 1 else self.temps[0])
 
-    def set_load(self, level, vram_mb=None, t_ns=None):  # the in-process hook RunContext calls
+    def set_load(self, level, vram_mib=None, t_ns=None):  # the in-process hook RunContext calls
         self.loads.append(level)
         return time.monotonic_ns() if t_ns is None else t_ns
 

@@ -33,7 +33,7 @@ METADATA = {
     "git": {"hash": "0123456789abcdef0123456789abcdef01234567"},
 }
 TRACE_COLUMNS = ["t_ns", "power_w", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "util_mem",
-                 "vram_used_mb", "read_ok", "dt_s"]
+                 "vram_used_mib", "read_ok", "dt_s"]
 
 
 def _trace_rows(n: int = 200) -> list[list]:

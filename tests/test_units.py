@@ -85,7 +85,7 @@ def test_the_spread_field_is_checked():
     from agents.profiles import Profile
 
     data = load_profile("h100-sxm").model_dump()
-    with pytest.raises(ValueError, match="unit_spread.vram_total_mb"):
-        Profile(**(data | {"unit_spread": {"vram_total_mb": 0.1}}))
+    with pytest.raises(ValueError, match="unit_spread.vram_total_mib"):
+        Profile(**(data | {"unit_spread": {"vram_total_mib": 0.1}}))
     with pytest.raises(ValueError, match="unit_spread.idle_power_w"):
         Profile(**(data | {"unit_spread": {"idle_power_w": 0.7}}))

@@ -34,7 +34,7 @@ def fast_config(**kw) -> VramCliffConfig:
 def analytic_limit(profile_name: str, n_positions: int, batch: int, config: VramCliffConfig) -> int:
     """The memory model's cliff, computed apart from the search: weights, then fresh segments."""
     profile = load_profile(profile_name)
-    mem = SimulatedMemory(profile.vram_total_mb, profile.vram_base_mb, ALLOCATOR_GRANULARITY_MB)
+    mem = SimulatedMemory(profile.vram_total_mib, profile.vram_base_mib, ALLOCATOR_GRANULARITY_MB)
     act = ActivationModel.from_dims(workload.shape_dims(config.model, n_positions), config.dtype)
     for _, n in act.weight_tensors():
         mem.allocate(n)
@@ -46,8 +46,8 @@ def test_cliff_within_one_step_of_the_memory_model(tmp_path, profile):
     cfg = fast_config()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = run(make_ctx(tmp_path, profile), cfg)
-    rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    assert rss_growth_mb < 512  # the memory model answers; nothing of GB size is allocated on the host
+    rss_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert rss_growth_mib < 512  # the memory model answers; nothing of GB size is allocated on the host
     n_positions = result["figures"]["n_positions"]
     rows = result["figures"]["cliff"]
     assert [r["batch_size"] for r in rows] == [1, 8]
@@ -61,20 +61,20 @@ def test_cliff_within_one_step_of_the_memory_model(tmp_path, profile):
         assert row["first_failing_context"] - row["max_context"] <= cfg.context_step
         # The raw-bytes model agrees too: allocator rounding costs a few tokens at most.
         act = ActivationModel.from_dims(workload.shape_dims("124m", n_positions))
-        capacity = (load_profile(profile).vram_total_mb - load_profile(profile).vram_base_mb) * MiB
+        capacity = (load_profile(profile).vram_total_mib - load_profile(profile).vram_base_mib) * MiB
         raw = act.max_context(row["batch_size"], int(capacity) - act.weight_bytes())
         assert 0 <= raw - limit < 64
     # The cliff sits near the board's VRAM: the largest passing probe used most of it.
-    vram_total = load_profile(profile).vram_total_mb
-    assert rows[0]["nvml_used_mb"] > 0.85 * vram_total
+    vram_total = load_profile(profile).vram_total_mib
+    assert rows[0]["nvml_used_mib"] > 0.85 * vram_total
     assert "within_one_step_of_model" not in result["checks"]  # true by construction here: a test, not a check
     assert result["checks"]["cliff_found"] and result["checks"]["cliff_is_memory"]
     # Headline figures (the smallest batch size's cliff), as the fleet table reads them.
     figs = result["figures"]
     assert figs["max_context_batch1"] == figs["max_context"] == rows[0]["max_context"]
-    assert figs["limiting_cause"] == "memory" and figs["vram_total_mb"] == vram_total
-    assert figs["cliff_mb"] == rows[0]["nvml_used_mb"] and 0.85 < figs["cliff_fraction"] <= 1
-    assert figs["max_alloc_mb"] == figs["fragmentation"]["largest_allocatable_mb"]
+    assert figs["limiting_cause"] == "memory" and figs["vram_total_mib"] == vram_total
+    assert figs["cliff_mib"] == rows[0]["nvml_used_mib"] and 0.85 < figs["cliff_fraction"] <= 1
+    assert figs["max_alloc_mib"] == figs["fragmentation"]["largest_allocatable_mib"]
 
 
 def test_small_position_limit_is_architecture(tmp_path):
@@ -84,7 +84,7 @@ def test_small_position_limit_is_architecture(tmp_path):
     assert row["max_context"] == 1024 and row["first_failing_context"] is None
     assert not any(p["oom"] for p in result["probes"])
     assert result["figures"]["n_positions"] == 1024
-    assert result["figures"]["limiting_cause"] == "architecture" and result["figures"]["cliff_mb"] is None
+    assert result["figures"]["limiting_cause"] == "architecture" and result["figures"]["cliff_mib"] is None
 
 
 def test_probes_record_peak_reserved_and_nvml(tmp_path):
@@ -92,10 +92,10 @@ def test_probes_record_peak_reserved_and_nvml(tmp_path):
     result = run(ctx, fast_config(batch_sizes=[2]))
     probes = result["probes"]
     assert probes and any(p["oom"] for p in probes) and any(p["ok"] for p in probes)
-    base_mb = load_profile("rtx4080-laptop").vram_base_mb
+    base_mib = load_profile("rtx4080-laptop").vram_base_mib
     for p in probes:
-        assert p["peak_allocated_mb"] > 0 and p["reserved_mb"] >= p["peak_allocated_mb"] - 1e-9
-        assert p["nvml_used_mb"] == pytest.approx(base_mb + p["reserved_mb"])
+        assert p["peak_allocated_mib"] > 0 and p["reserved_mib"] >= p["peak_allocated_mib"] - 1e-9
+        assert p["nvml_used_mib"] == pytest.approx(base_mib + p["reserved_mib"])
         assert p["t_end_ns"] >= p["t_start_ns"]
     ok = [p for p in probes if p["ok"]]
     assert max(p["context"] for p in ok) == result["figures"]["cliff"][0]["max_context"]
@@ -103,13 +103,13 @@ def test_probes_record_peak_reserved_and_nvml(tmp_path):
     markers = read_markers(tmp_path / "markers.jsonl")
     (t_search,) = [m["t_ns"] for m in markers if m["name"] == "phase_start" and m["attrs"]["phase"] == f"{NAME}.search"]
     (t_done,) = [m["t_ns"] for m in markers if m["name"] == "phase_end" and m["attrs"]["phase"] == f"{NAME}.search"]
-    declared = [m["attrs"]["vram_mb"] for m in markers
-                if m["name"] == "load" and t_search <= m["t_ns"] <= t_done and m["attrs"].get("vram_mb") is not None]
-    assert max(declared) == pytest.approx(max(p["reserved_mb"] for p in probes))
-    assert max(declared) + base_mb <= load_profile("rtx4080-laptop").vram_total_mb
+    declared = [m["attrs"]["vram_mib"] for m in markers
+                if m["name"] == "load" and t_search <= m["t_ns"] <= t_done and m["attrs"].get("vram_mib") is not None]
+    assert max(declared) == pytest.approx(max(p["reserved_mib"] for p in probes))
+    assert max(declared) + base_mib <= load_profile("rtx4080-laptop").vram_total_mib
     # The torture test drove the VRAM to the board's capacity before the search.
-    torture_peak = max(m["attrs"].get("vram_mb") or 0 for m in markers if m["name"] == "load" and m["t_ns"] < t_search)
-    assert torture_peak + base_mb == pytest.approx(load_profile("rtx4080-laptop").vram_total_mb, abs=64)
+    torture_peak = max(m["attrs"].get("vram_mib") or 0 for m in markers if m["name"] == "load" and m["t_ns"] < t_search)
+    assert torture_peak + base_mib == pytest.approx(load_profile("rtx4080-laptop").vram_total_mib, abs=64)
     names = [m["attrs"].get("phase") for m in markers if m["name"] == "phase_start"]
     assert names[:2] == [NAME, f"{NAME}.torture"] and f"{NAME}.search" in names
     json.dumps(result)  # JSON-safe
@@ -136,7 +136,7 @@ def test_fragmentation_is_positive_and_read_before_empty_cache():
     mem = SpyMemory(12282, 350)
     frag = torture(mem, fast_config())
     assert frag["fragmentation"] > 0.05
-    assert frag["inactive_split_mb"] > 0 and frag["holes"] > 0
+    assert frag["inactive_split_mib"] > 0 and frag["holes"] > 0
     first_empty = next(i for i, (name, _) in enumerate(mem.log) if name == "empty_cache")
     reads_before = [value for name, value in mem.log[:first_empty] if name == "stats"]
     assert frag["fragmentation"] in reads_before  # the reported value was read before any empty_cache
@@ -144,8 +144,8 @@ def test_fragmentation_is_positive_and_read_before_empty_cache():
     # TR122's method (block count over bytes, after empty_cache) reads 0 on the same pattern.
     assert frag["tr122_method_value"] == pytest.approx(0.0, abs=1e-6)
     assert frag["pressure_blocks_until_oom"] > 0 and mem.stats().num_ooms >= 1
-    assert 0 < frag["largest_free_block_mb"] <= 64
-    assert frag["largest_allocatable_mb"] >= frag["largest_free_block_mb"]
+    assert 0 < frag["largest_free_block_mib"] <= 64
+    assert frag["largest_allocatable_mib"] >= frag["largest_free_block_mib"]
     assert mem.allocated_bytes == 0 and mem.reserved_bytes == 0  # everything given back at the end
 
 
@@ -203,7 +203,7 @@ def test_presets_and_validation():
     with pytest.raises(ValueError):
         VramCliffConfig(bogus=1)
     with pytest.raises(ValueError):
-        VramCliffConfig(torture_min_block_mb=80, torture_max_block_mb=64)
+        VramCliffConfig(torture_min_block_mib=80, torture_max_block_mib=64)
 
 
 class FakeGpu(Device):
@@ -211,7 +211,7 @@ class FakeGpu(Device):
 
     def __init__(self, memory):
         self.memory = memory
-        self._info = DeviceInfo(uuid="GPU-fake", name="fake", index=0, simulated=False, vram_total_mb=256,
+        self._info = DeviceInfo(uuid="GPU-fake", name="fake", index=0, simulated=False, vram_total_mib=256,
                                 power_limit_w=None, default_power_limit_w=None, slowdown_temp_c=None,
                                 shutdown_temp_c=None)
 
@@ -224,7 +224,7 @@ class FakeGpu(Device):
         return Capabilities()
 
     def read_sample(self, t_ns=None):
-        return Sample(power_w=50.0, vram_used_mb=100 + self.memory.reserved_bytes / MiB)
+        return Sample(power_w=50.0, vram_used_mib=100 + self.memory.reserved_bytes / MiB)
 
 
 class FakeCudaMemory(SimulatedMemory):
@@ -237,7 +237,7 @@ def test_real_device_path_runs_real_prefills_and_translates_oom(tmp_path, monkey
     """The CUDA code path, on the CPU: real tiny prefills; CUDA OOM above a token budget."""
     from experiments.vram_cliff import runner as vc_runner
 
-    memory = FakeCudaMemory(total_mb=256, base_mb=0)
+    memory = FakeCudaMemory(total_mib=256, base_mib=0)
     monkeypatch.setattr(vc_runner, "open_memory", lambda ctx, config: memory)
     budget_tokens = 700
     real_prefill, calls = workload.prefill, []
@@ -261,7 +261,7 @@ def test_real_device_path_runs_real_prefills_and_translates_oom(tmp_path, monkey
     assert result["quality"]["probe_source"] == "real-prefill" and not result["quality"]["simulated"]
     oom = [p for p in result["probes"] if p["oom"]]
     assert oom and all("CUDA out of memory" in p["error"] for p in oom)
-    assert all(p["nvml_used_mb"] is not None for p in result["probes"])
+    assert all(p["nvml_used_mib"] is not None for p in result["probes"])
     # On a real device set_load only records markers (level and VRAM), it drives nothing.
     loads = [m for m in read_markers(tmp_path / "markers.jsonl") if m["name"] == "load"]
     assert loads and all(m["device_uuid"] == "GPU-fake" for m in loads)
@@ -281,14 +281,14 @@ def test_8b_class_bf16_cliff_on_an_h100(tmp_path, name, kv_per_token):
     assert model["kv_cache_bytes_per_token"] == kv_per_token
     assert model["weight_bytes"] == act.weight_bytes() and model["family"] == model_shapes.resolve(name).family
     # The allocator hands out whole blocks when the rest is too small to split: a little above.
-    assert act.weight_bytes() / MiB <= figs["weights_mb"] < 1.005 * act.weight_bytes() / MiB
+    assert act.weight_bytes() / MiB <= figs["weights_mib"] < 1.005 * act.weight_bytes() / MiB
     profile = load_profile("h100-sxm")
     for row in figs["cliff"]:
         assert row["cause"] == "memory" and abs(row["max_context"] - row["model_max_context"]) <= cfg.context_step
     # The measured cliff (NVML used at the largest fitting prefill) sits just under the H100's
     # 80 GB, beside the memory model's prediction for it.
-    assert 0.9 * profile.vram_total_mb < figs["cliff_mb"] <= profile.vram_total_mb
-    assert figs["predicted_cliff_mb"] == pytest.approx(figs["cliff_mb"], rel=0.02)
+    assert 0.9 * profile.vram_total_mib < figs["cliff_mib"] <= profile.vram_total_mib
+    assert figs["predicted_cliff_mib"] == pytest.approx(figs["cliff_mib"], rel=0.02)
     assert figs["predicted_max_context"] == figs["cliff"][0]["model_max_context"]
     assert "within_one_step_of_model" not in result["checks"]  # checked per row above (i24: a test, not a check)
 
@@ -321,7 +321,7 @@ def test_real_device_path_runs_a_family_model_from_a_local_config(tmp_path, monk
 
     shape = model_shapes.resolve(name).tiny()
     (tmp_path / "config.json").write_text(_json.dumps(dict(shape.config)))
-    memory = FakeCudaMemory(total_mb=256, base_mb=0)
+    memory = FakeCudaMemory(total_mib=256, base_mib=0)
     monkeypatch.setattr(vc_runner, "open_memory", lambda ctx, config: memory)
     built = []
     real_build = workload.build_model

@@ -71,7 +71,7 @@ def test_simulated_trace_is_stored_as_named_and_as_duckdb_would(tmp_path):
     s = 10**9
     t0 = 1_000 * s
     t_ns = t0 + np.arange(6_000, dtype=np.int64) * fx.PERIOD_NS  # 60 s on the 10 ms grid
-    edges = [LoadEdge(t0 + 10 * s, 1.0, vram_mb=20_000), LoadEdge(t0 + 40 * s, 0.0, vram_mb=0)]
+    edges = [LoadEdge(t0 + 10 * s, 1.0, vram_mib=20_000), LoadEdge(t0 + 40 * s, 0.0, vram_mib=0)]
     out = render_trace(load_profile("h100-sxm"), edges, t_ns, seed=3)
     trace = trace_table(out, t_ns, "GPU-sim-compression")
     assert not out["read_ok"].all() and np.unique(out["power_w"]).size > 20  # failed reads and real steps

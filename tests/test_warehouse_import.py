@@ -85,7 +85,7 @@ def test_nvidia_smi_units_failed_reads_and_edges(tmp_path):
     assert first["t_ns"] == 1688840856000000000  # 19:27:36 at UTC+01:00
     assert first["power_w"] == 60.0 and first["power_avg_1s_w"] == 60.0  # from .average [W] and power.draw [mW]
     assert first["power_instant_w"] == 61.0  # "61.00 W": a unit in the cell is accepted
-    assert first["vram_used_mb"] == pytest.approx(1024)  # MiB stays MiB, the trace's memory unit
+    assert first["vram_used_mib"] == pytest.approx(1024)  # MiB stays MiB, the trace's memory unit
     assert first["util_gpu"] == 0.0 and first["sm_clock_mhz"] == 210.0 and first["pstate"] == 8
     assert first["device_uuid"] == "GPU-1234-abcd"
     failed = trace[~trace["read_ok"]]
@@ -129,7 +129,7 @@ def test_tr122_export_round_trip(tmp_path):
     assert result["rows"] == 700 and sorted(p.name for p in out.iterdir()) == sorted(result["files"])
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # the staging folder was renamed
     header = (out / "power_trace.csv").read_text().splitlines()[0]
-    assert header == "t_ns,power_w,temp_c,sm_clock_mhz,mem_clock_mhz,util_gpu,util_mem,vram_used_mb,read_ok,dt_s"
+    assert header == "t_ns,power_w,temp_c,sm_clock_mhz,mem_clock_mhz,util_gpu,util_mem,vram_used_mib,read_ok,dt_s"
     assert json.loads((out / "baseline.json").read_text())["idle_w"] == 62.0
     assert len((out / "generation_events.jsonl").read_text().splitlines()) == 4
 

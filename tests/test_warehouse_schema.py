@@ -168,7 +168,7 @@ def test_pyproject_asks_for_the_duckdb_the_warehouse_needs():
     assert re.findall(r'"(duckdb[^"]*)"', pyproject) == ["duckdb>=" + ".".join(map(str, MIN_DUCKDB))]
 
 
-def test_vram_mib_migration_converts_the_decimal_mb_rows_of_a_warehouse_written_by_the_schema_before(tmp_path):
+def test_vram_mib_migration_converts_the_decimal_mib_rows_of_a_warehouse_written_by_the_schema_before(tmp_path):
     """NVML-read memory of real devices and nvidia-smi imports were decimal MB; the simulated
     boards', the TR122 packs' and the allocator's figures were MiB already and stay."""
     mib_version = next(m.version for m in migrations.available_migrations() if m.name == "vram_mib")
@@ -182,29 +182,29 @@ def test_vram_mib_migration_converts_the_decimal_mb_rows_of_a_warehouse_written_
                        end_reason, trace_rows, metadata_json, ingested_at, source)
                        VALUES (?, ?, ?, 'h', ?, ?, 'completed', 'completed', 1, '{}', now(), ?)""",
                     [run_id, uid, key, f"fp-{uid}", sim, source])
-        con.execute("INSERT INTO devices (device_uid, host, vram_total_mb, simulated) VALUES (?, 'h', 85520.0, ?)",
+        con.execute("INSERT INTO devices (device_uid, host, vram_total_mib, simulated) VALUES (?, 'h', 85520.0, ?)",
                     [uid, sim])
-        con.execute("""INSERT INTO fingerprints (fingerprint, device_uid, simulated, vram_total_mb, fields_json)
+        con.execute("""INSERT INTO fingerprints (fingerprint, device_uid, simulated, vram_total_mib, fields_json)
                        VALUES (?, ?, ?, 85520.0, '{}')""", [f"fp-{uid}", uid, sim])
-        con.execute("INSERT INTO power_trace (trace_key, t_ns, vram_used_mb, read_ok) VALUES (?, 1, 1048.576, true)",
+        con.execute("INSERT INTO power_trace (trace_key, t_ns, vram_used_mib, read_ok) VALUES (?, 1, 1048.576, true)",
                     [key])
-        con.execute("""INSERT INTO vram_cliff_probes (run_id, device_uid, probe_idx, nvml_used_mb, reserved_mb)
+        con.execute("""INSERT INTO vram_cliff_probes (run_id, device_uid, probe_idx, nvml_used_mib, reserved_mib)
                        VALUES (?, ?, 0, 1048.576, 500.0)""", [run_id, uid])
     con.close()
 
     con = connect_writer(path)
     try:
         assert migrations.current_version(con) == migrations.latest_version()
-        got = dict(con.execute("""SELECT rd.device_uid, pt.vram_used_mb FROM power_trace pt
+        got = dict(con.execute("""SELECT rd.device_uid, pt.vram_used_mib FROM power_trace pt
                                   JOIN run_devices rd USING (trace_key)""").fetchall())
         assert got["GPU-1"] == pytest.approx(1000.0) and got["smi-1"] == pytest.approx(1000.0)  # 1048.576 MB = 1000 MiB
         assert got["SIM-1"] == pytest.approx(1048.576) and got["tr-1"] == pytest.approx(1048.576)  # MiB already
-        probes = dict(con.execute("SELECT device_uid, nvml_used_mb FROM vram_cliff_probes").fetchall())
+        probes = dict(con.execute("SELECT device_uid, nvml_used_mib FROM vram_cliff_probes").fetchall())
         assert probes["GPU-1"] == pytest.approx(1000.0) and probes["SIM-1"] == pytest.approx(1048.576)
-        assert con.execute("SELECT DISTINCT reserved_mb FROM vram_cliff_probes").fetchall() == [(500.0,)]  # allocator MiB
-        totals = dict(con.execute("SELECT device_uid, vram_total_mb FROM devices").fetchall())
+        assert con.execute("SELECT DISTINCT reserved_mib FROM vram_cliff_probes").fetchall() == [(500.0,)]  # allocator MiB
+        totals = dict(con.execute("SELECT device_uid, vram_total_mib FROM devices").fetchall())
         assert totals["GPU-1"] == pytest.approx(81558.2, abs=0.1) and totals["SIM-1"] == 85520.0
-        fps = dict(con.execute("SELECT device_uid, vram_total_mb FROM fingerprints").fetchall())
+        fps = dict(con.execute("SELECT device_uid, vram_total_mib FROM fingerprints").fetchall())
         assert fps["GPU-1"] == pytest.approx(81558.2, abs=0.1) and fps["smi-1"] == 85520.0
     finally:
         con.close()

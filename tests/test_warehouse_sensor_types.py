@@ -43,7 +43,7 @@ def test_a_simulated_trace_comes_back_exactly_through_the_view(tmp_path):
     t0 = 1_000 * s
     t_ns = t0 + np.arange(3_000, dtype=np.int64) * fx.PERIOD_NS  # 30 s: idle, loaded, idle
     profile = load_profile("h100-sxm")
-    edges = [LoadEdge(t0 + 5 * s, 0.7, vram_mb=20_000), LoadEdge(t0 + 20 * s, 0.0, vram_mb=0)]
+    edges = [LoadEdge(t0 + 5 * s, 0.7, vram_mib=20_000), LoadEdge(t0 + 20 * s, 0.0, vram_mib=0)]
     out = render_trace(profile, edges, t_ns, seed=11)
     trace = trace_table(out, t_ns, "GPU-sim-types")
     # the idle memory clock is a fraction of the loaded one: whole MHz, as NVML reports it

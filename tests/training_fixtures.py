@@ -102,7 +102,7 @@ def trace_table(out: dict, t_ns: np.ndarray, device_uuid: str, wall_offset_ns: i
     ok = out["read_ok"]
     cols = {"t_ns": t_ns, "wall_ns": t_ns + wall_offset_ns, "device_uuid": [device_uuid] * n}
     for name in ("power_w", "power_instant_w", "energy_j", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu",
-                 "util_mem", "vram_used_mb", "clocks_event_reasons", "pstate"):
+                 "util_mem", "vram_used_mib", "clocks_event_reasons", "pstate"):
         cols[name] = pa.array(out[name], mask=~ok if name.startswith("power") else None)
     cols.update(read_ok=ok, dt_s=np.r_[np.nan, np.diff(t_ns) / 1e9], lateness_ms=np.zeros(n))
     return pa.table({f.name: pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)

@@ -89,7 +89,7 @@ def render_host(target: str, host: str, run_id: str, run_index: int = 0, soak_s:
     configs = {name: experiment_config(name, "full" if name == "heat_soak" else "quick") for name in results}
     frame = trace.to_pandas()
     docs, _ = analyse_all(results, configs, frame, markers.to_pandas(), {"simulated": True})
-    fields = {"gpu_name": board.name, "vram_total_mb": board.vram_total_mb, "power_limit_w": board.power_limit_w,
+    fields = {"gpu_name": board.name, "vram_total_mib": board.vram_total_mib, "power_limit_w": board.power_limit_w,
               "simulated": True, "profile_sha256": board.content_sha256()}
     fp = fingerprint_from_fields(device_uid, fields).to_dict()
     meta = {"schema_version": 1, "run_id": run_id, "host": host, "device_uid": device_uid,

@@ -51,7 +51,7 @@ def synthetic_trace(rows: int, seed: int = 0, t0_ns: int = 1_000_000_000, device
         "temp_c": np.round(40 + 30 * (1 - np.exp(-np.arange(rows) / 1e6)), 0),
         "sm_clock_mhz": np.full(rows, 1800.0), "mem_clock_mhz": np.full(rows, 9501.0),
         "util_gpu": np.repeat(np.round(rng.uniform(0, 100, rows // 10 + 1)), 10)[:rows],
-        "util_mem": np.full(rows, 20.0), "vram_used_mb": np.full(rows, 1024.0),
+        "util_mem": np.full(rows, 20.0), "vram_used_mib": np.full(rows, 1024.0),
         "clocks_event_reasons": np.zeros(rows, dtype=np.int64),
         "pstate": pa.array(np.zeros(rows, dtype=np.int32), pa.int32()),
         "read_ok": np.ones(rows, dtype=bool), "dt_s": dt_s, "lateness_ms": late_ms,
@@ -69,7 +69,7 @@ def _metadata(run_id: str, device_uid: str, host: str, started_ns: int) -> tuple
             "fingerprint": f"fp-{device_uid}", "simulated": True, "run_state": "completed",
             "end_reason": "completed", "started_wall_ns": started_ns, "ended_wall_ns": started_ns + 10**12}
     fp = {"device_uid": device_uid, "fingerprint": f"fp-{device_uid}", "comparability_key": "bench",
-          "simulated": True, "fields": {"gpu_name": "Bench GPU", "vram_total_mb": 81920}}
+          "simulated": True, "fields": {"gpu_name": "Bench GPU", "vram_total_mib": 81920}}
     return meta, fp
 
 
@@ -83,7 +83,7 @@ def _experiments(rng: np.random.Generator) -> dict[str, dict]:
             "power_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(900, 20))},
             "power_instant_w": {"update_period_ms": 100, "rise_ms": float(rng.normal(250, 10))}}}},
         "vram_cliff": {"experiment": "vram_cliff", "schema_version": 1,
-                       "figures": {"vram_total_mb": 81920, "cliff_mb": float(rng.normal(79000, 100))}},
+                       "figures": {"vram_total_mib": 81920, "cliff_mib": float(rng.normal(79000, 100))}},
         "joule_curve": {"experiment": "joule_curve", "schema_version": 1, "figures": {"points": [
             {"phase": "decode", "batch_size": b, "j_per_token": 2.0 / b} for b in (1, 8, 64)]}},
         "heat_soak": {"experiment": "heat_soak", "schema_version": 1,

@@ -14,12 +14,12 @@ parentheses, as experiments/analysis writes them):
   n_samples (n), window_s, quality.
 * ``instrument_response``: per power field, same layouts: update_period_ms, rise_ms,
   delay_ms, window_ms, idle_w, load_w, n_steps, quality.
-* ``vram_cliff``: capacity_mb, weights_mb, ``fragmentation`` {fragmentation,
-  fragmentation_at_oom, largest_allocatable_mb}; ``cliff``: a list per batch size of
+* ``vram_cliff``: capacity_mib, weights_mib, ``fragmentation`` {fragmentation,
+  fragmentation_at_oom, largest_allocatable_mib}; ``cliff``: a list per batch size of
   {batch_size, max_context, first_failing_context, cause, model_max_context, delta_tokens,
-  probes, peak_allocated_mb, reserved_mb, nvml_used_mb, peak_component}; ``probes`` (in
+  probes, peak_allocated_mib, reserved_mib, nvml_used_mib, peak_component}; ``probes`` (in
   the figures or at the top level of the document): a list of {batch_size, context, ok,
-  oom, peak_allocated_mb, reserved_mb, peak_reserved_mb, nvml_used_mb, model_peak_mb,
+  oom, peak_allocated_mib, reserved_mib, peak_reserved_mib, nvml_used_mib, model_peak_mib,
   elapsed_s, error}.
 * ``joule_curve``: ``points``: a list of {phase, batch_size, j_per_token, j_per_token_sem,
   tokens_per_s, power_w, n_events, energy_quality}; ``fits``: a list of {phase, model,
@@ -69,23 +69,23 @@ RESPONSE: Spec = {
     "n_steps": ("int", 0, None),
 }
 VRAM: Spec = {
-    "capacity_mb": ("float", 1e-9, None), "weights_mb": ("float", 0, None),
+    "capacity_mib": ("float", 1e-9, None), "weights_mib": ("float", 0, None),
 }
 FRAGMENTATION: Spec = {
     "fragmentation": ("float", 0, 1), "fragmentation_at_oom": ("float", 0, 1),
-    "largest_allocatable_mb": ("float", 0, None),
+    "largest_allocatable_mib": ("float", 0, None),
 }
 VRAM_POINT: Spec = {
     "max_context": ("int", 0, None), "first_failing_context": ("int", 0, None), "cause": ("str",),
     "model_max_context": ("int", None, None), "delta_tokens": ("int", None, None),
-    "n_probes": ("int", 0, None, ("probes",)), "peak_allocated_mb": ("float", 0, None),
-    "reserved_mb": ("float", 0, None), "nvml_used_mb": ("float", 0, None), "peak_component": ("str",),
+    "n_probes": ("int", 0, None, ("probes",)), "peak_allocated_mib": ("float", 0, None),
+    "reserved_mib": ("float", 0, None), "nvml_used_mib": ("float", 0, None), "peak_component": ("str",),
 }
 PROBE: Spec = {
     "batch_size": ("int", 1, None), "context": ("int", 0, None), "ok": ("bool",), "oom": ("bool",),
-    "peak_allocated_mb": ("float", 0, None), "reserved_mb": ("float", 0, None),
-    "peak_reserved_mb": ("float", 0, None), "nvml_used_mb": ("float", 0, None),
-    "model_peak_mb": ("float", 0, None), "elapsed_s": ("float", 0, None), "error": ("str",),
+    "peak_allocated_mib": ("float", 0, None), "reserved_mib": ("float", 0, None),
+    "peak_reserved_mib": ("float", 0, None), "nvml_used_mib": ("float", 0, None),
+    "model_peak_mib": ("float", 0, None), "elapsed_s": ("float", 0, None), "error": ("str",),
 }
 JOULE_POINT: Spec = {
     "j_per_token": ("float", 0, None), "j_per_token_sem": ("float", 0, None), "tokens_per_s": ("float", 0, None),

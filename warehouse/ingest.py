@@ -308,16 +308,16 @@ def _write(con, b: DeviceBundle) -> int:
            ON CONFLICT (device_uid) DO UPDATE SET
              host = CASE WHEN {newer.format(t='devices')} THEN excluded.host ELSE devices.host END,
              gpu_name = CASE WHEN {newer.format(t='devices')} THEN coalesce(excluded.gpu_name, devices.gpu_name) ELSE devices.gpu_name END,
-             vram_total_mb = CASE WHEN {newer.format(t='devices')} THEN coalesce(excluded.vram_total_mb, devices.vram_total_mb) ELSE devices.vram_total_mb END,
+             vram_total_mib = CASE WHEN {newer.format(t='devices')} THEN coalesce(excluded.vram_total_mib, devices.vram_total_mib) ELSE devices.vram_total_mib END,
              simulated = CASE WHEN {newer.format(t='devices')} THEN excluded.simulated ELSE devices.simulated END,
              first_seen_wall_ns = least(devices.first_seen_wall_ns, excluded.first_seen_wall_ns),
              last_seen_wall_ns = greatest(devices.last_seen_wall_ns, excluded.last_seen_wall_ns)""",
-        [device_uid, meta["host"], _text(fields.get("gpu_name")), _positive(fields.get("vram_total_mb")),
+        [device_uid, meta["host"], _text(fields.get("gpu_name")), _positive(fields.get("vram_total_mib")),
          meta["simulated"], seen_first, seen_last],
     )
     fp_row = [
         fp["fingerprint"], device_uid, fp["comparability_key"], fp["simulated"],
-        _text(fields.get("gpu_name")), _positive(fields.get("vram_total_mb")), _text(fields.get("vbios")),
+        _text(fields.get("gpu_name")), _positive(fields.get("vram_total_mib")), _text(fields.get("vbios")),
         _text(fields.get("driver_version")), _text(fields.get("cuda_driver_version")),
         _positive(fields.get("power_limit_w")), _text(fields.get("ecc_mode")), _text(fields.get("mig_mode")),
         _text(fields.get("cpu_model")), _positive_int(fields.get("cpu_cores")), _positive(fields.get("ram_gb")),
@@ -329,7 +329,7 @@ def _write(con, b: DeviceBundle) -> int:
             ON CONFLICT (fingerprint) DO UPDATE SET
               device_uid = excluded.device_uid, comparability_key = excluded.comparability_key,
               simulated = excluded.simulated, gpu_name = excluded.gpu_name,
-              vram_total_mb = excluded.vram_total_mb, vbios = excluded.vbios,
+              vram_total_mib = excluded.vram_total_mib, vbios = excluded.vbios,
               driver_version = excluded.driver_version, cuda_driver_version = excluded.cuda_driver_version,
               power_limit_w = excluded.power_limit_w, ecc_mode = excluded.ecc_mode, mig_mode = excluded.mig_mode,
               cpu_model = excluded.cpu_model, cpu_cores = excluded.cpu_cores, ram_gb = excluded.ram_gb,

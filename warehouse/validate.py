@@ -170,7 +170,7 @@ def _kind(dtype: pa.DataType) -> str:
 
 
 _TARGET_KIND = {"int64": "int", "int32": "int", "double": "float", "string": "str", "bool": "bool"}
-_UNIT_OF = {"_ns": "nanoseconds", "_w": "watts", "_c": "degrees Celsius", "_mhz": "MHz", "_mb": "MB", "_s": "seconds", "_ms": "milliseconds", "_j": "joules"}
+_UNIT_OF = {"_ns": "nanoseconds", "_w": "watts", "_c": "degrees Celsius", "_mhz": "MHz", "_mib": "MiB", "_s": "seconds", "_ms": "milliseconds", "_j": "joules"}
 
 
 def _describe_target(name: str, target: pa.DataType) -> str:

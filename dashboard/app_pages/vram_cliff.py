@@ -23,13 +23,13 @@ ui.chart(charts.vram_cliff(points, summary), points.drop(columns=["simulated"]),
 ui.chart(charts.vram_capacity(summary), summary, "vram-capacity")
 ui.table(pd.DataFrame({
     "device": summary["label"], "source": ui.source_column(summary["simulated"]),
-    "capacity (MB)": summary["vram_capacity_mb"], "max context @ b1": summary["vram_max_context_batch1"],
-    "peak @ b1 (MB)": summary["vram_cliff_peak_mb_batch1"], "cause @ b1": summary["vram_cliff_cause_batch1"],
+    "capacity (MiB)": summary["vram_capacity_mib"], "max context @ b1": summary["vram_max_context_batch1"],
+    "peak @ b1 (MiB)": summary["vram_cliff_peak_mib_batch1"], "cause @ b1": summary["vram_cliff_cause_batch1"],
     "largest batch": summary["vram_max_batch_size"], "max context @ largest batch": summary["vram_max_context_max_batch"],
     "fragmentation": summary["vram_fragmentation"], "peer median @ b1": summary["peer_median_max_context_batch1"],
     "quality": summary["vram_cliff_quality"], "run quality": summary["run_quality"],
 }), column_config={
     "fragmentation": st.column_config.NumberColumn(format="percent"),
-    "capacity (MB)": st.column_config.NumberColumn(format="%,.0f"),
-    "peak @ b1 (MB)": st.column_config.NumberColumn(format="%,.0f"),
+    "capacity (MiB)": st.column_config.NumberColumn(format="%,.0f"),
+    "peak @ b1 (MiB)": st.column_config.NumberColumn(format="%,.0f"),
 })

@@ -102,7 +102,7 @@ def _model_shape(config: JouleCurveConfig):
     return shape, act
 
 
-def predicted_vram_mb(act: ActivationModel, config: JouleCurveConfig, batch: int) -> float:
+def predicted_vram_mib(act: ActivationModel, config: JouleCurveConfig, batch: int) -> float:
     """Weights plus the larger of the prefill's and the last decode step's peak, MiB."""
     return (act.weight_bytes() + act.serve_peak_bytes(batch, config.input_tokens, config.output_tokens)) / MiB
 
@@ -259,7 +259,7 @@ def _report(ctx, config, events, runner, warmup_passes, stopped, oom_batch, shap
                 "attn_implementation": config.attn_implementation,
                 "input_tokens": config.input_tokens,
                 "output_tokens": config.output_tokens,
-                "predicted_vram_mb": [{"batch_size": b, "vram_mb": predicted_vram_mb(act, config, b)}
+                "predicted_vram_mib": [{"batch_size": b, "vram_mib": predicted_vram_mib(act, config, b)}
                                       for b in config.batch_sizes],
             },
         },

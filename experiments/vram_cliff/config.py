@@ -35,9 +35,9 @@ class VramCliffConfig(BaseModel):
     probe_hold_s: float = Field(0.1, ge=0, description="how long a probe's memory is held (the trace sees it)")
     probe_load_level: float = Field(0.9, ge=0, le=1, description="load level marked while a probe's memory is held")
     torture_fill_fraction: float = Field(0.9, gt=0, lt=1, description="fill this fraction of free memory")
-    torture_min_block_mb: float = Field(2.0, gt=0)
-    torture_max_block_mb: float = Field(64.0, gt=0)
-    torture_resolution_mb: float = Field(2.0, gt=0, description="resolution of the largest-block probe")
+    torture_min_block_mib: float = Field(2.0, gt=0)
+    torture_max_block_mib: float = Field(64.0, gt=0)
+    torture_resolution_mib: float = Field(2.0, gt=0, description="resolution of the largest-block probe")
     seed: int = 0
 
     @model_validator(mode="before")
@@ -52,8 +52,8 @@ class VramCliffConfig(BaseModel):
 
     @model_validator(mode="after")
     def _blocks(self) -> "VramCliffConfig":
-        if self.torture_min_block_mb > self.torture_max_block_mb:
-            raise ValueError("torture_min_block_mb must be <= torture_max_block_mb")
+        if self.torture_min_block_mib > self.torture_max_block_mib:
+            raise ValueError("torture_min_block_mib must be <= torture_max_block_mib")
         return self
 
     @classmethod

@@ -19,7 +19,7 @@ real prefill and PyTorch's caching allocator; on a simulated board the same call
 prefill allocates the tensors :class:`ActivationModel` says are alive at the pass's peak in
 the board's caching-allocator model and raises the same ``torch.OutOfMemoryError`` (nothing
 large is allocated on the host). The VRAM in use is declared with ``ctx.set_load(level,
-vram_mb=...)`` so the trace shows it (it drives a simulated board's NVML "used").
+vram_mib=...)`` so the trace shows it (it drives a simulated board's NVML "used").
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def torture(memory: DeviceMemory, config: VramCliffConfig, ctx: RunContext | Non
     """
     rng = np.random.default_rng(config.seed)
     order: list[str] = []
-    min_b, max_b = int(config.torture_min_block_mb * MiB), int(config.torture_max_block_mb * MiB)
+    min_b, max_b = int(config.torture_min_block_mib * MiB), int(config.torture_max_block_mib * MiB)
     avail = memory.capacity_bytes - memory.stats().reserved_bytes
     target = int(config.torture_fill_fraction * avail)
     hold = config.probe_hold_s
@@ -157,7 +157,7 @@ def torture(memory: DeviceMemory, config: VramCliffConfig, ctx: RunContext | Non
     def declare(step: str) -> None:
         order.append(step)
         if ctx is not None:
-            ctx.set_load(TORTURE_LOAD_LEVEL, vram_mb=memory.stats().reserved_bytes / MiB)
+            ctx.set_load(TORTURE_LOAD_LEVEL, vram_mib=memory.stats().reserved_bytes / MiB)
             ctx.sleep(hold)
 
     # 1. prime: the cache fills with large segments, then holds them free.
@@ -174,7 +174,7 @@ def torture(memory: DeviceMemory, config: VramCliffConfig, ctx: RunContext | Non
     st = memory.stats()  # THE fragmentation read: holes present, no empty_cache yet
     order.append("read_stats")
     largest_allocatable = probe_largest_allocatable_bytes(
-        memory, memory.capacity_bytes, int(config.torture_resolution_mb * MiB))
+        memory, memory.capacity_bytes, int(config.torture_resolution_mib * MiB))
     order.append("probe_largest_allocatable")
     # 4. pressure: blocks of the largest size until OOM (the holes cannot serve them).
     pressure = _fill(memory, lambda: max_b, memory.capacity_bytes * 2)
@@ -190,23 +190,23 @@ def torture(memory: DeviceMemory, config: VramCliffConfig, ctx: RunContext | Non
     after = memory.stats()
     tr122 = after.inactive_split_blocks / after.reserved_bytes if after.reserved_bytes else 0.0
     if ctx is not None:
-        ctx.set_load(0.0, vram_mb=after.reserved_bytes / MiB)
+        ctx.set_load(0.0, vram_mib=after.reserved_bytes / MiB)
     return {
         "fragmentation": st.fragmentation,
-        "inactive_split_mb": st.inactive_split_bytes / MiB,
+        "inactive_split_mib": st.inactive_split_bytes / MiB,
         "inactive_split_blocks": st.inactive_split_blocks,
-        "reserved_mb": st.reserved_bytes / MiB,
-        "allocated_mb": st.allocated_bytes / MiB,
-        "largest_free_block_mb": st.largest_free_block_bytes / MiB,
-        "largest_allocatable_mb": largest_allocatable / MiB,
+        "reserved_mib": st.reserved_bytes / MiB,
+        "allocated_mib": st.allocated_bytes / MiB,
+        "largest_free_block_mib": st.largest_free_block_bytes / MiB,
+        "largest_allocatable_mib": largest_allocatable / MiB,
         "blocks_carved": len(carved),
         "holes": len(holes),
         "pressure_blocks_until_oom": len(pressure),
         "fragmentation_at_oom": at_oom.fragmentation,
-        "reserved_at_oom_mb": at_oom.reserved_bytes / MiB,
-        "allocated_at_oom_mb": at_oom.allocated_bytes / MiB,
-        "capacity_mb": memory.capacity_bytes / MiB,
-        "fill_target_mb": target / MiB,
+        "reserved_at_oom_mib": at_oom.reserved_bytes / MiB,
+        "allocated_at_oom_mib": at_oom.allocated_bytes / MiB,
+        "capacity_mib": memory.capacity_bytes / MiB,
+        "fill_target_mib": target / MiB,
         "tr122_method_value": tr122,
         "fragmentation_after_empty_cache": after.fragmentation,
         "read_order": order,
@@ -292,7 +292,7 @@ class _Prober:
         memory.reset_peak()
         st = memory.stats()
         self.weights_allocated_bytes, self.weights_reserved_bytes = st.allocated_bytes, st.reserved_bytes
-        ctx.set_load(0.0, vram_mb=st.reserved_bytes / MiB)
+        ctx.set_load(0.0, vram_mib=st.reserved_bytes / MiB)
 
     def model_max_context(self, batch_size: int) -> int:
         """The activation model's prediction next to the weights; with the allocator's segment
@@ -315,20 +315,20 @@ class _Prober:
             error = str(exc)
         acc.synchronize()
         st = mem.stats()  # before empty_cache: the pass's tensors are still alive
-        ctx.set_load(self.config.probe_load_level, vram_mb=st.reserved_bytes / MiB)
+        ctx.set_load(self.config.probe_load_level, vram_mib=st.reserved_bytes / MiB)
         ctx.sleep(self.config.probe_hold_s)
         nvml = _nvml_read(ctx)
         del result
         mem.empty_cache()
         mem.reset_peak()
-        ctx.set_load(0.0, vram_mb=mem.stats().reserved_bytes / MiB)
+        ctx.set_load(0.0, vram_mib=mem.stats().reserved_bytes / MiB)
         t1 = ctx.mark("probe_end", phase=NAME, batch_size=batch_size, context=context, ok=error is None)
         return _probe_record(batch_size, context, error, st, nvml, self.act, self.weights_allocated_bytes, t0, t1)
 
     def close(self) -> None:
         self.model = None
         self.memory.empty_cache()
-        self.ctx.set_load(0.0, vram_mb=self.memory.stats().reserved_bytes / MiB)
+        self.ctx.set_load(0.0, vram_mib=self.memory.stats().reserved_bytes / MiB)
 
 
 def _nvml_read(ctx: RunContext) -> tuple[float | None, float | None]:
@@ -337,24 +337,24 @@ def _nvml_read(ctx: RunContext) -> tuple[float | None, float | None]:
         sample = ctx.device.read_sample(time.monotonic_ns())
     except Exception:  # a failed sensor read leaves the fields empty, not the probe
         return None, None
-    return sample.vram_used_mb, sample.power_w
+    return sample.vram_used_mib, sample.power_w
 
 
 def _probe_record(batch_size, context, error, st, nvml, act, weights_allocated_bytes, t0, t1) -> dict:
-    nvml_used_mb, power_w = nvml
+    nvml_used_mib, power_w = nvml
     return {
         "batch_size": int(batch_size),
         "context": int(context),
         "ok": error is None,
         "oom": error is not None,
         "error": error,
-        "peak_allocated_mb": st.peak_allocated_bytes / MiB,
-        "alloc_mb": st.peak_allocated_bytes / MiB,  # the warehouse's name for the probe's size
-        "reserved_mb": st.reserved_bytes / MiB,
-        "peak_reserved_mb": st.peak_reserved_bytes / MiB,
-        "nvml_used_mb": nvml_used_mb,
+        "peak_allocated_mib": st.peak_allocated_bytes / MiB,
+        "alloc_mib": st.peak_allocated_bytes / MiB,  # the warehouse's name for the probe's size
+        "reserved_mib": st.reserved_bytes / MiB,
+        "peak_reserved_mib": st.peak_reserved_bytes / MiB,
+        "nvml_used_mib": nvml_used_mib,
         "power_w": power_w,
-        "model_peak_mb": (act.peak_bytes(batch_size, context) + weights_allocated_bytes) / MiB,
+        "model_peak_mib": (act.peak_bytes(batch_size, context) + weights_allocated_bytes) / MiB,
         "peak_component": act.peak_component(batch_size, context),
         "t_start_ns": int(t0),
         "t_end_ns": int(t1),
@@ -376,46 +376,46 @@ def _cliff_row(batch: int, found: dict, probes: list[dict], prober, config: Vram
         "delta_tokens": int(found["max_context"]) - int(model_max),
         "probes": int(found["probes"]),
         "peak_component": prober.act.peak_component(batch, max(found["max_context"], 1)),
-        "peak_allocated_mb": best["peak_allocated_mb"] if best else None,
-        "reserved_mb": best["reserved_mb"] if best else None,
-        "nvml_used_mb": best["nvml_used_mb"] if best else None,
+        "peak_allocated_mib": best["peak_allocated_mib"] if best else None,
+        "reserved_mib": best["reserved_mib"] if best else None,
+        "nvml_used_mib": best["nvml_used_mib"] if best else None,
     }
 
 
-def _summary(cliff: list[dict], probes: list[dict], frag: dict, vram_total_mb: float) -> dict:
+def _summary(cliff: list[dict], probes: list[dict], frag: dict, vram_total_mib: float) -> dict:
     """Headline figures: the smallest batch size's cliff.
 
-    max_context: its largest fitting context; cliff_mb: NVML used at that probe (None when
-    the position limit, not memory, stopped it); oom_mb: NVML used at its first OOM probe;
-    max_alloc_mb: the largest single block the torture test could still allocate.
+    max_context: its largest fitting context; cliff_mib: NVML used at that probe (None when
+    the position limit, not memory, stopped it); oom_mib: NVML used at its first OOM probe;
+    max_alloc_mib: the largest single block the torture test could still allocate.
     """
     first = cliff[0] if cliff else None
     by_batch = {r["batch_size"]: r["max_context"] for r in cliff if r["cause"] is not None}
-    cliff_mb = oom_mb = None
+    cliff_mib = oom_mib = None
     if first is not None and first["cause"] == "memory":
-        cliff_mb = first["nvml_used_mb"]
+        cliff_mib = first["nvml_used_mib"]
         ooms = [p for p in probes if p["batch_size"] == first["batch_size"] and p["oom"]]
-        oom_mb = ooms[0]["nvml_used_mb"] if ooms else None
+        oom_mib = ooms[0]["nvml_used_mib"] if ooms else None
     return {
-        "vram_total_mb": vram_total_mb,
+        "vram_total_mib": vram_total_mib,
         "predicted_max_context": first["model_max_context"] if first else None,
         "max_context": first["max_context"] if first and first["cause"] is not None else None,
         "max_context_batch1": by_batch.get(1),
         "limiting_cause": first["cause"] if first else None,
-        "cliff_mb": cliff_mb,
-        "cliff_fraction": cliff_mb / vram_total_mb if cliff_mb is not None and vram_total_mb else None,
-        "oom_mb": oom_mb,
-        "max_alloc_mb": frag["largest_allocatable_mb"],
+        "cliff_mib": cliff_mib,
+        "cliff_fraction": cliff_mib / vram_total_mib if cliff_mib is not None and vram_total_mib else None,
+        "oom_mib": oom_mib,
+        "max_alloc_mib": frag["largest_allocatable_mib"],
     }
 
 
-def _predicted_cliff_mb(memory, prober, act, cliff: list[dict], vram_total_mb: float) -> float | None:
+def _predicted_cliff_mib(memory, prober, act, cliff: list[dict], vram_total_mib: float) -> float | None:
     """NVML 'used' (MiB) the memory model predicts at the smallest batch's predicted max context.
 
     What the device holds beyond this process's reach (driver, context, other processes),
     plus the weights and the prefill's peak tensors: each in the fresh segment the allocator
     reserves for it when the allocator states its segment rule (the simulated board's does),
-    raw bytes otherwise (CUDA's cache rounds less coarsely). The measured twin is ``cliff_mb``.
+    raw bytes otherwise (CUDA's cache rounds less coarsely). The measured twin is ``cliff_mib``.
     """
     if not cliff or cliff[0]["model_max_context"] < 1:
         return None
@@ -425,27 +425,27 @@ def _predicted_cliff_mb(memory, prober, act, cliff: list[dict], vram_total_mb: f
         peak, weights = sum(n for _, n in act.peak_tensors(batch, context)), prober.weights_allocated_bytes
     else:
         peak, weights = sum(seg(n) for _, n in act.peak_tensors(batch, context)), prober.weights_reserved_bytes
-    return (vram_total_mb * MiB - memory.capacity_bytes + weights + peak) / MiB
+    return (vram_total_mib * MiB - memory.capacity_bytes + weights + peak) / MiB
 
 
 def _report(ctx, config, memory, shape, act, prober, frag, cliff, probes, stopped) -> dict:
     simulated = bool(ctx.simulated)
-    vram_total_mb = float(ctx.device.info.vram_total_mb)
+    vram_total_mib = float(ctx.device.info.vram_total_mib)
     resolved = [r for r in cliff if r["cause"] is not None]
     mem_rows = [r for r in resolved if r["cause"] == "memory"]
     return {
         "experiment": NAME,
         "schema_version": SCHEMA_VERSION,
         "figures": {
-            **_summary(cliff, probes, frag, vram_total_mb),
+            **_summary(cliff, probes, frag, vram_total_mib),
             "cliff": cliff,
             "fragmentation": frag,
-            "capacity_mb": memory.capacity_bytes / MiB,
-            "weights_mb": prober.weights_allocated_bytes / MiB,
-            "weights_reserved_mb": prober.weights_reserved_bytes / MiB,
+            "capacity_mib": memory.capacity_bytes / MiB,
+            "weights_mib": prober.weights_allocated_bytes / MiB,
+            "weights_reserved_mib": prober.weights_reserved_bytes / MiB,
             "n_positions": int(act.n_positions),
             "model": _model_figures(config, shape, act),
-            "predicted_cliff_mb": _predicted_cliff_mb(memory, prober, act, cliff, vram_total_mb),
+            "predicted_cliff_mib": _predicted_cliff_mib(memory, prober, act, cliff, vram_total_mib),
         },
         "quality": {
             "simulated": simulated,
@@ -455,7 +455,7 @@ def _report(ctx, config, memory, shape, act, prober, frag, cliff, probes, stoppe
             "ooms": sum(1 for p in probes if p["oom"]),
             "stopped_early": bool(stopped),
             "batch_sizes_done": len(resolved),
-            "nvml_reads_missing": sum(1 for p in probes if p["nvml_used_mb"] is None),
+            "nvml_reads_missing": sum(1 for p in probes if p["nvml_used_mib"] is None),
         },
         "checks": {
             # The read order, TR122's method reading ~0 and the simulated cliff matching the

@@ -13,7 +13,7 @@ temperature.gpu                                temp_c              none, C, degC
 clocks.current.sm / clocks.sm                  sm_clock_mhz        MHz, GHz, kHz
 clocks.current.memory / clocks.mem             mem_clock_mhz       MHz, GHz, kHz
 utilization.gpu / utilization.memory           util_gpu / util_mem %
-memory.used                                    vram_used_mb        MiB, MB, GiB, GB, KiB
+memory.used                                    vram_used_mib        MiB, MB, GiB, GB, KiB
 total_energy_consumption                       energy_j            mJ, J, kJ
 pstate (P0..P15)                               pstate
 clocks_event_reasons.active (also _throttle_)  clocks_event_reasons  hex bitmask
@@ -74,7 +74,7 @@ COLUMNS = {
     "clocks.mem": ("clock", "mem_clock_mhz"),
     "utilization.gpu": ("percent", "util_gpu"),
     "utilization.memory": ("percent", "util_mem"),
-    "memory.used": ("memory", "vram_used_mb"),
+    "memory.used": ("memory", "vram_used_mib"),
     "total_energy_consumption": ("energy", "energy_j"),
 }
 BITMASK_COLUMNS = ("clocks_event_reasons.active", "clocks_throttle_reasons.active")

@@ -3,7 +3,7 @@ run_metadata.json; TR122 section 3) as one run x device.
 
 Strict on what the physics needs: ``power_trace.csv`` must have ``t_ns`` (integer ns,
 non-decreasing) and ``power_w`` (watts). Lenient on the rest: the optional columns
-(temp_c, sm_clock_mhz, mem_clock_mhz, util_gpu, util_mem, vram_used_mb, read_ok, dt_s)
+(temp_c, sm_clock_mhz, mem_clock_mhz, util_gpu, util_mem, vram_used_mib, read_ok, dt_s)
 are null when absent, read_ok defaults to "power_w was read", dt_s to the t_ns step,
 and generation_events.jsonl, baseline.json and run_metadata.json may be missing.
 Event fields map as energy_joules -> energy_integrated_j, operational_joules ->
@@ -38,7 +38,7 @@ EVENTS_FILE = "generation_events.jsonl"
 BASELINE_FILE = "baseline.json"
 METADATA_FILE = "run_metadata.json"
 TR122_TRACE_COLUMNS = ("t_ns", "power_w", "temp_c", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "util_mem",
-                       "vram_used_mb", "read_ok", "dt_s")
+                       "vram_used_mib", "read_ok", "dt_s")
 EVENT_EXTRA = {"power_samples": pa.int64()}  # TR122 event fields kept beside EVENT_FIELDS (extra_json)
 EVENT_MAP = {  # TR122 field -> events column
     "event_id": "event_id", "phase": "phase", "t_start_ns": "t_start_ns", "t_end_ns": "t_end_ns",
