@@ -33,10 +33,14 @@ netns:
 test: install browser netns
 	$(PY) -m pytest -q
 
-# The fast tier for your own feedback: no Ray, browser, real-time poller, fleet-job fixture
-# or fuzz tier (about 3 minutes on 2 cores). `make test` still runs everything; CI runs it.
+# The fast tier for your own feedback: every test but those marked slow, ray, browser, realtime
+# or fuzz (the rule: tests/tiers.py), on one pytest-xdist worker per core; the tests that share
+# a module's fixture stay on one worker (loadgroup), so it is built once. `make test` still
+# runs everything, in one process; CI runs it.
+FAST_TIER := not slow and not ray and not browser and not realtime and not fuzz
+FAST_WORKERS ?= auto
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not realtime and not fuzz"
+	$(PY) -m pytest -q -m "$(FAST_TIER)" -n $(FAST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tiers import marks_users
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = ("rtx4080-laptop", "h100-sxm")
 FLEET_TIMEOUT_S = 900
@@ -128,6 +130,7 @@ _BUILT: dict[str, FleetWarehouse] = {}
 
 
 @pytest.fixture(scope="session")
+@marks_users("ray")  # the real fleet job on a local Ray: a minute or more on 2 cores
 def fleet_warehouse(tmp_path_factory) -> FleetWarehouse:
     """The smoke fleet warehouse, built once per test session (shared by every module that
     imports this fixture)."""

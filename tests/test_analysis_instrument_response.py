@@ -21,6 +21,7 @@ from agents.profiles import builtin_profile_names, load_profile
 from experiments.analysis.instrument_response import analyze, analyze_step_response
 from realdata_loader import PUBLISHED, realdata_dir
 from analysis_helpers import assert_plain, frame
+from tiers import fast_subset
 
 FIELDS = (("power_w", "average_window_ms"), ("power_instant_w", "instant_window_ms"))
 
@@ -103,7 +104,7 @@ def random_profile(seed: int):
     })
 
 
-@pytest.mark.parametrize("seed", [101, 202, 303, 404, 505, 606, 707, 808])
+@pytest.mark.parametrize("seed", fast_subset([101, 404, 808, 202, 303, 505, 606, 707], keep=3))
 def test_random_profiles(seed):
     check(random_profile(seed), seed=seed)
 

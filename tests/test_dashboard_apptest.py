@@ -357,17 +357,17 @@ def test_bench_dashboard_renders_every_page(tmp_path) -> None:
         logging.getLogger(name).addHandler(heard)
     calls = []
     try:
-        doc = bench_dashboard(rows=40_000, runs=8, devices=4, progress=lambda *call: calls.append(call))
+        doc = bench_dashboard(rows=6_000, runs=3, devices=2, progress=lambda *call: calls.append(call))
     finally:
         for name in _BARE_MODE_LOGGERS:
             logging.getLogger(name).removeHandler(heard)
     # Streamlit's "No runtime found" / "missing ScriptRunContext", once per cache clear, stay off stderr.
     assert not [m for m in heard.messages if "No runtime found" in m or "ScriptRunContext" in m], heard.messages
-    assert doc["warehouse"]["rows"] == 40_000
-    assert [c for c in calls if c[0] == "building runs"] == [("building runs", i, 8) for i in range(9)]
+    assert doc["warehouse"]["rows"] == 6_000
+    assert [c for c in calls if c[0] == "building runs"] == [("building runs", i, 3) for i in range(4)]
     assert [c for c in calls if c[0] == "rendering pages"] == [("rendering pages", i, len(PAGES))
                                                                for i in range(len(PAGES) + 1)]
-    assert calls.index(("building runs", 8, 8)) < calls.index(("rendering pages", 0, len(PAGES)))
+    assert calls.index(("building runs", 3, 3)) < calls.index(("rendering pages", 0, len(PAGES)))
     assert set(doc["pages"]) == {title for _f, title, _i, _u in PAGES}
     for title, page in doc["pages"].items():
         assert "errors" not in page, (title, page)

@@ -41,7 +41,7 @@ def _has_playwright() -> bool:
 # Checked at collection, so a machine without a browser skips before the fixture warehouse
 # is built.
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).is_file(),
                        reason=f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)"),
     pytest.mark.skipif(not _has_playwright(),

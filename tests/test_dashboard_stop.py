@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+# a real Streamlit server, waited for on the clock until it answers and until it is gone
+pytestmark = pytest.mark.realtime
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -18,7 +18,7 @@ import duckdb
 import psutil
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from netns_cluster import NetnsCluster, why_no_namespaces
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HOSTNAME = "fpnode"  # every node's hostname, as on cloned VMs

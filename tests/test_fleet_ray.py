@@ -9,7 +9,7 @@ import time
 import duckdb
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 SHORT = {"baseline": {"duration_s": 4.0, "settle_s": 0.5}}
 PROFILES = ("rtx4090", "h100-sxm", "a100-sxm")

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 
 

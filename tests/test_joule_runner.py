@@ -352,6 +352,7 @@ class RealLikeDevice(Device):
         return Sample(power_w=50.0)
 
 
+@pytest.mark.realtime  # how many passes fill min_event_s depends on how fast the machine is right now
 def test_real_device_repeats_passes_instead_of_idling(tmp_path, counted):
     markers = MarkerWriter(tmp_path / "markers.jsonl")
     ctx = RunContext(device=RealLikeDevice(), markers=markers, artifacts=ArtifactWriter(tmp_path), run_id="r1")

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

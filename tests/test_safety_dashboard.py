@@ -73,6 +73,7 @@ def test_the_file_is_free_between_the_queries_of_one_request(wh):
     assert not data._SHARED
 
 
+@pytest.mark.realtime  # a query running for a second of wall clock, then cancelled within 3 s
 def test_a_query_is_cancelled_when_its_session_ends(wh, monkeypatch):
     """Streamlit asks a run to stop when its session disconnects; a query inside DuckDB never
     saw that and held the file until its time limit."""
@@ -134,6 +135,7 @@ BUSY_DASHBOARD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.realtime  # eight viewer threads in a child process, overlapping on the clock
 def test_a_busy_dashboard_lets_a_waiting_writer_in(wh, tmp_path):
     """Eight viewers whose queries overlap without a gap kept the file open for good: the
     shared instance never closed and the ingest gave up after 30 s. Readers now yield to a
@@ -256,6 +258,7 @@ def _serving(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.realtime  # a real Streamlit server, waited for on the clock
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stopping_the_cli_stops_the_streamlit_server(tmp_path, signum):
     """SIGTERM to `fleetphysics dashboard` left the Streamlit server serving."""

@@ -21,6 +21,7 @@ from experiments.analysis.rle import rle_series
 from experiments.context import ArtifactWriter, RunContext
 from experiments.training_coupling import NAME, TrainingCouplingConfig, run
 from experiments.training_coupling.runner import read_counter_j, sim_level_for
+from tiers import marks_users
 
 S = 1_000_000_000
 PROFILE = "rtx4080-laptop"
@@ -79,6 +80,7 @@ def test_counter_read_is_retried_after_a_failed_read():
 
 
 @pytest.fixture(scope="module")
+@marks_users("realtime")  # the runner paces its steps on the clock (sim_min_step_s): seconds, and load-sensitive
 def smoke_run(tmp_path_factory):
     """One smoke run with the positive-control knob on, and a trace rendered from its markers."""
     tmp = tmp_path_factory.mktemp("tc")
@@ -90,8 +92,12 @@ def smoke_run(tmp_path_factory):
     import torch
 
     threads = torch.get_num_threads()
-    result = run(ctx, cfg)
-    assert torch.get_num_threads() == threads  # the runner's one-thread setting is restored
+    torch.set_num_threads(2)  # not the runner's one thread (conftest sets one for every test)
+    try:
+        result = run(ctx, cfg)
+        assert torch.get_num_threads() == 2  # the runner's one-thread setting is restored
+    finally:
+        torch.set_num_threads(threads)
     markers = read_markers(tmp / "markers.jsonl")
     edges = load_edges_from_markers(markers, dev.uuid)
     grid = np.arange(result["t_start_ns"] - 2 * S, result["t_end_ns"] + S // 2, 20_000_000, dtype=np.int64)

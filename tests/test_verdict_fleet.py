@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tiers import marks_users
 from verdict_fleet import FAULTS, build_fleet, figures_table, plant
 from warehouse import verdict as v
 
@@ -34,6 +35,7 @@ def faulty(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+@marks_users("slow")  # 32 rendered, analysed and ingested units: about 10 s of CPU
 def clean(tmp_path_factory):
     """32 units of one board, no fault: only the board's unit-to-unit spread."""
     hosts = plant(32, BOARD, {})
@@ -87,7 +89,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_verdict_cli_json_and_exit_codes(faulty, clean):
+def test_verdict_cli_json_and_exit_codes(faulty, capsys):
     proc = _cli("verdict", "--warehouse", str(faulty[0]), "--json")
     assert proc.returncode == 3, proc.stderr
     out = json.loads(proc.stdout)
@@ -100,13 +102,17 @@ def test_verdict_cli_json_and_exit_codes(faulty, clean):
     assert o["n_peers"] == 17 and o["robust_z"] > v.Z_SEVERE and 60 < o["peer_median"] < 80
     assert any(f"above its {o['n_peers']} peers" in r for r in leaky["reasons"])
 
+    from cluster.cli import main  # in this process: the command's process start was checked just above
+
+    assert main(["verdict", "--warehouse", str(faulty[0]), "--run", "no-such-run"]) == 2
+    out, err = capsys.readouterr()
+    assert "--run no-such-run: no such run" in err and len(err.strip().splitlines()) == 1 and not out
+
+
+def test_verdict_cli_on_a_clean_fleet_exits_0(clean):
     proc = _cli("verdict", "--warehouse", str(clean[0]), "--run", "run-clean")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("run run-clean: 0 not_ready, 0 caution, 32 ready")
-
-    proc = _cli("verdict", "--warehouse", str(clean[0]), "--run", "no-such-run")
-    assert proc.returncode == 2 and "--run no-such-run: no such run" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_verdict_on_an_empty_warehouse_is_one_line(tmp_path):
@@ -136,7 +142,7 @@ def test_stored_verdict_is_in_the_view(faulty):
 
 def test_history_flags_a_unit_that_changed_since_its_last_run(tmp_path):
     path = tmp_path / "fleet.duckdb"
-    hosts = plant(6, BOARD, {})
+    hosts = plant(4, BOARD, {})
     build_fleet(path, hosts, "run-1", run_index=0)
     later = [(h, f"{BOARD}?{FAULTS['poor_cooling'][0]}" if i == 0 else t, None) for i, (h, t, _) in enumerate(hosts)]
     build_fleet(path, later, "run-2", run_index=1)

@@ -74,7 +74,7 @@ def test_gate_counts_a_lost_host_that_left_nothing(monkeypatch, capsys, stored):
     assert "NOT READY  sim-9-h100-sxm" in text and "host lost during the run" in text
 
 
-@pytest.mark.slow
+@pytest.mark.ray  # the real job on the embedded Ray
 def test_run_gate_end_to_end_with_a_faulty_simulated_unit(tmp_path):
     """The real job on the embedded Ray: two simulated hosts, one idling under load."""
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")

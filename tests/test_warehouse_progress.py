@@ -6,6 +6,8 @@ import json
 import threading
 import time
 
+import pytest
+
 import warehouse_fixtures as fx
 from warehouse import progress
 from warehouse.cli import _ingest
@@ -37,6 +39,7 @@ def test_ingest_command_prints_only_its_json_when_piped(tmp_path, capsys):
     assert json.loads(out) == {"run_id": "run-0001", "devices": ["dev-0"], "rows": 2000} and err == ""
 
 
+@pytest.mark.realtime  # counts the ticks of a 1.3 s wait
 def test_a_wait_of_known_length_is_reported_in_seconds_as_it_passes():
     heard = []
     with progress.ticking(lambda *r: heard.append(r), "poller process", 1.0, every_s=0.05):

@@ -120,6 +120,7 @@ def _hold(path: Path, seconds: float, tmp_path: Path) -> subprocess.Popen:
     return child
 
 
+@pytest.mark.realtime  # a child holds the lock for 2 s of wall clock
 def test_readers_and_writers_wait_for_the_lock_then_say_who_holds_it(tmp_path):
     path = tmp_path / "w.duckdb"
     connect_writer(path).close()
