@@ -9,6 +9,10 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install run test test-fast clean browser netns
 
+# Tests start many Python processes (the CLI, pollers, xdist workers): let them share compiled
+# bytecode (__pycache__, git-ignored) even where the environment sets PYTHONDONTWRITEBYTECODE.
+unexport PYTHONDONTWRITEBYTECODE
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml

@@ -100,3 +100,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
                                 "cheaper or mark them (tests/tiers.py says how)")
     for cpu_s, nodeid in sorted(_OVER_BUDGET, reverse=True):
         terminalreporter.write_line(f"  {cpu_s:6.2f} s  {nodeid}")
+
+
+@pytest.fixture(autouse=True)
+def _no_terminal_size_from_xdist(monkeypatch):
+    """pytest-xdist starts its workers with COLUMNS=80 and LINES=24, which a user's pipe does
+    not have: tests see the environment they would see under plain pytest."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        monkeypatch.delenv("COLUMNS", raising=False)
+        monkeypatch.delenv("LINES", raising=False)

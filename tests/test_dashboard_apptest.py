@@ -337,6 +337,7 @@ def test_cli_rejects_a_bad_port(capsys) -> None:
     assert "argument --port: '70000' is out of range" in err and "from 1 to 65535" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow  # builds a bench warehouse and renders every page: ~9 s of CPU
 def test_bench_dashboard_renders_every_page(tmp_path) -> None:
     """The benchmark's plumbing on a small warehouse (the 100 M-row figure is in the report)."""
     import logging

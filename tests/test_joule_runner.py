@@ -95,6 +95,7 @@ def test_simulated_board_repeats_passes_until_min_event_s(tmp_path):
                                                        for v in truth.values())
 
 
+@pytest.mark.slow  # a fresh interpreter runs a whole Joule curve: ~5 s
 def test_simulated_board_imports_neither_torch_nor_transformers(tmp_path):
     """A simulated board needs the model's shape, never transformers, and torch only for an
     out-of-memory error (~6 CPU-s of imports per simulated host avoided)."""
@@ -420,6 +421,7 @@ def test_every_family_runs_the_same_loop_on_a_simulated_board(tmp_path, counted,
     assert result["checks"]["events_matched"] and result["checks"]["warmup_ran"]
 
 
+@pytest.mark.slow  # a small llama on the CPU: ~3 s
 def test_real_device_runs_a_llama_from_a_local_config(tmp_path, counted):
     from experiments import model_shapes
 

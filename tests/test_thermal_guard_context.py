@@ -140,6 +140,7 @@ def _outside(windows, pauses):
     return all(not (t0 < p < t1 or t0 < r < t1) for t0, t1 in windows for p, r in pauses)
 
 
+@pytest.mark.realtime  # the board cools on the wall clock between trips
 def test_a_hot_board_pauses_a_training_run_between_steps_and_it_finishes(tmp_path):
     from experiments.training_coupling import TrainingCouplingConfig
     from experiments.training_coupling import run as train
@@ -156,6 +157,7 @@ def test_a_hot_board_pauses_a_training_run_between_steps_and_it_finishes(tmp_pat
     assert _outside([(s["t_start_ns"], s["t_end_ns"]) for s in res["steps"]], pauses)  # no step spans a pause
 
 
+@pytest.mark.realtime  # the board cools on the wall clock between trips
 def test_a_hot_board_aborts_a_joule_event_cools_and_reruns_it(tmp_path):
     from experiments.analysis import tables
     from experiments.joule_curve import JouleCurveConfig
@@ -187,6 +189,7 @@ def test_a_hot_board_aborts_a_joule_event_cools_and_reruns_it(tmp_path):
     assert _outside(zip(windows["t_start_ns"], windows["t_end_ns"]), pauses)
 
 
+@pytest.mark.realtime  # three trips, each cooled on the wall clock
 def test_a_board_that_cannot_hold_the_load_ends_the_square_wave_on_its_third_trip(tmp_path):
     """instrument_response's load segments read the guard between short busy stretches. The hot
     board at full load re-trips within a fraction of a second of every resume, so a 1 s

@@ -182,6 +182,7 @@ def test_compact_removes_what_a_killed_compact_left_behind(tmp_path):
     assert not _temp_files(path)
 
 
+@pytest.mark.slow  # a compact run as a process and killed: ~3 s
 def test_a_compact_killed_after_its_copy_leaves_the_warehouse_as_it_was(tmp_path):
     path = tmp_path / "w.duckdb"
     _ingest(path, "run-a", 200_000)
