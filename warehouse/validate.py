@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from experiments.contracts import Fingerprint, PollerStats, RunMetadata, parse, read_report
 from experiments.contracts.run import upgrade_unversioned_metadata
 from agents.errors import ValidationError
+from experiments.contracts.base import finite_json
 
 from .columns import (
     CLOCKS,
@@ -714,15 +715,7 @@ def check_choice(label: str, field: str, value, allowed: tuple):
     return value
 
 
-def clean_json(value):
-    """``value`` with NaN and infinities as None, so that it dumps as strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    return value
+clean_json = finite_json  # ``value`` with NaN and infinities as None, so that it dumps as strict JSON
 
 
 def finite_or_none(value):

@@ -32,7 +32,7 @@ class Contract(BaseModel):
         """The model of what an analysis or runner produced (the writer's side): NaN and
         infinities become null, absent nullable figures become null (:func:`complete`), then
         the strict validation of a reader."""
-        return cls.model_validate(complete(cls, _finite(data)))
+        return cls.model_validate(complete(cls, finite_json(data)))
 
 
 class OpenRecord(BaseModel):
@@ -122,14 +122,14 @@ def complete(cls: type[BaseModel], data):
     return out
 
 
-def _finite(value):
+def finite_json(value):
     """``value`` with NaN and infinities as None (strict JSON has neither)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 

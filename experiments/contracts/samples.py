@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typing
 
-from .base import _finite, _is_contract, _is_union, _models_in, _nullable, dump
+from .base import finite_json, _is_contract, _is_union, _models_in, _nullable, dump
 from .report import REPORT_SCHEMA_VERSION
 
 
@@ -60,6 +60,6 @@ def sample_report(name: str, figures: dict | None = None, simulated: bool = True
     from . import REPORT_MODELS
 
     model = REPORT_MODELS[name]
-    doc = minimal(model, _finite({"experiment": name, "schema_version": REPORT_SCHEMA_VERSION,
+    doc = minimal(model, finite_json({"experiment": name, "schema_version": REPORT_SCHEMA_VERSION,
                                   "simulated": simulated, "figures": figures if figures is not None else {}, **top}))
     return dump(model.model_validate(doc))
