@@ -60,16 +60,19 @@ DESCRIPTION = ("Measure the physics of every GPU host (idle power, sensor respon
                "compare the hosts.")
 START_HERE = """\
 start here:
-  make run                 (or: fleetphysics run) measures every GPU host of the embedded local
-                           Ray with the smoke preset (a simulated fleet of three boards when this
-                           machine has no GPU) into ./fleet.duckdb and prints a comparison table
-  fleetphysics dashboard   then compare the hosts in the browser (http://127.0.0.1:8501)
-  fleetphysics verdict     or ask which devices are ready to measure on
+  make run                (or: fleetphysics run) measures every GPU host of the
+                          embedded local Ray with the smoke preset (a simulated
+                          fleet of three boards when this machine has no GPU)
+                          into ./fleet.duckdb and prints a comparison table
+  fleetphysics dashboard  then compare the hosts in the browser
+                          (http://127.0.0.1:8501)
+  fleetphysics verdict    or ask which devices are ready to measure on
 
-words: a *preset* (--preset smoke|quick|full) is how long a run measures; a *board*
-(sim:<board>, --simulate-boards, $FLEETPHYSICS_SIMULATE) is a simulated GPU model; --device
-takes a device spec (sim:h100-sxm, nvml:0, all), --device-uid a device's identity in the
-warehouse, --run a run id. `fleetphysics COMMAND --help` explains each command."""
+words: a *preset* (--preset smoke|quick|full) is how long a run measures; a
+*board* (sim:<board>, --simulate-boards, $FLEETPHYSICS_SIMULATE) is a simulated
+GPU model; --device takes a device spec (sim:h100-sxm, nvml:0, all),
+--device-uid a device's identity in the warehouse, --run a run id.
+`fleetphysics COMMAND --help` explains each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
