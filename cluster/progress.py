@@ -93,10 +93,12 @@ def print_comparison(summary: dict) -> None:
         idle = "-" if d.get("idle_w") is None else f"{d['idle_w']:.1f}" + (
             f" ± {d['idle_sem_w']:.2f}" if d.get("idle_sem_w") is not None else "")
         eq = d.get("equilibrium")
+        tau = d.get("tau_s")  # two significant digits below 10 s: a short soak's 0.17 s tau never reads 0
+        tau_text = _f(tau, "{:.0f}" if (tau or 0) >= 10 else "{:.2g}")
         rows.append((str(d.get("host")), str(d.get("device_uid")), "[yellow]simulated[/]" if d.get("simulated") else "real",
                      idle, _f(d.get("update_period_ms"), "{:.0f}"), _f(d.get("rise_ms"), "{:.0f}"),
                      str(d.get("vram_cliff") if d.get("vram_cliff") is not None else "-"),
-                     _f(d.get("j_per_token"), "{:.3g}"), _f(d.get("tau_s"), "{:.0f}"),
+                     _f(d.get("j_per_token"), "{:.3g}"), tau_text,
                      "-" if eq is None else ("reached" if eq else "predicted"),
                      _state(d.get("run_state"), d.get("end_reason"))))
     c.print(fit_table(c, f"fleetphysics run {summary['run_id']}: {summary['run_state']}", COMPARISON_COLUMNS, rows,

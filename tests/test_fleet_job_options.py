@@ -119,3 +119,14 @@ def test_a_driver_without_the_environment_says_the_fix_in_one_line(tmp_path):
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert "no module named 'duckdb'" in line and "environment on PATH" in line and "Traceback" not in proc.stderr
+
+
+def test_a_short_soaks_tau_is_printed_with_its_digits_never_as_0(capsys):
+    from cluster.progress import print_comparison
+
+    devices = [{"host": f"h{i}", "device_uid": f"GPU-{i}", "simulated": True, "tau_s": tau, "run_state": "completed",
+                "end_reason": "completed"} for i, tau in enumerate((0.17, 230.4))]
+    print_comparison({"run_id": "run-1", "run_state": "completed", "warehouse": "w.duckdb", "out": "runs",
+                      "hosts": {}, "devices": devices})
+    out = capsys.readouterr().out
+    assert "0.17" in out and "230" in out and "│     0 │" not in out
